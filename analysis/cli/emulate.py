@@ -1,0 +1,16 @@
+"""``mixacc emulate``: not built yet."""
+
+from __future__ import annotations
+
+import sys
+
+HELP = "(not built yet) emulate"
+
+
+def add_arguments(parser) -> None:
+    pass
+
+
+def run(args) -> int:
+    print("mixacc emulate is not built yet; see the open issues.", file=sys.stderr)
+    return 0

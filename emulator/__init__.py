@@ -1,0 +1,15 @@
+"""mixacc.emulator — number formats, correct rounding, accumulation models, the exact
+reference, networks and their forward pass. Never imports ``analysis``."""
+
+from .accumulation import ORDERS, Accumulation, parse_accumulation
+from .activations import ACTIVATIONS, Activation, get_activation
+from .errors import DataError, FormatSpecError, MixaccError, ModelFileError, ShapeError, UnknownNameError
+from .formats import FORMATS, Format, format_names, get_format
+from .rounding import ROUNDING_MODES, RoundingMode, get_rounding, round_to
+
+__all__ = [
+    "ACTIVATIONS", "Accumulation", "Activation", "DataError", "FORMATS", "Format", "FormatSpecError",
+    "MixaccError", "ModelFileError", "ORDERS", "ROUNDING_MODES", "RoundingMode", "ShapeError",
+    "UnknownNameError", "format_names", "get_activation", "get_format", "get_rounding",
+    "parse_accumulation", "round_to",
+]

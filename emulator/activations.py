@@ -1,0 +1,246 @@
+"""Activation functions as data: each row carries sigma and sigma' in float64 (numpy),
+sigma at any precision (mpmath, under the caller's ``workprec``), its sympy expression,
+the closed-form condition number kappa_sigma(y) = |y sigma'(y) / sigma(y)| (0/0 = 0), and
+the points where sigma'' vanishes (so the largest |sigma'| on an interval is taken at
+its ends or at those points).
+
+Names: relu, leaky_relu[:alpha] (alpha = 0.01), identity, tanh, sigmoid, gelu (erf
+form), gelu_tanh, silu, softplus, elu[:alpha] (alpha = 1), or ``sympy:EXPR`` — any
+expression in ``y`` built from arithmetic and the functions in ``SYMPY_FUNCTIONS``; its
+sigma', kappa_sigma and mpmath form then come from sympy by differentiation.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+from functools import lru_cache
+from typing import Callable
+
+import mpmath
+import numpy as np
+import sympy
+from scipy import special
+
+from .errors import FormatSpecError, UnknownNameError
+from .registry import Registry
+
+__all__ = ["Activation", "ACTIVATIONS", "get_activation", "activation_names", "SYMPY_FUNCTIONS", "Y"]
+
+Y = sympy.Symbol("y", real=True)
+SQRT_2_OVER_PI = float(np.sqrt(2.0 / np.pi))
+GELU_TANH_A = 0.044715
+
+
+@dataclass(frozen=True)
+class Activation:
+    """sigma and what the analysis needs of it. ``f``, ``df`` and ``kappa`` act
+    elementwise on float64 arrays; ``mp`` on one mpmath number at the current precision."""
+
+    name: str
+    expr: sympy.Expr
+    f: Callable[[np.ndarray], np.ndarray] = field(repr=False)
+    df: Callable[[np.ndarray], np.ndarray] = field(repr=False)
+    kappa: Callable[[np.ndarray], np.ndarray] = field(repr=False)
+    mp: Callable[[mpmath.mpf], mpmath.mpf] = field(repr=False)
+    critical_points: tuple[float, ...] | None = ()
+
+    def __call__(self, y):
+        return self.f(np.asarray(y, dtype=np.float64))
+
+
+def _sig(y):
+    return special.expit(y)
+
+
+def _where(cond, a, b):
+    with np.errstate(all="ignore"):
+        return np.where(cond, a, b)
+
+
+def _relu_row() -> Activation:
+    return Activation(
+        "relu", sympy.Piecewise((Y, Y > 0), (0, True)),
+        f=lambda y: np.maximum(y, 0.0) + 0.0 * y,
+        df=lambda y: (y > 0).astype(np.float64),
+        kappa=lambda y: (y > 0).astype(np.float64),
+        mp=lambda y: y if y > 0 else mpmath.mpf(0),
+        critical_points=(),
+    )
+
+
+def _leaky_row(alpha: float, name: str) -> Activation:
+    a = float(alpha)
+    return Activation(
+        name, sympy.Piecewise((Y, Y > 0), (sympy.Float(a) * Y, True)),
+        f=lambda y: np.where(y > 0, y, a * y),
+        df=lambda y: np.where(y > 0, 1.0, a),
+        kappa=lambda y: np.where(y != 0, 1.0, 0.0) if a != 0 else (y > 0).astype(np.float64),
+        mp=lambda y: y if y > 0 else mpmath.mpf(a) * y,
+    )
+
+
+def _elu_row(alpha: float, name: str) -> Activation:
+    a = float(alpha)
+
+    def kappa(y):
+        with np.errstate(all="ignore"):
+            neg = np.abs(y * np.exp(y) / np.expm1(y))
+        return _where(y > 0, 1.0, _where(y == 0, 1.0, neg))
+
+    return Activation(
+        name, sympy.Piecewise((Y, Y > 0), (sympy.Float(a) * (sympy.exp(Y) - 1), True)),
+        f=lambda y: _where(y > 0, y, a * np.expm1(np.minimum(y, 0.0))),
+        df=lambda y: _where(y > 0, 1.0, a * np.exp(np.minimum(y, 0.0))),
+        kappa=kappa,
+        mp=lambda y: y if y > 0 else mpmath.mpf(a) * mpmath.expm1(y),
+    )
+
+
+def _tanh_kappa(y):
+    t = 2.0 * np.abs(y)
+    with np.errstate(over="ignore", invalid="ignore"):
+        k = t / np.sinh(t)
+    return _where(t == 0, 1.0, k)
+
+
+def _gelu_kappa(y):
+    # y sigma'/sigma = 1 + y phi(y) / Phi(y); phi/Phi = sqrt(2/pi) / erfcx(-y/sqrt2) (stable for y << 0)
+    return np.abs(1.0 + y * SQRT_2_OVER_PI / special.erfcx(-y / np.sqrt(2.0)))
+
+
+def _gelu_tanh_parts(y):
+    inner = SQRT_2_OVER_PI * (y + GELU_TANH_A * y**3)
+    return np.tanh(inner), SQRT_2_OVER_PI * (1.0 + 3.0 * GELU_TANH_A * y**2)
+
+
+def _gelu_tanh_df(y):
+    t, dinner = _gelu_tanh_parts(y)
+    return 0.5 * (1.0 + t) + 0.5 * y * (1.0 - t * t) * dinner
+
+
+def _gelu_tanh_kappa(y):
+    t, dinner = _gelu_tanh_parts(y)
+    return np.abs(1.0 + y * (1.0 - t) * dinner)
+
+
+def _softplus_kappa(y):
+    with np.errstate(all="ignore"):
+        k = np.abs(y * _sig(y) / np.logaddexp(0.0, y))
+    return _where(np.isfinite(k), k, 0.0)
+
+
+def _mp_gelu_tanh(y):
+    c = mpmath.sqrt(2 / mpmath.pi)
+    return y / 2 * (1 + mpmath.tanh(c * (y + mpmath.mpf(GELU_TANH_A) * y**3)))
+
+
+_GELU_CRIT = (-float(np.sqrt(2.0)), float(np.sqrt(2.0)))
+# silu'' = s(y)(1-s(y))(2 + y(1 - 2 s(y))) vanishes at y = ±2.399357280515...
+_SILU_CRIT = (-2.3993572805154676, 2.3993572805154676)
+# gelu_tanh'' vanishes near ±1.4302 (computed once below from its sympy form)
+
+ACTIVATIONS: Registry[Activation] = Registry("activation")
+for _row in (
+    _relu_row(),
+    _leaky_row(0.01, "leaky_relu"),
+    Activation("identity", Y, f=lambda y: y + 0.0, df=lambda y: np.ones_like(y), kappa=lambda y: np.ones_like(y),
+               mp=lambda y: y),
+    Activation("tanh", sympy.tanh(Y), f=np.tanh, df=lambda y: 1.0 - np.tanh(y) ** 2, kappa=_tanh_kappa,
+               mp=mpmath.tanh, critical_points=(0.0,)),
+    Activation("sigmoid", 1 / (1 + sympy.exp(-Y)), f=_sig, df=lambda y: _sig(y) * _sig(-y),
+               kappa=lambda y: np.abs(y) * _sig(-y), mp=lambda y: 1 / (1 + mpmath.exp(-y)), critical_points=(0.0,)),
+    Activation("gelu", Y / 2 * (1 + sympy.erf(Y / sympy.sqrt(2))), f=lambda y: 0.5 * y * special.erfc(-y / np.sqrt(2.0)),
+               df=lambda y: 0.5 * special.erfc(-y / np.sqrt(2.0)) + y * np.exp(-0.5 * y * y) / np.sqrt(2.0 * np.pi),
+               kappa=_gelu_kappa, mp=lambda y: y / 2 * mpmath.erfc(-y / mpmath.sqrt(2)), critical_points=_GELU_CRIT),
+    Activation("gelu_tanh",
+               Y / 2 * (1 + sympy.tanh(sympy.sqrt(2 / sympy.pi) * (Y + sympy.Rational(44715, 1000000) * Y**3))),
+               f=lambda y: 0.5 * y * (1.0 + _gelu_tanh_parts(y)[0]), df=_gelu_tanh_df, kappa=_gelu_tanh_kappa,
+               mp=_mp_gelu_tanh, critical_points=None),
+    Activation("silu", Y / (1 + sympy.exp(-Y)), f=lambda y: y * _sig(y), df=lambda y: _sig(y) * (1.0 + y * _sig(-y)),
+               kappa=lambda y: np.abs(1.0 + y * _sig(-y)), mp=lambda y: y / (1 + mpmath.exp(-y)),
+               critical_points=_SILU_CRIT),
+    Activation("softplus", sympy.log(1 + sympy.exp(Y)), f=lambda y: np.logaddexp(0.0, y), df=_sig,
+               kappa=_softplus_kappa, mp=lambda y: mpmath.log1p(mpmath.exp(y))),
+    _elu_row(1.0, "elu"),
+):
+    ACTIVATIONS.add(_row.name, _row)
+
+_PARAMETRIC = {"leaky_relu": _leaky_row, "elu": _elu_row}
+
+SYMPY_FUNCTIONS = ("exp", "log", "sqrt", "tanh", "sinh", "cosh", "atan", "erf", "erfc", "sin", "cos", "Abs", "pi", "E")
+_IDENT = re.compile(r"[A-Za-z_][A-Za-z_0-9]*")
+_ALLOWED_CHARS = re.compile(r"^[A-Za-z_0-9+\-*/().\s]*$")
+
+
+def _from_sympy(text: str, name: str) -> Activation:
+    """An activation from an expression in ``y``, checked against an allowlist before
+    sympy sees it (sympy parsing evaluates Python)."""
+    if not _ALLOWED_CHARS.match(text) or "__" in text:
+        raise FormatSpecError(f"Activation {name!r}: only arithmetic, parentheses, numbers, y and {', '.join(SYMPY_FUNCTIONS)} are allowed.")
+    for ident in _IDENT.findall(text):
+        if ident != "y" and ident not in SYMPY_FUNCTIONS:
+            raise FormatSpecError(f"Activation {name!r}: unknown name {ident!r}; allowed: y, {', '.join(SYMPY_FUNCTIONS)}.")
+    local = {fn: getattr(sympy, fn) for fn in SYMPY_FUNCTIONS}
+    local["y"] = Y
+    try:
+        expr = sympy.sympify(text, locals=local)
+    except (sympy.SympifyError, SyntaxError, TypeError) as exc:
+        raise FormatSpecError(f"Activation {name!r} is not a valid expression: {exc}") from None
+    if not isinstance(expr, sympy.Expr) or expr.free_symbols - {Y}:
+        raise FormatSpecError(f"Activation {name!r} must be an expression in y only.")
+    return activation_from_expr(expr, name)
+
+
+def activation_from_expr(expr: sympy.Expr, name: str | None = None) -> Activation:
+    """An activation from a sympy expression in ``Y``: sigma' = d sigma / dy and
+    kappa_sigma = |y sigma' / sigma| by symbolic differentiation (0/0 = 0)."""
+    d = sympy.diff(expr, Y)
+    f_np = sympy.lambdify(Y, expr, modules=["scipy", "numpy"])
+    df_np = sympy.lambdify(Y, d, modules=["scipy", "numpy"])
+    ratio = sympy.lambdify(Y, Y * d / expr, modules=["scipy", "numpy"])
+    f_mp = sympy.lambdify(Y, expr, modules="mpmath")
+
+    def broadcast(fn):
+        return lambda y: np.broadcast_to(np.asarray(fn(y), dtype=np.float64), np.shape(y)).copy()
+
+    def kappa(y):
+        with np.errstate(all="ignore"):
+            k = np.abs(broadcast(ratio)(y))
+        return np.where(np.isnan(k), 0.0, k)
+
+    with np.errstate(all="ignore"):
+        return Activation(name or f"sympy:{expr}", expr, f=broadcast(f_np), df=broadcast(df_np), kappa=kappa,
+                          mp=lambda y: mpmath.mpf(f_mp(y)), critical_points=None)
+
+
+@lru_cache(maxsize=256)
+def _parse(name: str) -> Activation:
+    if name.startswith("sympy:"):
+        return _from_sympy(name[len("sympy:"):], name)
+    base, _, arg = name.partition(":")
+    if arg and base in _PARAMETRIC:
+        try:
+            alpha = float(arg)
+        except ValueError:
+            raise FormatSpecError(f"Activation {name!r}: alpha {arg!r} is not a number.") from None
+        if not np.isfinite(alpha):
+            raise FormatSpecError(f"Activation {name!r}: alpha must be finite.")
+        return _PARAMETRIC[base](alpha, name)
+    return ACTIVATIONS.get(name, extra_possible=("leaky_relu:ALPHA", "elu:ALPHA", "sympy:EXPR"))
+
+
+def get_activation(spec: "str | Activation | sympy.Expr") -> Activation:
+    """The activation ``spec``: a registered name, ``leaky_relu:ALPHA``, ``elu:ALPHA``,
+    ``sympy:EXPR``, a sympy expression in ``emulator.activations.Y``, or a row."""
+    if isinstance(spec, Activation):
+        return spec
+    if isinstance(spec, sympy.Expr):
+        return activation_from_expr(spec)
+    if not isinstance(spec, str):
+        raise UnknownNameError("activation", spec, [*ACTIVATIONS.names(), "leaky_relu:ALPHA", "elu:ALPHA", "sympy:EXPR"])
+    return _parse(spec.strip())
+
+
+def activation_names() -> list[str]:
+    return ACTIVATIONS.names()
