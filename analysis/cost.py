@@ -1,0 +1,154 @@
+"""The cost model of mixed-precision inference (DESIGN.md "Cost model").
+
+An inner product of length n accumulated in format F costs n · c(F). A layer's work is
+counted as the number of inner products done in each format (one per component and
+sample and pass), so a run costs sum_k n_k sum_F count_{k,F} c(F), and its relative
+cost is that divided by the same network run in uniform high precision:
+N sum_k m_k n_k c(H).
+
+Cost models (``COST_MODELS``, or a JSON table): ``bits`` — c(F) = storage bits (fp8 8,
+fp16/bf16 16, tf32 19, fp32 32, fp64 64); ``quadratic`` — c(F) = p^2 (multiplier area);
+a path to a JSON object ``{"fp16": 1.0, "e4m3": 0.25, ...}`` giving c(F) by format name.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Mapping
+
+from emulator.accumulation import Accumulation, parse_accumulation
+from emulator.errors import MixaccError
+from emulator.formats import Format, get_format
+from emulator.registry import Registry
+
+__all__ = [
+    "CostError", "CostModel", "COST_MODELS", "get_cost_model", "cost_model_names", "accumulation_format",
+    "LayerWork", "Cost", "run_cost",
+]
+
+
+class CostError(MixaccError):
+    """A cost model, cost table or costed computation that cannot be used."""
+
+
+@dataclass(frozen=True)
+class CostModel:
+    """c(F), the cost of one multiply-accumulate step in format F (arbitrary units)."""
+
+    name: str
+    description: str
+    unit_cost: Callable[[Format], float] = field(repr=False)
+
+    def __call__(self, fmt: "Format | str") -> float:
+        return float(self.unit_cost(get_format(fmt)))
+
+
+COST_MODELS: Registry[CostModel] = Registry("cost model")
+for _row in (
+    CostModel("bits", "c(F) = storage bits of F (fp8 8, fp16/bf16 16, tf32 19, fp32 32, fp64 64)", lambda f: f.bits),
+    CostModel("quadratic", "c(F) = p^2, p the precision of F (multiplier area)", lambda f: f.p**2),
+):
+    COST_MODELS.add(_row.name, _row)
+
+
+def cost_model_names() -> list[str]:
+    return COST_MODELS.names()
+
+
+def _table_model(path: Path) -> CostModel:
+    """A cost model read from a JSON object mapping format names to positive costs."""
+    try:
+        table = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as exc:
+        raise CostError(f"Cost table {path}: not valid JSON ({exc.msg}, line {exc.lineno}).") from None
+    if not isinstance(table, dict) or not table:
+        raise CostError(f"Cost table {path}: must be a non-empty JSON object mapping format names to costs.")
+    costs: dict[str, float] = {}
+    for name, value in table.items():
+        try:
+            fmt = get_format(name)
+        except MixaccError as exc:
+            raise CostError(f"Cost table {path}: {exc}") from None
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not 0 < value < float("inf"):
+            raise CostError(f"Cost table {path}: cost of {name!r} == {value!r}, must be a finite number > 0.")
+        costs[fmt.name] = float(value)
+
+    def unit_cost(fmt: Format) -> float:
+        try:
+            return costs[fmt.name]
+        except KeyError:
+            raise CostError(
+                f"Cost table {path} has no entry for format {fmt.name!r}. Entries: {', '.join(costs)}."
+            ) from None
+
+    return CostModel(f"table:{path}", f"c(F) from the table {path}", unit_cost)
+
+
+def get_cost_model(spec: "str | CostModel | Path") -> CostModel:
+    """The cost model ``spec``: a registered name (``bits``, ``quadratic``), a path to a
+    JSON table, or a row."""
+    if isinstance(spec, CostModel):
+        return spec
+    if isinstance(spec, str) and spec in COST_MODELS:
+        return COST_MODELS.get(spec)
+    path = Path(spec) if isinstance(spec, (str, Path)) else None
+    if path is not None and (path.suffix == ".json" or path.exists()):
+        if not path.is_file():
+            raise CostError(f"Cost table {path} does not exist (or is not a file).")
+        return _table_model(path)
+    return COST_MODELS.get(spec, extra_possible=("PATH.json (a table of costs by format name)",))
+
+
+def accumulation_format(acc: "Accumulation | str") -> Format:
+    """The format whose cost an accumulation is charged: its accumulator format F."""
+    acc = parse_accumulation(acc)
+    if acc.is_exact:
+        raise CostError(f"Accumulation {acc.spec!r} is exact and has no cost; use a format (e.g. fp16, fp32).")
+    return acc.fmt
+
+
+@dataclass(frozen=True)
+class LayerWork:
+    """The inner products one layer computed: ``counts[F]`` inner products of length
+    ``n`` accumulated in format F (summed over samples, components and passes)."""
+
+    n: int
+    counts: Mapping[Format, int]
+
+    def cost(self, model: CostModel) -> float:
+        """sum_F counts[F] · n · c(F)."""
+        return float(sum(count * self.n * model(fmt) for fmt, count in self.counts.items()))
+
+
+@dataclass(frozen=True)
+class Cost:
+    """Cost of a run (``total``), of the same run in uniform high precision
+    (``reference``), and their ratio ``relative``; ``layers`` holds each layer's cost."""
+
+    model: str
+    total: float
+    reference: float
+    layers: tuple[float, ...]
+
+    @property
+    def relative(self) -> float:
+        return self.total / self.reference if self.reference else float("nan")
+
+    def describe(self) -> dict:
+        return {"model": self.model, "total": self.total, "reference": self.reference, "relative": self.relative,
+                "layers": list(self.layers)}
+
+
+def run_cost(work: "list[LayerWork]", components: "list[int]", samples: int, high: "Format | str",
+             model: "CostModel | str" = "bits") -> Cost:
+    """Cost of the per-layer ``work`` of a run on ``samples`` inputs, against uniform
+    ``high``: reference = samples · sum_k m_k n_k c(high), m_k = ``components[k]``."""
+    model = get_cost_model(model)
+    if len(work) != len(components):
+        raise CostError(f"{len(work)} layers of work but {len(components)} component counts.")
+    high = get_format(high)
+    layers = tuple(w.cost(model) for w in work)
+    reference = float(sum(samples * m * w.n * model(high) for w, m in zip(work, components)))
+    return Cost(model.name, float(sum(layers)), reference, layers)

@@ -1,0 +1,308 @@
+"""Networks: a chain of layers z = sigma(W x + b) and their forward pass under any
+arithmetic.
+
+Layer l computes the pre-activation y_l = W_l z_{l-1} + b_l (W_l of shape (m, n), the
+PyTorch convention) and the output z_l = sigma_l(y_l), sigma applied in float64. The sum
+W x + b is evaluated
+
+* natively (``acc=None``): float64 ``x @ W.T + b``;
+* emulated (an accumulation spec such as ``"fp16"`` or an
+  :class:`~emulator.accumulation.Accumulation`): ``emulator.linear.linear``, every
+  addition rounded to the accumulator format;
+* exactly (``acc="exact"``): the reference ``emulator.reference.exact_forward``, which
+  never rounds between layers and returns the float64 nearest to each exact value;
+* per layer (a list of specs, one per layer): each layer as above, an ``exact`` entry
+  giving the correctly rounded exact W x̂ + b at that layer's computed input.
+
+A storage format ``FMT`` (or ``FMT:saturate``) rounds the weights, the biases and the
+network input to FMT first; every layer's output is then rounded to FMT too, except in
+the exact pass (and exact layers), which use the same rounded weights and input but never
+round between layers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterator, NamedTuple, Sequence
+
+import numpy as np
+
+from .accumulation import Accumulation, parse_accumulation
+from .activations import Activation, get_activation
+from .errors import DataError, FormatSpecError, MixaccError, ModelFileError, ShapeError
+from .formats import Format, get_format
+from .rounding import round_to
+
+__all__ = ["Layer", "Network", "ForwardResult", "Storage", "parse_storage"]
+
+
+@dataclass(frozen=True)
+class Storage:
+    """A storage format: values are rounded to nearest in ``fmt``; overflow saturates to
+    ±max when ``saturate`` is set (the authors' e4m3 preset), else follows the format."""
+
+    fmt: Format
+    saturate: bool = False
+
+    @property
+    def spec(self) -> str:
+        return f"{self.fmt.name}:saturate" if self.saturate else self.fmt.name
+
+    def round(self, x: np.ndarray) -> np.ndarray:
+        """round_FMT(x), once, to nearest (ties to even)."""
+        return round_to(x, self.fmt, saturate=self.saturate)
+
+
+def parse_storage(spec: "str | Format | Storage | None") -> "Storage | None":
+    """``None``, a format (name or row), ``"FMT:saturate"`` or a :class:`Storage`."""
+    if spec is None or isinstance(spec, Storage):
+        return spec
+    if isinstance(spec, Format):
+        return Storage(spec)
+    if not isinstance(spec, str) or not spec.strip():
+        raise FormatSpecError(f"Storage spec {spec!r} is empty; expected a format such as fp16 or e4m3:saturate.")
+    name, *flags = [t.strip() for t in spec.strip().split(":")]
+    if flags not in ([], ["saturate"]):
+        raise FormatSpecError(f"Storage spec {spec!r}: takes the form FMT or FMT:saturate.")
+    return Storage(get_format(name), saturate=bool(flags))
+
+
+def _readonly(a: np.ndarray) -> np.ndarray:
+    a.setflags(write=False)
+    return a
+
+
+def _finite_array(value, where: str, ndim: int) -> np.ndarray:
+    """``value`` as a fresh read-only float64 array of ``ndim`` dimensions, all finite."""
+    a = np.asarray(value)
+    if a.dtype.kind not in "fiu":
+        raise ModelFileError(f"{where} must hold real numbers, got dtype {a.dtype}.")
+    if a.ndim != ndim:
+        raise ShapeError(f"{where} must have {ndim} dimension{'s' if ndim > 1 else ''}, got shape {a.shape}.")
+    a = np.array(a, dtype=np.float64, copy=True)
+    bad = ~np.isfinite(a)
+    if bad.any():
+        first = tuple(int(i) for i in np.argwhere(bad)[0])
+        raise ModelFileError(f"{where} contains NaN or Inf ({int(bad.sum())} entries, first at {list(first)}).")
+    return _readonly(a)
+
+
+class Layer:
+    """One layer z = sigma(W x + b): ``weight`` (m, n), ``bias`` (m,) or None, and an
+    activation (a row of ``emulator.activations`` or anything ``get_activation`` takes).
+    Arrays are copied to read-only float64; ``where`` prefixes error messages."""
+
+    __slots__ = ("weight", "bias", "activation")
+
+    def __init__(self, weight, bias, activation: "Activation | str", *, where: str = "layer"):
+        w = _finite_array(weight, f"{where}.weight", 2)
+        if w.size == 0:
+            raise ShapeError(f"{where}.weight has shape {w.shape}; a layer needs at least one input and one output.")
+        b = None if bias is None else _finite_array(bias, f"{where}.bias", 1)
+        if b is not None and b.shape[0] != w.shape[0]:
+            raise ShapeError(f"{where}.bias has length {b.shape[0]}, but {where}.weight has {w.shape[0]} rows.")
+        try:
+            act = get_activation(activation)
+        except MixaccError as exc:
+            raise ModelFileError(f"{where}.activation: {exc}") from None
+        object.__setattr__(self, "weight", w)
+        object.__setattr__(self, "bias", b)
+        object.__setattr__(self, "activation", act)
+
+    def __setattr__(self, name, value):
+        raise AttributeError("Layer is immutable; build a new one")
+
+    @property
+    def n_inputs(self) -> int:
+        return self.weight.shape[1]
+
+    @property
+    def n_outputs(self) -> int:
+        return self.weight.shape[0]
+
+    def __repr__(self) -> str:
+        bias = "bias" if self.bias is not None else "no bias"
+        return f"Layer({self.n_inputs} -> {self.n_outputs}, {bias}, {self.activation.name})"
+
+
+class ForwardResult(NamedTuple):
+    """Every layer of one forward pass: ``preactivations[l]`` = y_l, ``outputs[l]`` =
+    z_l = sigma(y_l) (rounded to storage when set), ``overflow[l]`` = components whose
+    accumulation overflowed or is not finite, and ``input`` = the network input as the
+    pass used it (after storage rounding)."""
+
+    preactivations: list
+    outputs: list
+    overflow: list
+    input: np.ndarray
+
+
+class Network:
+    """A chain of :class:`Layer` whose shapes fit: layer l + 1 takes as many inputs as
+    layer l gives. ``meta`` carries what the model file says about itself (for bundled
+    models at least ``default_data`` and ``test_accuracy``)."""
+
+    def __init__(self, layers: Sequence[Layer], name: str = "", meta: "dict | None" = None, *, where: str = "network"):
+        layers = tuple(layers)
+        if not layers:
+            raise ShapeError(f"{where} has no layers.")
+        for k, layer in enumerate(layers):
+            if not isinstance(layer, Layer):
+                raise ModelFileError(f"{where}: layer {k} is a {type(layer).__name__}, expected emulator.Layer.")
+        for k in range(1, len(layers)):
+            if layers[k].n_inputs != layers[k - 1].n_outputs:
+                raise ShapeError(
+                    f"{where}: layer{k}.weight takes {layers[k].n_inputs} inputs but layer{k - 1} gives "
+                    f"{layers[k - 1].n_outputs} outputs (shapes do not chain)."
+                )
+        self.layers = layers
+        self.name = str(name)
+        self.meta = dict(meta or {})
+
+    def __len__(self) -> int:
+        return len(self.layers)
+
+    def __iter__(self) -> Iterator[Layer]:
+        return iter(self.layers)
+
+    def __getitem__(self, k: int) -> Layer:
+        return self.layers[k]
+
+    @property
+    def n_inputs(self) -> int:
+        return self.layers[0].n_inputs
+
+    @property
+    def n_outputs(self) -> int:
+        return self.layers[-1].n_outputs
+
+    @property
+    def widths(self) -> list[int]:
+        """[n_0, n_1, ..., n_L]: the input width then each layer's output width."""
+        return [self.n_inputs, *(layer.n_outputs for layer in self.layers)]
+
+    @property
+    def n_params(self) -> int:
+        return sum(layer.weight.size + (0 if layer.bias is None else layer.bias.size) for layer in self.layers)
+
+    @property
+    def architecture(self) -> str:
+        """E.g. ``40 -> 784 relu -> 10 identity``."""
+        return " -> ".join([str(self.n_inputs), *(f"{l.n_outputs} {l.activation.name}" for l in self.layers)])
+
+    def describe(self) -> dict:
+        """JSON-ready summary: name, widths, activations, parameter count, meta."""
+        return {
+            "name": self.name, "architecture": self.architecture, "widths": self.widths,
+            "activations": [l.activation.name for l in self.layers],
+            "bias": [l.bias is not None for l in self.layers], "n_params": self.n_params, "meta": self.meta,
+        }
+
+    def __repr__(self) -> str:
+        return f"Network({self.name!r}: {self.architecture})"
+
+    def check_input(self, x) -> np.ndarray:
+        """``x`` as a float64 (N, n_inputs) array (a single (n_inputs,) sample becomes one
+        row); raises :class:`DataError` if its width does not match or it is not finite."""
+        a = np.asarray(x)
+        label = f"model {self.name!r}" if self.name else "the model"
+        if a.dtype.kind not in "fiub":
+            raise DataError(f"Input data must hold real numbers, got dtype {a.dtype}.")
+        if a.ndim not in (1, 2):
+            raise DataError(f"Input data must have shape (N, {self.n_inputs}) or ({self.n_inputs},), got {a.shape}.")
+        width = a.shape[-1]
+        if width != self.n_inputs:
+            raise DataError(f"Input data has {width} features but {label} takes {self.n_inputs} inputs.")
+        a = np.array(a, dtype=np.float64, ndmin=2, copy=True)
+        bad = ~np.isfinite(a)
+        if bad.any():
+            raise DataError(f"Input data contains NaN or Inf (first at row {int(np.argwhere(bad)[0][0])}).")
+        return a
+
+    def with_storage(self, storage: "str | Format | Storage | None") -> "Network":
+        """A copy whose weights and biases are rounded to the storage format (nearest;
+        saturating for ``FMT:saturate``); ``meta['storage']`` records it."""
+        st = parse_storage(storage)
+        if st is None:
+            return self
+        layers = [
+            Layer(st.round(l.weight), None if l.bias is None else st.round(l.bias), l.activation, where=f"{self.name}: layer{k}")
+            for k, l in enumerate(self.layers)
+        ]
+        return Network(layers, self.name, {**self.meta, "storage": st.spec})
+
+    def _accumulations(self, acc) -> "list[Accumulation | None] | Accumulation":
+        if acc is None:
+            return [None] * len(self)
+        if isinstance(acc, (list, tuple)):
+            if len(acc) != len(self):
+                raise ShapeError(f"Per-layer accumulation list has {len(acc)} entries but {self!r} has {len(self)} layers.")
+            return [None if a is None else parse_accumulation(a) for a in acc]
+        spec = parse_accumulation(acc)
+        return spec if spec.is_exact else [spec] * len(self)
+
+    def forward(self, x, acc=None, storage=None, return_all: bool = False):
+        """The forward pass z_L = sigma_L(W_L ... sigma_1(W_1 x + b_1) ... + b_L).
+
+        ``acc``: None (native float64), an accumulation spec or row (``"exact"`` runs the
+        reference), or a list with one per layer. ``storage``: see the module docstring.
+        Returns z_L with the shape of ``x`` ((N, m) or (m,)), or with ``return_all`` a
+        :class:`ForwardResult` of every layer.
+        """
+        single = np.ndim(x) == 1
+        xs = self.check_input(x)
+        st = parse_storage(storage)
+        net = self.with_storage(st)
+        if st is not None:
+            xs = st.round(xs)
+        plan = self._accumulations(acc)
+        if isinstance(plan, Accumulation):
+            pre, out = _exact_pass(net, xs, plan.precision)
+            overflow = [~np.isfinite(y) for y in pre]
+        else:
+            pre, out, overflow = [], [], []
+            z = xs
+            for layer, a in zip(net.layers, plan):
+                y, ovf = _evaluate_linear(z, layer, a)
+                z = layer.activation.f(y)
+                if st is not None and not (a is not None and a.is_exact):
+                    z = st.round(z)
+                pre.append(y)
+                out.append(z)
+                overflow.append(ovf)
+        if single:
+            pre, out, overflow = ([v[0] for v in vs] for vs in (pre, out, overflow))
+            xs = xs[0]
+        if return_all:
+            return ForwardResult(pre, out, overflow, xs)
+        return out[-1]
+
+    def predict(self, x, acc=None, storage=None) -> np.ndarray:
+        """Class labels: argmax of the last layer (``meta['classes']`` maps indices to
+        labels when present; one output unit: label 1 where the logit is > 0)."""
+        z = np.atleast_2d(self.forward(x, acc=acc, storage=storage))
+        index = (z[:, 0] > 0).astype(np.int64) if z.shape[1] == 1 else np.argmax(z, axis=1)
+        classes = self.meta.get("classes")
+        labels = np.asarray(classes)[index] if classes is not None else index
+        return labels[0] if np.ndim(x) == 1 else labels
+
+
+def _evaluate_linear(x: np.ndarray, layer: Layer, acc: "Accumulation | None") -> tuple[np.ndarray, np.ndarray]:
+    """(W x + b, overflow mask) natively in float64 or through the emulator."""
+    if acc is None:
+        with np.errstate(over="ignore", invalid="ignore"):
+            y = x @ layer.weight.T
+            if layer.bias is not None:
+                y = y + layer.bias
+        return y, ~np.isfinite(y)
+    from .linear import linear  # written alongside; imported lazily
+
+    y, ovf = linear(x, layer.weight, layer.bias, acc, return_overflow=True)
+    return np.asarray(y, dtype=np.float64), np.asarray(ovf, dtype=bool)
+
+
+def _exact_pass(net: Network, x: np.ndarray, precision: int) -> tuple[list, list]:
+    from .reference import exact_forward  # written alongside; imported lazily
+
+    ref = exact_forward(net, x, precision)
+    return [np.asarray(v, dtype=np.float64) for v in ref.preactivations], [np.asarray(v, dtype=np.float64) for v in ref.outputs]
