@@ -114,7 +114,8 @@ class Format:
         normal = e_field > 0
         sig = np.where(normal, m_field + 2**self.mbits, m_field).astype(np.float64)
         exp = np.where(normal, e_field, 1) - self.bias - self.mbits
-        value = sign * np.ldexp(sig, exp)
+        with np.errstate(over="ignore"):  # the top exponent field of ieee formats, replaced below
+            value = sign * np.ldexp(sig, exp)
         top_e = e_field == 2**self.ebits - 1
         if self.specials == "ieee":
             value = np.where(top_e & (m_field == 0), sign * np.inf, value)

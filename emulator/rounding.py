@@ -1,11 +1,11 @@
 """Correct rounding of float64 values (or of an exact value known as ``x`` plus the sign
 of ``exact - x``) to any :class:`~emulator.formats.Format`.
 
-``round_F(v)`` is computed on the significand as an integer: v = S 2^(e-52) is split at
+``round_F(v)`` is computed on the significand as an integer: |v| = S 2^(e-52) is split at
 the format's quantum 2^q, q = max(e, emin) - p + 1, into ``trunc`` and a remainder that
 decides the rounding (ties to even, directed, or stochastic with probability equal to the
-remainder's share of the quantum). The result is ``trunc'`` 2^q, then the overflow rule of
-the format. No intermediate rounding happens: the input is rounded once.
+remainder's share of the quantum). The result is (trunc + up) 2^q, then the overflow and
+flush-to-zero rules of the format. The input is rounded once: no intermediate format.
 
 ``sigma`` lets callers round an exact value they hold as ``x`` (a faithful float64
 approximation) plus the sign of the remaining error: every breakpoint of a format with
@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 from numba import njit
@@ -26,9 +27,7 @@ from .errors import MixaccError
 from .formats import Format, get_format
 from .registry import Registry
 
-__all__ = ["RoundingMode", "ROUNDING_MODES", "get_rounding", "round_to", "kernel_params", "round_scalar"]
-
-OVF_INF, OVF_NAN, OVF_SAT = 0, 1, 2
+__all__ = ["RoundingMode", "ROUNDING_MODES", "get_rounding", "round_to", "kernel_params", "round_scalar", "stream_bits"]
 
 
 @dataclass(frozen=True)
@@ -58,76 +57,72 @@ def get_rounding(name: "str | RoundingMode") -> RoundingMode:
     return name if isinstance(name, RoundingMode) else ROUNDING_MODES.get(name)
 
 
+@lru_cache(maxsize=256)
 def kernel_params(fmt: Format, saturate: bool = False, subnormals: bool = True) -> tuple:
-    """The constants the kernels read, derived once: (p, emin, max, overflow rule, ftz,
-    smallest normal). Overflow gives inf (formats with inf), NaN (formats with NaN only)
-    or ±max (``saturate``, or formats with neither)."""
+    """The constants the kernels read, derived once: (p, emin, max, overflow magnitude,
+    ftz, smallest normal). The overflow magnitude, also the result for an infinite input,
+    is inf (formats with inf), NaN (formats with NaN only) or max (``saturate``, or
+    formats with neither)."""
     if saturate or fmt.specials == "finite":
-        ovf = OVF_SAT
+        overflow = fmt.max
     elif fmt.has_inf:
-        ovf = OVF_INF
+        overflow = math.inf
     else:
-        ovf = OVF_NAN
-    return (np.int64(fmt.p), np.int64(fmt.emin), float(fmt.max), np.int64(ovf), bool(not subnormals), float(fmt.min_normal))
+        overflow = math.nan
+    return (np.int64(fmt.p), np.int64(fmt.emin), float(fmt.max), float(overflow), bool(not subnormals),
+            float(fmt.min_normal))
+
+
+_ABS_MASK = np.uint64(0x7FFFFFFFFFFFFFFF)
+_FRAC_MASK = np.int64((1 << 52) - 1)
+_HIDDEN = np.int64(1 << 52)
+_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 
 
 @njit(cache=True, inline="always")
-def _pow2(e):
-    """2.0**e exactly, for -1074 <= e <= 1023."""
-    if e >= -1022:
-        return bits_f64(np.uint64(e + 1023) << np.uint64(52))
-    return bits_f64(np.uint64(1) << np.uint64(e + 1074))
+def _pow2(q):
+    """2.0**q exactly, for -1074 <= q <= 1023 (branch-free: both encodings, then a select)."""
+    normal = bits_f64(np.uint64(max(q, -1022) + 1023) << np.uint64(52))
+    subnormal = bits_f64(np.uint64(1) << np.uint64(min(max(q + 1074, 0), 63)))
+    return normal if q >= -1022 else subnormal
 
 
 @njit(cache=True, inline="always")
 def round_scalar(x, sigma, params, mode, rbits):
-    """round_F(x + sigma*epsilon) for an infinitesimal epsilon (sigma in {-1, 0, 1});
-    ``rbits`` is a uniform random uint64, read only by stochastic rounding."""
-    p, emin, maxval, ovf, ftz, minnormal = params
-    if x != x:
-        return x
-    if x == math.inf or x == -math.inf:
-        if ovf == OVF_INF:
-            return x
-        if ovf == OVF_SAT:
-            return math.copysign(maxval, x)
-        return math.nan
+    """round_F(x + sigma*epsilon) for an infinitesimal epsilon > 0 (sigma in {-1, 0, 1}).
+
+    |x| = S 2^(e-52) is cut at the quantum 2^q, q = max(e, emin) - p + 1, into
+    trunc = floor(S / 2^k), k = q - e + 52, and a remainder that decides the rounding;
+    the result is (trunc + up) 2^q, then the overflow and flush-to-zero rules. Stochastic
+    rounding ignores sigma and rounds the magnitude up when ``rbits`` (uniform uint64) <
+    remainder 2^(64-k), i.e. with probability remainder / 2^k. Written with selects, not
+    branches, so that loops over it vectorise; ``mode`` should be a compile-time constant
+    there.
+    """
+    p, emin, maxval, overflow, ftz, minnormal = params
     b = f64_bits(x)
     neg = (b >> np.uint64(63)) != 0
-    efield = np.int64((b >> np.uint64(52)) & np.uint64(0x7FF))
-    S = np.int64(b & np.uint64(0xFFFFFFFFFFFFF))
-    smag = sigma
-    if efield == 0:
-        e = np.int64(-1022)
-        if S == 0:
-            if sigma == 0:
-                return x
-            # the exact value is a nonzero of sign sigma, smaller than any float64 breakpoint
-            neg = sigma < 0
-            S = np.int64(1)
-            smag = 0
-    else:
-        e = efield - 1023
-        S = S | (np.int64(1) << 52)
-    if neg:
-        smag = -smag
-    q = max(e, emin) - (p - 1)
-    k = q - (e - 52)
-    up = False
+    a = np.int64(b & _ABS_MASK)
+    efield = a >> 52
+    S = (a & _FRAC_MASK) | (_HIDDEN if efield != 0 else np.int64(0))
+    e = max(efield, np.int64(1)) - 1023
+    direction = -sigma if neg else sigma  # sign of (exact magnitude - |x|)
+    tiny = a == 0 and sigma != 0  # exact value nonzero, below every float64 breakpoint
+    neg = (sigma < 0) if tiny else neg
+    direction = 1 if tiny else direction
+    below_power = direction < 0 and S == _HIDDEN and e > emin  # exact value in the binade below |x|
+    S = S << 1 if below_power else S
+    e = e - 1 if below_power else e
+    q = max(e, emin) - p + 1
+    k = q - e + 52
     if mode == 4:
-        if k >= 63:
-            trunc = np.int64(0)
-            frac = float(S) * _pow2(max(-k, -1074)) if k <= 1074 else 0.0
-        else:
-            trunc = S >> k
-            frac = float(S & ((np.int64(1) << k) - 1)) * _pow2(-k)
-        up = float(rbits >> np.uint64(11)) * 1.1102230246251565e-16 < frac
+        trunc = S >> min(k, 63)
+        rem = np.uint64(S - (trunc << min(k, 63)))
+        threshold = (rem << np.uint64(min(64 - k, 63))) if k <= 64 else (np.uint64(S) >> np.uint64(min(k - 64, 63)))
+        up = rbits < threshold
     else:
-        if k > 60:
-            S = np.int64(1)
-            k = np.int64(60)
-        R = (S << 2) + smag
-        K = k + 2
+        R = ((min(S, np.int64(1)) if k > 60 else S) << 2) + direction  # 2 guard bits; sticky beyond 60
+        K = min(k, 60) + 2
         trunc = R >> K
         rem = R & ((np.int64(1) << K) - 1)
         if mode == 0:
@@ -137,31 +132,58 @@ def round_scalar(x, sigma, params, mode, rbits):
             up = rem != 0 and not neg
         elif mode == 3:
             up = rem != 0 and neg
-    mag = float(trunc + up) * _pow2(q)
-    if mag > maxval:
-        toward_zero = mode == 1 or (mode == 2 and neg) or (mode == 3 and not neg)
-        if ovf == OVF_SAT or toward_zero:
-            mag = maxval
-        elif ovf == OVF_INF:
-            mag = math.inf
         else:
-            return math.nan
-    elif ftz and mag < minnormal:
-        mag = 0.0
-    return -mag if neg else mag
+            up = False
+    mag = float(trunc + up) * _pow2(q)
+    toward_zero = mode == 1 or (mode == 2 and neg) or (mode == 3 and not neg)
+    mag = (maxval if toward_zero else overflow) if mag > maxval else mag
+    mag = 0.0 if (ftz and mag < minnormal) else mag
+    mag = overflow if efield == 2047 else mag  # ±inf input
+    result = -mag if neg else mag
+    return x if x != x else result
+
+
+@njit(cache=True, inline="always")
+def stream_bits(key, i):
+    """The i-th output (i >= 0) of SplitMix64 seeded with ``key`` (Steele, Lea, Flood
+    2014): a counter-based stream, so element i's random bits do not depend on how the
+    work is split."""
+    z = key + (np.uint64(i) + np.uint64(1)) * _GOLDEN
+    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return z ^ (z >> np.uint64(31))
+
+
+@njit(cache=True, inline="always")
+def _round_loop(x, out, params, mode, key):
+    for i in range(x.size):
+        out[i] = round_scalar(x[i], 0, params, mode, stream_bits(key, i) if mode == 4 else np.uint64(0))
 
 
 @njit(cache=True)
-def _round_array(x, out, params, mode, rbits):
-    for i in range(x.size):
-        out[i] = round_scalar(x[i], 0, params, mode, rbits[i % rbits.size])
+def _round_array(x, out, params, mode, key):
+    # one loop per mode, each with the mode as a constant, so that it vectorises
+    if mode == 0:
+        _round_loop(x, out, params, 0, key)
+    elif mode == 1:
+        _round_loop(x, out, params, 1, key)
+    elif mode == 2:
+        _round_loop(x, out, params, 2, key)
+    elif mode == 3:
+        _round_loop(x, out, params, 3, key)
+    else:
+        _round_loop(x, out, params, 4, key)
 
 
-def _random_bits(rng, size: int, mode_code: int) -> np.ndarray:
+def _stream_key(rng, mode_code: int) -> np.uint64:
     if mode_code != STOCHASTIC:
-        return np.zeros(1, dtype=np.uint64)
-    gen = rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
-    return gen.bit_generator.random_raw(max(size, 1)).astype(np.uint64, copy=False)
+        return np.uint64(0)
+    try:
+        gen = rng if isinstance(rng, np.random.Generator) else np.random.default_rng(rng)
+    except (TypeError, ValueError):
+        raise MixaccError(
+            f"rng == {rng!r}, must be a numpy.random.Generator, a non-negative integer seed or None.") from None
+    return np.uint64(gen.integers(0, 2**64, dtype=np.uint64))
 
 
 def round_to(x, fmt: "str | Format", rounding: "str | RoundingMode" = "nearest", *, saturate: bool = False,
@@ -171,9 +193,11 @@ def round_to(x, fmt: "str | Format", rounding: "str | RoundingMode" = "nearest",
     Returns float64 values exactly representable in ``fmt`` (same shape; a numpy scalar
     for scalar input). NaN stays NaN. Overflow gives ±inf where the format has inf, NaN
     where it has NaN only, ±max with ``saturate`` (and always for formats with neither);
-    directed modes that round toward zero give ±max as IEEE 754 says.
+    directed modes that round toward zero give ±max as IEEE 754 says; an infinite input
+    stays ±inf where the format has inf (±max when saturating, NaN otherwise).
     ``subnormals=False`` flushes results below the smallest normal to ±0. Stochastic
-    rounding draws from ``rng`` (a ``numpy.random.Generator`` or a seed).
+    rounding draws one key from ``rng`` (a ``numpy.random.Generator`` or a seed) and
+    element i uses the i-th output of the SplitMix64 stream of that key.
     """
     f = get_format(fmt)
     mode = get_rounding(rounding)
@@ -182,7 +206,7 @@ def round_to(x, fmt: "str | Format", rounding: "str | RoundingMode" = "nearest",
         raise MixaccError(f"round_to needs real numbers, got an array of dtype {arr.dtype}.")
     flat = np.ascontiguousarray(arr, dtype=np.float64).reshape(-1)
     out = np.empty_like(flat)
-    _round_array(flat, out, kernel_params(f, saturate, subnormals), mode.code, _random_bits(rng, flat.size, mode.code))
+    _round_array(flat, out, kernel_params(f, saturate, subnormals), mode.code, _stream_key(rng, mode.code))
     if arr.ndim == 0:
         return out[0]
     return out.reshape(arr.shape)
