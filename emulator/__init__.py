@@ -13,3 +13,16 @@ __all__ = [
     "UnknownNameError", "format_names", "get_activation", "get_format", "get_rounding",
     "parse_accumulation", "round_to",
 ]
+
+from .data import Dataset, load_data
+from .modelio import bundled_models, from_onnx, from_sklearn, from_torch, load_model, save_model
+from .network import ForwardResult, Layer, Network
+
+__all__ += [
+    "Dataset", "ForwardResult", "Layer", "Network", "bundled_models", "from_onnx", "from_sklearn", "from_torch",
+    "load_data", "load_model", "save_model",
+]
+
+from .reference import ExactForward, exact_forward, exact_layer, exact_linear
+
+__all__ += ["ExactForward", "exact_forward", "exact_layer", "exact_linear"]

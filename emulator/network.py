@@ -31,6 +31,8 @@ from .accumulation import Accumulation, parse_accumulation
 from .activations import Activation, get_activation
 from .errors import DataError, FormatSpecError, MixaccError, ModelFileError, ShapeError
 from .formats import Format, get_format
+from .linear import linear
+from .reference import exact_forward
 from .rounding import round_to
 
 __all__ = ["Layer", "Network", "ForwardResult", "Storage", "parse_storage"]
@@ -51,6 +53,18 @@ class Storage:
     def round(self, x: np.ndarray) -> np.ndarray:
         """round_FMT(x), once, to nearest (ties to even)."""
         return round_to(x, self.fmt, saturate=self.saturate)
+
+    def round_finite(self, x: np.ndarray, where: str) -> np.ndarray:
+        """round_FMT(x), refusing values that overflow the format (inf or NaN)."""
+        r = self.round(x)
+        bad = ~np.isfinite(r)
+        if bad.any():
+            hint = "" if self.saturate else f"; use {self.fmt.name}:saturate to clamp to ±{self.fmt.max:g}"
+            raise FormatSpecError(
+                f"{where}: {int(bad.sum())} values overflow storage format {self.fmt.name} "
+                f"(largest |value| {float(np.max(np.abs(x))):g}){hint}."
+            )
+        return r
 
 
 def parse_storage(spec: "str | Format | Storage | None") -> "Storage | None":
@@ -79,7 +93,7 @@ def _finite_array(value, where: str, ndim: int) -> np.ndarray:
         raise ModelFileError(f"{where} must hold real numbers, got dtype {a.dtype}.")
     if a.ndim != ndim:
         raise ShapeError(f"{where} must have {ndim} dimension{'s' if ndim > 1 else ''}, got shape {a.shape}.")
-    a = np.array(a, dtype=np.float64, copy=True)
+    a = np.array(a, dtype=np.float64, order="C", copy=True)  # one layout: same arrays, same BLAS path, same bits
     bad = ~np.isfinite(a)
     if bad.any():
         first = tuple(int(i) for i in np.argwhere(bad)[0])
@@ -100,7 +114,7 @@ class Layer:
             raise ShapeError(f"{where}.weight has shape {w.shape}; a layer needs at least one input and one output.")
         b = None if bias is None else _finite_array(bias, f"{where}.bias", 1)
         if b is not None and b.shape[0] != w.shape[0]:
-            raise ShapeError(f"{where}.bias has length {b.shape[0]}, but {where}.weight has {w.shape[0]} rows.")
+            raise ShapeError(f"{where}.bias has length {b.shape[0]}, but the weight has {w.shape[0]} rows.")
         try:
             act = get_activation(activation)
         except MixaccError as exc:
@@ -213,7 +227,7 @@ class Network:
         width = a.shape[-1]
         if width != self.n_inputs:
             raise DataError(f"Input data has {width} features but {label} takes {self.n_inputs} inputs.")
-        a = np.array(a, dtype=np.float64, ndmin=2, copy=True)
+        a = np.array(a, dtype=np.float64, ndmin=2, order="C", copy=True)
         bad = ~np.isfinite(a)
         if bad.any():
             raise DataError(f"Input data contains NaN or Inf (first at row {int(np.argwhere(bad)[0][0])}).")
@@ -225,10 +239,12 @@ class Network:
         st = parse_storage(storage)
         if st is None:
             return self
-        layers = [
-            Layer(st.round(l.weight), None if l.bias is None else st.round(l.bias), l.activation, where=f"{self.name}: layer{k}")
-            for k, l in enumerate(self.layers)
-        ]
+        layers = []
+        for k, layer in enumerate(self.layers):
+            where = f"{self.name}: layer{k}" if self.name else f"layer{k}"
+            w = st.round_finite(layer.weight, f"{where}.weight")
+            b = None if layer.bias is None else st.round_finite(layer.bias, f"{where}.bias")
+            layers.append(Layer(w, b, layer.activation, where=where))
         return Network(layers, self.name, {**self.meta, "storage": st.spec})
 
     def _accumulations(self, acc) -> "list[Accumulation | None] | Accumulation":
@@ -254,7 +270,7 @@ class Network:
         st = parse_storage(storage)
         net = self.with_storage(st)
         if st is not None:
-            xs = st.round(xs)
+            xs = st.round_finite(xs, "input data")
         plan = self._accumulations(acc)
         if isinstance(plan, Accumulation):
             pre, out = _exact_pass(net, xs, plan.precision)
@@ -295,14 +311,10 @@ def _evaluate_linear(x: np.ndarray, layer: Layer, acc: "Accumulation | None") ->
             if layer.bias is not None:
                 y = y + layer.bias
         return y, ~np.isfinite(y)
-    from .linear import linear  # written alongside; imported lazily
-
     y, ovf = linear(x, layer.weight, layer.bias, acc, return_overflow=True)
     return np.asarray(y, dtype=np.float64), np.asarray(ovf, dtype=bool)
 
 
 def _exact_pass(net: Network, x: np.ndarray, precision: int) -> tuple[list, list]:
-    from .reference import exact_forward  # written alongside; imported lazily
-
     ref = exact_forward(net, x, precision)
     return [np.asarray(v, dtype=np.float64) for v in ref.preactivations], [np.asarray(v, dtype=np.float64) for v in ref.outputs]

@@ -1,16 +1,85 @@
-"""``mixacc models``: not built yet."""
+"""``mixacc models``: the bundled models with their test accuracy, or the layers of given
+models (bundled names or files), optionally re-measuring their accuracy."""
 
 from __future__ import annotations
 
-import sys
+import json
 
-HELP = "(not built yet) models"
+import numpy as np
+
+from emulator.data import load_data
+from emulator.errors import DataError
+from emulator.modelio import bundled_models, load_model
+
+from ..atomic import to_jsonable
+
+HELP = "list the bundled models (architecture, data, test accuracy) or describe model files"
 
 
 def add_arguments(parser) -> None:
-    pass
+    parser.add_argument("models", nargs="*", metavar="MODEL",
+                        help="bundled model names or model files (.npz, .safetensors, .onnx, .pt, .skops) to describe")
+    parser.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    parser.add_argument("--evaluate", action="store_true", help="measure the accuracy of each MODEL on --data")
+    parser.add_argument("--data", metavar="SPEC", help="data for --evaluate (default: the model's default_data)")
+    parser.add_argument("--split", choices=("train", "test"), default="test", help="data split for --evaluate")
+    parser.add_argument("--samples", type=int, metavar="N", help="evaluate on the first N samples only")
+    parser.add_argument("--acc", metavar="SPEC", help="accumulation for --evaluate (default: native float64)")
+    parser.add_argument("--storage", metavar="FMT", help="storage format for --evaluate (e.g. e4m3:saturate)")
+
+
+def _table(rows: list[tuple]) -> str:
+    widths = [max(len(str(r[i])) for r in rows) for i in range(len(rows[0]))]
+    return "\n".join("  ".join(str(c).ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows)
+
+
+def _list_bundled(as_json: bool) -> int:
+    cards = bundled_models()
+    if as_json:
+        print(json.dumps(to_jsonable(cards), indent=2))
+        return 0
+    rows = [("name", "architecture", "data", "params", "train acc", "test acc")]
+    rows += [(n, c["architecture"], c["default_data"], c["n_params"], f"{c['train_accuracy']:.4f}",
+              f"{c['test_accuracy']:.4f}") for n, c in cards.items()]
+    print(_table(rows))
+    return 0
+
+
+def _evaluate(net, args) -> dict:
+    spec = args.data or net.meta.get("default_data")
+    if spec is None:
+        raise DataError(f"Model {net.name!r} has no default_data; give --data.")
+    data = load_data(spec, args.split, n_inputs=net.n_inputs).head(args.samples)
+    if data.y is None:
+        raise DataError(f"Data {spec!r} has no labels; accuracy needs labels.")
+    predicted = net.predict(data.x, acc=args.acc, storage=args.storage)
+    return {"data": spec, "split": args.split, "samples": len(data), "acc": args.acc or "float64",
+            "storage": args.storage, "accuracy": float(np.mean(predicted == data.y))}
 
 
 def run(args) -> int:
-    print("mixacc models is not built yet; see the open issues.", file=sys.stderr)
+    if not args.models:
+        if args.evaluate:
+            raise DataError("--evaluate needs at least one MODEL.")
+        return _list_bundled(args.json)
+    results = []
+    for spec in args.models:
+        net = load_model(spec)
+        info = net.describe()
+        if args.evaluate:
+            info["evaluation"] = _evaluate(net, args)
+        results.append(info)
+    if args.json:
+        print(json.dumps(to_jsonable(results), indent=2))
+        return 0
+    for info in results:
+        meta = info["meta"]
+        print(f"{info['name']}: {info['architecture']}  ({info['n_params']} parameters)")
+        if "test_accuracy" in meta:
+            print(f"  recorded test accuracy {meta['test_accuracy']:.4f} on {meta.get('default_data')}")
+        if "evaluation" in info:
+            e = info["evaluation"]
+            storage = f", storage {e['storage']}" if e["storage"] else ""
+            print(f"  measured accuracy {e['accuracy']:.4f} on {e['data']} ({e['split']}, {e['samples']} samples, "
+                  f"acc {e['acc']}{storage})")
     return 0

@@ -1,0 +1,249 @@
+"""Datasets: inputs x (N, n) in float64 and labels y, from a name, a pattern or a file.
+
+Specs:
+
+* ``digits`` — scikit-learn's 8x8 digits (1797 images, 64 features), pixels / 16 so that
+  x is in [0, 1] (exact: a power-of-two scaling); test split = every fifth image
+  (index % 5 == 0, 360 images), train = the other 1437.
+* ``mnist1d`` — MNIST-1D generated locally by the ``mnist1d`` package with its default
+  arguments (seed 42, 5000 signals of length 40, the first 4000 for train, the last 1000
+  for test). Nothing is downloaded; the generated arrays are cached (atomically) in
+  ``$MIXACC_CACHE_DIR``, else ``$XDG_CACHE_HOME/mixacc``, else ``~/.cache/mixacc``,
+  under a key made from the generator's arguments and version.
+* ``random:N[:SEED]`` — N standard normal rows (seed 0 by default) of the model's input
+  width (``n_inputs``); no labels.
+* a path to ``.npy`` (an (N, n) array) or ``.npz`` (``x`` and optional ``y``), read with
+  ``allow_pickle=False``.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import random as _pyrandom
+import zipfile
+import zlib
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from .errors import DataError
+from .registry import Registry
+
+__all__ = ["Dataset", "load_data", "DATASETS", "SPLITS", "cache_dir", "mnist1d_args"]
+
+SPLITS = ("train", "test")
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """``x`` (N, n) float64 inputs, ``y`` (N,) labels or None, the spec's ``name`` and
+    the ``split``."""
+
+    x: np.ndarray
+    y: "np.ndarray | None"
+    name: str
+    split: str
+
+    def __len__(self) -> int:
+        return self.x.shape[0]
+
+    @property
+    def n_features(self) -> int:
+        return self.x.shape[1]
+
+    def head(self, n: "int | None") -> "Dataset":
+        """The first ``n`` samples (all of them for None)."""
+        if n is None or n >= len(self):
+            return self
+        if n < 1:
+            raise DataError(f"samples == {n}, must be >= 1.")
+        return Dataset(self.x[:n], None if self.y is None else self.y[:n], self.name, self.split)
+
+
+@dataclass(frozen=True)
+class DataSource:
+    """A named dataset: ``load(split) -> (x, y)``."""
+
+    name: str
+    description: str
+    load: Callable[[str], tuple[np.ndarray, np.ndarray]]
+
+
+def cache_dir() -> Path:
+    """Where generated data is cached: $MIXACC_CACHE_DIR, $XDG_CACHE_HOME/mixacc or ~/.cache/mixacc."""
+    if os.environ.get("MIXACC_CACHE_DIR"):
+        return Path(os.environ["MIXACC_CACHE_DIR"])
+    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
+    return Path(base) / "mixacc"
+
+
+def _digits(split: str) -> tuple[np.ndarray, np.ndarray]:
+    from sklearn.datasets import load_digits
+
+    bunch = load_digits()
+    x = np.asarray(bunch.data, dtype=np.float64) / 16.0
+    y = np.asarray(bunch.target, dtype=np.int64)
+    test = np.arange(len(y)) % 5 == 0
+    keep = test if split == "test" else ~test
+    return x[keep], y[keep]
+
+
+def mnist1d_args() -> dict:
+    """The mnist1d generator's default arguments (without its download URL)."""
+    from mnist1d.data import get_dataset_args
+
+    args = get_dataset_args(as_dict=True)
+    args.pop("url", None)
+    return args
+
+
+def _mnist1d_key(args: dict) -> str:
+    from importlib.metadata import version
+
+    text = json.dumps({"args": args, "mnist1d": version("mnist1d")}, sort_keys=True)
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+def _generate_mnist1d(args: dict) -> dict[str, np.ndarray]:
+    """Run the generator, leaving the global numpy and random states as they were (it
+    seeds them globally)."""
+    from mnist1d.data import make_dataset
+    from mnist1d.utils import ObjectView
+
+    np_state, py_state = np.random.get_state(), _pyrandom.getstate()
+    try:
+        d = make_dataset(ObjectView(dict(args)))
+    finally:
+        np.random.set_state(np_state)
+        _pyrandom.setstate(py_state)
+    return {"x_train": np.asarray(d["x"], np.float64), "y_train": np.asarray(d["y"], np.int64),
+            "x_test": np.asarray(d["x_test"], np.float64), "y_test": np.asarray(d["y_test"], np.int64)}
+
+
+def _read_cache(path: Path) -> "dict[str, np.ndarray] | None":
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            arrays = {k: np.asarray(z[k]) for k in ("x_train", "y_train", "x_test", "y_test")}
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, zlib.error):
+        return None
+    return arrays
+
+
+@lru_cache(maxsize=2)
+def _mnist1d_arrays(key: str, args_json: str) -> dict[str, np.ndarray]:
+    from .modelio import write_atomic
+
+    path = cache_dir() / f"mnist1d-{key}.npz"
+    arrays = _read_cache(path) if path.exists() else None
+    if arrays is None:
+        arrays = _generate_mnist1d(json.loads(args_json))
+
+        def write(tmp: Path) -> None:
+            with open(tmp, "wb") as fh:
+                np.savez(fh, **arrays)
+
+        try:
+            write_atomic(path, write)
+        except OSError:
+            pass  # an unwritable cache only costs regeneration next time
+    for a in arrays.values():
+        a.setflags(write=False)
+    return arrays
+
+
+def _mnist1d(split: str) -> tuple[np.ndarray, np.ndarray]:
+    args = mnist1d_args()
+    arrays = _mnist1d_arrays(_mnist1d_key(args), json.dumps(args, sort_keys=True))
+    return arrays[f"x_{split}"].copy(), arrays[f"y_{split}"].copy()
+
+
+DATASETS: Registry[DataSource] = Registry("dataset")
+for _d in (
+    DataSource("digits", "scikit-learn 8x8 digits, pixels/16, 64 features, 10 classes (test: index % 5 == 0)", _digits),
+    DataSource("mnist1d", "MNIST-1D (generated locally, seed 42), 40 features, 10 classes, 4000 train / 1000 test", _mnist1d),
+):
+    DATASETS.add(_d.name, _d)
+
+
+def _random(spec: str, n_inputs: "int | None") -> np.ndarray:
+    parts = spec.split(":")[1:]
+    usage = f"Data spec {spec!r}: takes the form random:N or random:N:SEED (N >= 1, SEED >= 0)."
+    if len(parts) not in (1, 2) or not all(p.isdigit() for p in parts):
+        raise DataError(usage)
+    n, seed = int(parts[0]), int(parts[1]) if len(parts) == 2 else 0
+    if n < 1:
+        raise DataError(usage)
+    if n_inputs is None:
+        raise DataError(f"Data spec {spec!r} needs the input width: give a model (n_inputs).")
+    return np.random.default_rng(seed).standard_normal((n, n_inputs))
+
+
+def _load_array_file(path: Path) -> tuple[np.ndarray, "np.ndarray | None"]:
+    if not path.exists():
+        raise DataError(f"Data file '{path}' does not exist.")
+    try:
+        if path.suffix == ".npy":
+            return np.load(path, allow_pickle=False), None
+        with np.load(path, allow_pickle=False) as z:
+            if "x" not in z.files:
+                raise DataError(f"{path}: no array 'x' (found: {', '.join(z.files) or 'none'}).")
+            return z["x"], (z["y"] if "y" in z.files else None)
+    except DataError:
+        raise
+    except ValueError as exc:
+        if "pickle" in str(exc).lower() or "object arrays" in str(exc).lower():
+            raise DataError(f"{path}: refused: holds pickled data or object arrays, which are never loaded.") from None
+        raise DataError(f"{path}: corrupt or truncated ({exc}).") from None
+    except (OSError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
+        raise DataError(f"{path}: corrupt or truncated ({type(exc).__name__}).") from None
+
+
+def _checked(x, y, name: str) -> tuple[np.ndarray, "np.ndarray | None"]:
+    x = np.asarray(x)
+    if x.dtype.kind not in "fiub":
+        raise DataError(f"Data {name!r}: x must hold real numbers, got dtype {x.dtype}.")
+    if x.ndim != 2 or x.shape[0] == 0 or x.shape[1] == 0:
+        raise DataError(f"Data {name!r}: x must have shape (N, n) with N, n >= 1, got {x.shape}.")
+    x = np.array(x, dtype=np.float64)
+    bad = ~np.isfinite(x)
+    if bad.any():
+        raise DataError(f"Data {name!r}: x contains NaN or Inf (first at row {int(np.argwhere(bad)[0][0])}).")
+    if y is not None:
+        y = np.asarray(y)
+        if y.dtype.kind not in "fiub":
+            raise DataError(f"Data {name!r}: y must hold numbers, got dtype {y.dtype}.")
+        if y.ndim == 0 or y.shape[0] != x.shape[0]:
+            raise DataError(f"Data {name!r}: y has shape {y.shape} but x has {x.shape[0]} rows.")
+    return x, y
+
+
+def load_data(spec: str, split: str = "test", *, n_inputs: "int | None" = None) -> Dataset:
+    """The dataset ``spec`` (see the module docstring), split ``train`` or ``test`` (named
+    datasets only). With ``n_inputs`` (the model's input width) a width mismatch raises
+    :class:`DataError` here, and ``random:N`` takes its width from it."""
+    if split not in SPLITS:
+        raise DataError(f"Unknown split {split!r}. Possible values are: {', '.join(SPLITS)}.")
+    if not isinstance(spec, (str, os.PathLike)) or not str(spec).strip():
+        raise DataError(f"Data spec {spec!r} is empty; expected {', '.join(DATASETS.names())}, random:N[:SEED] or a .npy/.npz path.")
+    text = os.fspath(spec).strip()
+    y = None
+    if isinstance(spec, str) and text in DATASETS:
+        x, y = DATASETS.get(text).load(split)
+    elif isinstance(spec, str) and text.split(":")[0] == "random":
+        x = _random(text, n_inputs)
+    elif Path(text).suffix in (".npy", ".npz"):
+        x, y = _load_array_file(Path(text))
+    else:
+        raise DataError(
+            f"Unknown data {text!r}. Possible values are: {', '.join(DATASETS.names())}, random:N[:SEED], "
+            "or a path to a .npy or .npz file."
+        )
+    x, y = _checked(x, y, text)
+    if n_inputs is not None and x.shape[1] != n_inputs:
+        raise DataError(f"Data {text!r} has {x.shape[1]} features but the model takes {n_inputs} inputs.")
+    return Dataset(x, y, text, split)

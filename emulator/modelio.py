@@ -1,0 +1,285 @@
+"""Model files: load and save networks, and the bundled models.
+
+The native layout (DESIGN.md "Model files"), in ``.npz`` and ``.safetensors``:
+``layer{k}.weight`` (out x in), optional ``layer{k}.bias`` (out,) and
+``layer{k}.activation`` (a string) for k = 0..L-1, plus optional ``name`` and ``meta``
+(a JSON object). In ``.safetensors`` the strings live in the header's metadata.
+Other files go through :mod:`emulator.importers` (``.onnx``, PyTorch state dicts
+``.pt``/``.pth``, scikit-learn ``.skops``). Pickle is never loaded: ``.pkl`` files, npz
+members holding object arrays and pickled PyTorch modules are refused unread.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import tempfile
+import zipfile
+import zlib
+from dataclasses import dataclass
+from functools import lru_cache
+from pathlib import Path
+from typing import Callable, Mapping
+
+import numpy as np
+
+from . import importers
+from .errors import ModelFileError
+from .network import Layer, Network
+from .registry import Registry
+
+__all__ = [
+    "load_model", "save_model", "bundled_models", "network_from_arrays", "network_to_arrays",
+    "from_sklearn", "from_torch", "from_onnx", "MODEL_FILE_TYPES", "BUNDLED_DIR",
+]
+
+from_sklearn = importers.from_sklearn
+from_torch = importers.from_torch
+from_onnx = importers.from_onnx
+
+BUNDLED_DIR = Path(__file__).resolve().parent / "models"
+_LAYER_KEY = re.compile(r"^layer(\d+)\.(weight|bias|activation)$")
+_EXTRA_KEYS = ("name", "meta")
+_ZIP_MAGIC = b"PK\x03\x04"
+_PICKLE_MAGIC = (b"\x80",)
+
+
+def write_atomic(path: "str | os.PathLike", write: Callable[[Path], None]) -> Path:
+    """Call ``write(tmp)`` on a temporary sibling of ``path``, then rename it over
+    ``path``: readers see the old file or the whole new one, never half of it."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    os.chmod(tmp, 0o666 & ~_umask())
+    try:
+        write(Path(tmp))
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def _json_default(obj):
+    if isinstance(obj, np.generic):
+        return obj.item()
+    if isinstance(obj, np.ndarray):
+        return obj.tolist()
+    raise TypeError(f"meta value of type {type(obj).__name__} is not JSON-serialisable")
+
+
+def _as_text(value, where: str) -> str:
+    if isinstance(value, str):
+        return value
+    a = np.asarray(value)
+    if a.ndim == 0 and a.dtype.kind == "U":
+        return str(a.item())
+    if a.ndim == 0 and a.dtype.kind == "S":
+        return a.item().decode("utf-8")
+    raise ModelFileError(f"{where} must be a string, got an array of dtype {a.dtype} and shape {a.shape}.")
+
+
+def network_from_arrays(arrays: Mapping[str, object], where: str, name: str = "") -> Network:
+    """A network from the native layout (``layer{k}.weight`` / ``.bias`` /
+    ``.activation``, optional ``name`` and JSON ``meta``); ``where`` prefixes errors."""
+    layers: dict[int, dict[str, object]] = {}
+    for key, value in arrays.items():
+        m = _LAYER_KEY.match(key)
+        if m:
+            layers.setdefault(int(m.group(1)), {})[m.group(2)] = value
+        elif key not in _EXTRA_KEYS:
+            raise ModelFileError(
+                f"{where}: unexpected key {key!r}; expected layer{{k}}.weight, layer{{k}}.bias, layer{{k}}.activation, name, meta."
+            )
+    if not layers:
+        raise ModelFileError(f"{where}: no layer0.weight found; not a mixacc model file.")
+    built = []
+    for k in range(max(layers) + 1):
+        parts = layers.get(k, {})
+        for required in ("weight", "activation"):
+            if required not in parts:
+                raise ModelFileError(f"{where}: missing layer{k}.{required}.")
+        act = _as_text(parts["activation"], f"{where}: layer{k}.activation")
+        built.append(Layer(parts["weight"], parts.get("bias"), act, where=f"{where}: layer{k}"))
+    meta = {}
+    if "meta" in arrays:
+        try:
+            meta = json.loads(_as_text(arrays["meta"], f"{where}: meta"))
+        except json.JSONDecodeError as exc:
+            raise ModelFileError(f"{where}: meta is not valid JSON ({exc.msg}).") from None
+        if not isinstance(meta, dict):
+            raise ModelFileError(f"{where}: meta must be a JSON object.")
+    stored_name = _as_text(arrays["name"], f"{where}: name") if "name" in arrays else ""
+    return Network(built, name or stored_name, meta, where=where)
+
+
+def network_to_arrays(network: Network) -> tuple[dict[str, np.ndarray], dict[str, str]]:
+    """(arrays, strings) of the native layout: float64 weights and biases; activation
+    names, ``name`` and the JSON ``meta`` as strings."""
+    arrays: dict[str, np.ndarray] = {}
+    strings: dict[str, str] = {"name": network.name, "meta": json.dumps(network.meta, default=_json_default)}
+    for k, layer in enumerate(network.layers):
+        arrays[f"layer{k}.weight"] = np.ascontiguousarray(layer.weight, dtype=np.float64)
+        if layer.bias is not None:
+            arrays[f"layer{k}.bias"] = np.ascontiguousarray(layer.bias, dtype=np.float64)
+        strings[f"layer{k}.activation"] = layer.activation.name
+    return arrays, strings
+
+
+def _sniff(path: Path) -> bytes:
+    with open(path, "rb") as fh:
+        return fh.read(4)
+
+
+def _refuse_pickle(path: Path, **_) -> Network:
+    raise ModelFileError(f"{path}: refused: pickle files are never loaded (they can run code); save as .npz, .safetensors or .skops.")
+
+
+def _load_npz(path: Path, **_) -> Network:
+    head = _sniff(path)
+    if head.startswith(_PICKLE_MAGIC):
+        _refuse_pickle(path)
+    if not head.startswith(_ZIP_MAGIC):
+        raise ModelFileError(f"{path}: not an npz archive (corrupt or truncated).")
+    arrays: dict[str, object] = {}
+    try:
+        with np.load(path, allow_pickle=False) as archive:
+            for key in archive.files:
+                value = archive[key]
+                if not isinstance(value, np.ndarray):
+                    raise ModelFileError(f"{path}: member {key!r} is not a numpy array.")
+                arrays[key] = value
+    except ValueError as exc:
+        if isinstance(exc, ModelFileError):
+            raise
+        if "pickle" in str(exc).lower() or "object arrays" in str(exc).lower():
+            raise ModelFileError(f"{path}: refused: holds object arrays (pickled data), which are never loaded.") from None
+        raise ModelFileError(f"{path}: corrupt or truncated npz ({exc}).") from None
+    except (zipfile.BadZipFile, zlib.error, EOFError, OSError, KeyError) as exc:
+        raise ModelFileError(f"{path}: corrupt or truncated npz ({type(exc).__name__}: {exc}).") from None
+    return network_from_arrays(arrays, str(path), "")
+
+
+def _save_npz(network: Network, path: Path) -> None:
+    arrays, strings = network_to_arrays(network)
+    payload = {**arrays, **{k: np.array(v) for k, v in strings.items()}}
+
+    def write(tmp: Path) -> None:
+        with open(tmp, "wb") as fh:
+            np.savez(fh, **payload)
+
+    write_atomic(path, write)
+
+
+def _load_safetensors(path: Path, **_) -> Network:
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), framework="np") as fh:
+            strings = dict(fh.metadata() or {})
+            arrays = {key: fh.get_tensor(key) for key in fh.keys()}
+    except (SafetensorError, OSError, ValueError, TypeError) as exc:
+        raise ModelFileError(f"{path}: corrupt or truncated safetensors file ({str(exc).splitlines()[0]}).") from None
+    strings.pop("format", None)
+    return network_from_arrays({**arrays, **strings}, str(path), "")
+
+
+def _save_safetensors(network: Network, path: Path) -> None:
+    from safetensors.numpy import save_file
+
+    arrays, strings = network_to_arrays(network)
+    write_atomic(path, lambda tmp: save_file(arrays, str(tmp), metadata={**strings, "format": "mixacc"}))
+
+
+@dataclass(frozen=True)
+class ModelFileType:
+    """A kind of model file: its suffix, what it holds, how to load it (``load(path,
+    **options)``) and, for the native layout, how to save it."""
+
+    suffix: str
+    description: str
+    load: Callable[..., Network]
+    save: "Callable[[Network, Path], None] | None" = None
+
+
+MODEL_FILE_TYPES: Registry[ModelFileType] = Registry("model file type")
+for _t in (
+    ModelFileType(".npz", "native layout, numpy archive", _load_npz, _save_npz),
+    ModelFileType(".safetensors", "native layout, safetensors", _load_safetensors, _save_safetensors),
+    ModelFileType(".onnx", "ONNX graph of Gemm / MatMul+Add and activations (extra: onnx)", importers.load_onnx_file),
+    ModelFileType(".pt", "PyTorch state dict, loaded with weights_only=True (extra: torch)", importers.load_torch_file),
+    ModelFileType(".pth", "PyTorch state dict, loaded with weights_only=True (extra: torch)", importers.load_torch_file),
+    ModelFileType(".skops", "scikit-learn MLPClassifier/MLPRegressor saved with skops", importers.load_skops_file),
+    ModelFileType(".pkl", "pickle: refused", _refuse_pickle),
+    ModelFileType(".pickle", "pickle: refused", _refuse_pickle),
+    ModelFileType(".joblib", "joblib pickle: refused", _refuse_pickle),
+):
+    MODEL_FILE_TYPES.add(_t.suffix, _t)
+
+
+@lru_cache(maxsize=1)
+def _bundled_index() -> dict:
+    index = BUNDLED_DIR / "index.json"
+    if not index.exists():
+        return {}
+    return json.loads(index.read_text(encoding="utf-8"))
+
+
+def bundled_models() -> dict[str, dict]:
+    """The bundled models, name -> model card data (architecture, data, seed, train and
+    test accuracy, ...), in the order of ``emulator/models/index.json``."""
+    return {name: dict(card) for name, card in _bundled_index().items()}
+
+
+def _load_bundled(name: str) -> Network:
+    net = _load_npz(BUNDLED_DIR / f"{name}.npz")
+    return Network(net.layers, name, {**bundled_models()[name], **net.meta})
+
+
+def load_model(spec, *, activations=None, name: str = "") -> Network:
+    """A :class:`Network` from ``spec``: a path (.npz, .safetensors, .onnx, .pt/.pth
+    state dict, .skops), a bundled model's name (see :func:`bundled_models`), a Network,
+    or an in-memory scikit-learn MLP, PyTorch ``nn.Sequential``/state dict or ONNX
+    ``ModelProto``. ``activations`` completes state dicts that do not name theirs."""
+    if isinstance(spec, Network):
+        return spec
+    if not isinstance(spec, (str, os.PathLike)):
+        return importers.from_object(spec, activations=activations, name=name)
+    text = os.fspath(spec)
+    if isinstance(spec, str) and text in _bundled_index():
+        net = _load_bundled(text)
+        return Network(net.layers, name, net.meta) if name else net
+    path = Path(text)
+    if not path.exists():
+        if path.suffix or os.sep in text:
+            raise ModelFileError(f"Model file '{text}' does not exist.")
+        raise ModelFileError(
+            f"Unknown model '{text}': no such file and no bundled model of that name. "
+            f"Bundled models are: {', '.join(_bundled_index()) or '(none)'}."
+        )
+    if path.is_dir():
+        raise ModelFileError(f"{path} is a directory, not a model file.")
+    kind = MODEL_FILE_TYPES.get(path.suffix.lower())
+    net = kind.load(path, activations=activations)
+    final_name = name or net.name or path.stem
+    return net if final_name == net.name else Network(net.layers, final_name, net.meta)
+
+
+def save_model(network: Network, path: "str | os.PathLike") -> Path:
+    """Write ``network`` in the native layout (.npz or .safetensors, chosen by suffix),
+    atomically."""
+    path = Path(path)
+    kind = MODEL_FILE_TYPES.get(path.suffix.lower())
+    if kind.save is None:
+        savable = [t.suffix for t in MODEL_FILE_TYPES.rows() if t.save is not None]
+        raise ModelFileError(f"Cannot save to {path.suffix!r} files. Possible values are: {', '.join(savable)}.")
+    kind.save(network, path)
+    return path
