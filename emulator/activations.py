@@ -131,8 +131,10 @@ def _softplus_kappa(y):
 
 
 def _mp_gelu_tanh(y):
-    c = mpmath.sqrt(2 / mpmath.pi)
-    return y / 2 * (1 + mpmath.tanh(c * (y + mpmath.mpf(GELU_TANH_A) * y**3)))
+    # y/2 (1 + tanh t) = y / (1 + exp(-2t)): the same function without the cancellation
+    # of 1 + tanh t for t << 0; a = 0.044715 exactly (the decimal of the sympy form).
+    t = mpmath.sqrt(2 / mpmath.pi) * (y + mpmath.mpf(44715) / 10**6 * y**3)
+    return y / (1 + mpmath.exp(-2 * t))
 
 
 _GELU_CRIT = (-float(np.sqrt(2.0)), float(np.sqrt(2.0)))
