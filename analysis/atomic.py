@@ -13,6 +13,8 @@ from typing import Iterator
 
 import numpy as np
 
+from emulator.atomic import write_atomic
+
 __all__ = ["write_text", "write_json", "write_npz", "atomic_directory", "to_jsonable"]
 
 
@@ -38,25 +40,8 @@ def to_jsonable(obj):
     return obj
 
 
-@contextmanager
-def _temporary_sibling(path: Path, suffix: str = "") -> Iterator[Path]:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=suffix + ".tmp", dir=path.parent)
-    os.close(fd)
-    tmp_path = Path(tmp)
-    try:
-        yield tmp_path
-        os.replace(tmp_path, path)
-    finally:
-        if tmp_path.exists():
-            tmp_path.unlink()
-
-
 def write_text(path: "str | os.PathLike", text: str) -> Path:
-    path = Path(path)
-    with _temporary_sibling(path) as tmp:
-        tmp.write_text(text, encoding="utf-8")
-    return path
+    return write_atomic(path, lambda tmp: tmp.write_text(text, encoding="utf-8"))
 
 
 def write_json(path: "str | os.PathLike", obj) -> Path:
@@ -64,11 +49,11 @@ def write_json(path: "str | os.PathLike", obj) -> Path:
 
 
 def write_npz(path: "str | os.PathLike", arrays: dict[str, np.ndarray]) -> Path:
-    path = Path(path)
-    with _temporary_sibling(path, suffix=".npz") as tmp:
+    def write(tmp: Path) -> None:
         with open(tmp, "wb") as fh:
             np.savez(fh, **arrays)
-    return path
+
+    return write_atomic(path, write)
 
 
 @contextmanager

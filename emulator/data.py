@@ -136,7 +136,7 @@ def _read_cache(path: Path) -> "dict[str, np.ndarray] | None":
 
 @lru_cache(maxsize=2)
 def _mnist1d_arrays(key: str, args_json: str) -> dict[str, np.ndarray]:
-    from .modelio import write_atomic
+    from .atomic import write_atomic
 
     path = cache_dir() / f"mnist1d-{key}.npz"
     arrays = _read_cache(path) if path.exists() else None

@@ -14,7 +14,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import tempfile
 import zipfile
 import zlib
 from dataclasses import dataclass
@@ -25,6 +24,7 @@ from typing import Callable, Mapping
 import numpy as np
 
 from . import importers
+from .atomic import write_atomic
 from .errors import ModelFileError
 from .network import Layer, Network
 from .registry import Registry
@@ -43,29 +43,6 @@ _LAYER_KEY = re.compile(r"^layer(\d+)\.(weight|bias|activation)$")
 _EXTRA_KEYS = ("name", "meta")
 _ZIP_MAGIC = b"PK\x03\x04"
 _PICKLE_MAGIC = (b"\x80",)
-
-
-def write_atomic(path: "str | os.PathLike", write: Callable[[Path], None]) -> Path:
-    """Call ``write(tmp)`` on a temporary sibling of ``path``, then rename it over
-    ``path``: readers see the old file or the whole new one, never half of it."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    os.chmod(tmp, 0o666 & ~_umask())
-    try:
-        write(Path(tmp))
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-    return path
-
-
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
 
 
 def _json_default(obj):

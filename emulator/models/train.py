@@ -27,7 +27,8 @@ import numpy as np
 
 from emulator.data import DATASETS, load_data
 from emulator.importers import from_sklearn
-from emulator.modelio import BUNDLED_DIR, save_model, write_atomic
+from emulator.atomic import write_atomic
+from emulator.modelio import BUNDLED_DIR, save_model
 from emulator.network import Network
 from emulator.registry import Registry
 
