@@ -1,16 +1,180 @@
-"""``mixacc recompute``: not built yet."""
+"""``mixacc recompute``: what each tolerance buys — Algorithm 1 (guided recomputation)
+against uniform low / high, random and oracle selection at the same recompute fraction,
+and optionally the static and multi-level variants; accuracy, flip rate and output error
+against the exact forward pass, recompute fractions and relative cost."""
 
 from __future__ import annotations
 
-import sys
+import argparse
+from dataclasses import dataclass
 
-HELP = "(not built yet) recompute"
+from emulator.errors import DataError, MixaccError
+from emulator.network import parse_storage
+from emulator.registry import Registry
+
+from ..atomic import write_json
+from ..baselines import ORACLE_ERRORS
+from ..cost import cost_model_names
+from ..policy import check_tau, criterion_names
+from ..provenance import provenance
+from ..sweep import sweep
+
+HELP = "guided recomputation (Algorithm 1) against its baselines: accuracy, flips, error and cost per tau"
+
+
+@dataclass(frozen=True)
+class Preset:
+    """A published configuration: model, weights/biases storage, arithmetic, taus, criteria."""
+
+    name: str
+    model: str
+    weights: str
+    low: str
+    high: str
+    taus: tuple[float, ...]
+    criteria: tuple[str, ...]
+    note: str
+
+
+PRESETS: Registry[Preset] = Registry("preset")
+PRESETS.add("paper", Preset(
+    "paper", "paper-mlp", "e4m3:saturate", "e4m3:recursive:bias=last:saturate", "fp16:recursive:bias=last",
+    (1.0, 0.5, 0.3, 0.1), ("kappa-prime",),
+    "preset 'paper' (El Arar, Filip, Mary, Riccietti): weights and biases rounded to e4m3 (max 240, saturating), "
+    "low e4m3 / high fp16 accumulation, exact products, recursive, bias last. It follows the analysis for the "
+    "identity output layer (kappa_sigma = 1, so negative logits can be recomputed); the released code used the "
+    "ReLU indicator there and never recomputed negative logits.",
+))
+
+
+def _formats_list(text: str) -> list[str]:
+    items = [t.strip() for t in text.split(",")]
+    if len(items) < 2 or not all(items):
+        raise argparse.ArgumentTypeError(f"{text!r}: give at least two comma-separated formats, cheapest first.")
+    return items
 
 
 def add_arguments(parser) -> None:
-    pass
+    parser.add_argument("model", nargs="?", metavar="MODEL", help="a model file or bundled model name")
+    parser.add_argument("--data", metavar="D", help="data spec (default: the model's default data)")
+    parser.add_argument("--samples", type=int, metavar="N", help="use the first N test samples (default: all)")
+    parser.add_argument("--low", metavar="SPEC", help="low-precision accumulation, e.g. fp16, e4m3:recursive:bias=last")
+    parser.add_argument("--high", metavar="SPEC", help="high-precision accumulation, e.g. fp32")
+    parser.add_argument("--tau", type=float, nargs="+", metavar="T", help="tolerances (s_i > tau is recomputed)")
+    parser.add_argument("--criterion", nargs="+", choices=criterion_names(), metavar="C",
+                        help=f"score(s): {', '.join(criterion_names())} (default kappa)")
+    parser.add_argument("--levels", type=_formats_list, metavar="F1,F2,...",
+                        help="also run the multi-level variant over these formats (cheapest first)")
+    parser.add_argument("--static", type=int, metavar="CALIB_SAMPLES",
+                        help="also run the static variant, calibrated on this many training samples")
+    parser.add_argument("--storage", metavar="FMT", help="storage format for weights, biases, input and outputs")
+    parser.add_argument("--cost", default="bits", metavar="bits|quadratic|PATH",
+                        help=f"cost model: {', '.join(cost_model_names())} or a JSON table (default bits)")
+    parser.add_argument("--seed", type=int, default=0, metavar="S", help="seed of the random baseline (default 0)")
+    parser.add_argument("--oracle-error", default="relative", choices=ORACLE_ERRORS.names(),
+                        help="error the oracle ranks by (default relative)")
+    parser.add_argument("--json", metavar="PATH", help="write the runs as JSON")
+    parser.add_argument("--preset", choices=PRESETS.names(), help="a published configuration (see the notes it prints)")
+
+
+def _resolve(args) -> dict:
+    """The configuration: explicit options win over the preset's."""
+    preset = PRESETS.get(args.preset) if args.preset else None
+    config = {
+        "model": args.model or (preset.model if preset else None),
+        "weights_storage": preset.weights if preset else None,
+        "low": args.low or (preset.low if preset else None),
+        "high": args.high or (preset.high if preset else None),
+        "taus": args.tau or (list(preset.taus) if preset else None),
+        "criteria": args.criterion or (list(preset.criteria) if preset else ["kappa"]),
+        "note": preset.note if preset else None,
+    }
+    for key, flag in (("model", "MODEL"), ("low", "--low"), ("high", "--high"), ("taus", "--tau")):
+        if not config[key]:
+            raise MixaccError(f"{flag} is required (or use --preset {'|'.join(PRESETS.names())}).")
+    config["taus"] = [check_tau(t) for t in config["taus"]]
+    for flag, value in (("--samples", args.samples), ("--static", args.static)):
+        if value is not None and value < 1:
+            raise MixaccError(f"{flag} == {value}, must be >= 1.")
+    return config
+
+
+def _split(data_spec: str, n_inputs: int, samples, calibration):
+    """(evaluation set, calibration inputs or None). Named datasets calibrate on their
+    train split; other data on the rows after the evaluated ones (held out either way)."""
+    from emulator.data import DATASETS, load_data
+
+    test = load_data(data_spec, split="test", n_inputs=n_inputs)
+    if samples is not None and samples > len(test):
+        raise DataError(f"--samples == {samples}, but {test.name} has {len(test)} test samples.")
+    evaluation = test.head(samples)
+    if not calibration:
+        return evaluation, None
+    if data_spec in DATASETS:
+        train = load_data(data_spec, split="train", n_inputs=n_inputs)
+        if calibration > len(train):
+            raise DataError(f"--static == {calibration}, but {train.name} has {len(train)} training samples.")
+        return evaluation, train.x[:calibration]
+    start = len(evaluation)
+    if start + calibration > len(test):
+        raise DataError(
+            f"--static == {calibration}: {test.name} has no train split and only {len(test) - start} rows after "
+            f"the {start} evaluated ones (calibration must be held out)."
+        )
+    return evaluation, test.x[start:start + calibration]
+
+
+def _pct(v) -> str:
+    return "-" if v is None else f"{100 * v:.2f}%"
+
+
+def _table(summaries) -> list[str]:
+    head = ("method", "criterion", "tau", "accuracy", "flips", "med rel err", "max rel err", "recomputed",
+            "per layer %", "rel cost")
+    rows = [head]
+    for r in summaries:
+        rows.append((r.method, r.criterion or "-", "-" if r.tau is None else f"{r.tau:g}", _pct(r.accuracy),
+                     _pct(r.flip_rate), f"{r.median_rel_error:.3g}", f"{r.max_rel_error:.3g}",
+                     _pct(r.recompute_fraction), "/".join(f"{100 * f:.1f}" for f in r.layer_recompute_fraction),
+                     f"{r.relative_cost:.3f}"))
+    widths = [max(len(str(row[i])) for row in rows) for i in range(len(head))]
+    return ["  ".join(str(c).ljust(w) if i < 2 else str(c).rjust(w) for i, (c, w) in enumerate(zip(row, widths)))
+            for row in rows]
 
 
 def run(args) -> int:
-    print("mixacc recompute is not built yet; see the open issues.", file=sys.stderr)
+    from emulator.modelio import load_model
+
+    config = _resolve(args)
+    network = load_model(config["model"])
+    if config["weights_storage"]:
+        network = network.with_storage(config["weights_storage"])
+    storage = parse_storage(args.storage)
+    data_spec = args.data or network.meta.get("default_data")
+    if not data_spec:
+        raise DataError(f"Model {network.name!r} names no default data; pass --data.")
+    test, x_calibration = _split(data_spec, network.n_inputs, args.samples, args.static)
+    result = sweep(network, test.x, config["low"], config["high"], config["taus"], config["criteria"], labels=test.y,
+                   storage=storage, cost=args.cost, seed=args.seed, oracle_error=args.oracle_error,
+                   levels=args.levels, x_calibration=x_calibration)
+    if config["note"]:
+        print(f"note: {config['note']}")
+    print(f"model {network.name} ({network.architecture}); data {test.name} ({test.split}), {len(test)} samples; "
+          f"low {config['low']}; high {config['high']}; storage {storage.spec if storage else 'none'}; "
+          f"cost model {result.cost_model} (relative to uniform high)")
+    if args.levels:
+        print(f"multi-level over {', '.join(args.levels)}: tau bounds the predicted error u_F * s_i")
+    for line in _table(result.runs):
+        print(line)
+    if args.json:
+        record = {
+            "model": network.name, "architecture": network.architecture, "data": test.name, "samples": len(test),
+            "low": config["low"], "high": config["high"], "criterion": config["criteria"], "taus": config["taus"],
+            "cost_model": result.cost_model, "storage": storage.spec if storage else None,
+            "weights_storage": config["weights_storage"], "levels": args.levels,
+            "static_calibration_samples": args.static, "seed": args.seed, "oracle_error": args.oracle_error,
+            "preset": args.preset, "note": config["note"], "runs": result.describe(),
+        }
+        record["provenance"] = provenance({k: v for k, v in record.items() if k != "runs"}, seed=args.seed)
+        write_json(args.json, record)
     return 0

@@ -1,0 +1,130 @@
+"""Baselines for the recompute policy (DESIGN.md "Recompute policy"): uniform low,
+uniform high, and — at the same recompute count per layer and sample as a guided run —
+random selection (seeded) and oracle selection (the components with the largest true
+local error).
+
+Random and oracle runs compute every component in low, recompute the forced ones
+(overflowed, not finite, ŷ = 0, as Algorithm 1 does), then fill the remaining budget:
+in layer k and sample s they recompute as many components as the guided run did there.
+They pay no estimation pass. The oracle ranks by the true local error of the layer
+output, sigma(ŷ_i) against sigma(ỹ_i), ỹ = exact W x̂ + b at the same computed input x̂
+(``ORACLE_ERRORS``: relative, 0/0 = 0 and c/0 = inf, or absolute).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+
+from emulator.network import Network
+from emulator.registry import Registry
+
+from ._mixed import LayerStep, MixedRun, Passes, format_list, mixed_forward, take_first
+from .cost import CostModel
+from .policy import PolicyError, forced
+
+__all__ = ["uniform_low", "uniform_high", "random_selection", "oracle_selection", "ORACLE_ERRORS", "OracleError"]
+
+
+def uniform_low(network: Network, x, low, high, storage=None, *, cost: "CostModel | str" = "bits",
+                passes: "Passes | None" = None) -> MixedRun:
+    """Every component in ``low`` and nothing recomputed (cost relative to ``high``)."""
+    lo, hi = format_list([low, high])
+
+    def step(k, layer, xhat, passes_):
+        y, _ = passes_.full(layer, xhat, lo)
+        return LayerStep(y, np.zeros(y.shape, np.int8), {0: y.size})
+
+    return mixed_forward(network, x, (lo, hi), step, method="uniform-low", storage=storage, cost=cost, passes=passes)
+
+
+def uniform_high(network: Network, x, low, high, storage=None, *, cost: "CostModel | str" = "bits",
+                 passes: "Passes | None" = None) -> MixedRun:
+    """Every component in ``high`` only (relative cost 1)."""
+    lo, hi = format_list([low, high])
+
+    def step(k, layer, xhat, passes_):
+        y, _ = passes_.full(layer, xhat, hi)
+        return LayerStep(y, np.ones(y.shape, np.int8), {1: y.size})
+
+    return mixed_forward(network, x, (lo, hi), step, method="uniform-high", storage=storage, cost=cost, passes=passes)
+
+
+def _budgets(like: MixedRun, n_samples: int) -> list[np.ndarray]:
+    """Recomputed components per (layer, sample) in the run to match."""
+    masks = like.masks
+    if masks[0].shape[0] != n_samples:
+        raise PolicyError(f"The run to match has {masks[0].shape[0]} samples but the input has {n_samples}.")
+    return [m.sum(axis=1) for m in masks]
+
+
+def _matched(network: Network, x, like: MixedRun, method: str, ranking: Callable, storage, cost, passes) -> MixedRun:
+    """Low pass, then per sample the forced components and the best-ranked others (lowest
+    ``ranking`` key first) up to the guided run's count, recomputed in high."""
+    lo, hi = like.formats[0], like.formats[-1]
+    budgets = _budgets(like, np.atleast_2d(np.asarray(x)).shape[0])
+
+    def step(k, layer, xhat, passes_):
+        y, ovf = passes_.full(layer, xhat, lo)
+        must = forced(y, ovf)
+        mask = must | take_first(ranking(layer, xhat, passes_, y), budgets[k], first=must)
+        y_high, _ = passes_.some(layer, xhat, hi, mask)
+        return LayerStep(np.where(mask, y_high, y), mask.astype(np.int8), {0: y.size, 1: int(mask.sum())})
+
+    return mixed_forward(network, x, (lo, hi), step, method=method, criterion=like.criterion, tau=like.tau,
+                         storage=storage, cost=cost, passes=passes)
+
+
+def random_selection(network: Network, x, like: MixedRun, seed: int = 0, storage=None, *,
+                     cost: "CostModel | str" = "bits", passes: "Passes | None" = None) -> MixedRun:
+    """The forced components plus uniformly random others (``seed``), as many per layer
+    and sample as in ``like``."""
+    rng = np.random.default_rng(seed)
+    return _matched(network, x, like, "random", lambda layer, xhat, p, y: rng.random(y.shape), storage, cost, passes)
+
+
+@dataclass(frozen=True)
+class OracleError:
+    """How the oracle measures the true local error e_i of z_i = sigma(ŷ_i) against
+    sigma(ỹ_i)."""
+
+    name: str
+    description: str
+    measure: Callable[[np.ndarray, np.ndarray], np.ndarray] = field(repr=False)
+
+
+def _relative(z: np.ndarray, exact: np.ndarray) -> np.ndarray:
+    with np.errstate(all="ignore"):
+        err = np.abs(z - exact)
+        rel = err / np.abs(exact)
+    return np.where(err == 0, 0.0, np.where(np.isnan(rel), np.inf, rel))
+
+
+def _absolute(z: np.ndarray, exact: np.ndarray) -> np.ndarray:
+    with np.errstate(all="ignore"):
+        err = np.abs(z - exact)
+    return np.where(np.isnan(err), np.inf, err)
+
+
+ORACLE_ERRORS: Registry[OracleError] = Registry("oracle error")
+for _row in (
+    OracleError("relative", "|sigma(ŷ) - sigma(ỹ)| / |sigma(ỹ)| (0/0 = 0, c/0 = inf)", _relative),
+    OracleError("absolute", "|sigma(ŷ) - sigma(ỹ)|", _absolute),
+):
+    ORACLE_ERRORS.add(_row.name, _row)
+
+
+def oracle_selection(network: Network, x, like: MixedRun, error: str = "relative", storage=None, *,
+                     cost: "CostModel | str" = "bits", passes: "Passes | None" = None,
+                     precision: int = 113) -> MixedRun:
+    """The forced components plus those with the largest true local error (``error``:
+    relative or absolute), as many per layer and sample as in ``like``."""
+    measure = ORACLE_ERRORS.get(error).measure
+
+    def ranking(layer, xhat, passes_, y):
+        f = layer.activation.f
+        return -measure(f(y), f(passes_.exact(layer, xhat, precision)))
+
+    return _matched(network, x, like, "oracle", ranking, storage, cost, passes)

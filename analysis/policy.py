@@ -1,0 +1,235 @@
+"""The recompute policy: Algorithm 1 of El Arar, Filip, Mary, Riccietti (arXiv 2503.15568)
+and its variants (DESIGN.md "Recompute policy").
+
+For each layer, low format L, high format H, tolerance tau, at the computed input x̂:
+
+1. ŷ = acc_L(W x̂ + b) for every component;
+2. a score from the low-precision output (``CRITERIA``):
+   ``kappa``       s_i = kappa^_i kappa_sigma(ŷ_i), kappa^_i = acc_L(|W||x̂| + |b|)_i / |ŷ_i|;
+   ``kappa-prime`` s_i = kappa_sigma(ŷ_i) / |ŷ_i| (the authors' released experiments);
+3. recompute in H every component with s_i > tau, every component whose low result
+   overflowed or is not finite, and every ŷ_i = 0 (score undefined; so is a NaN score,
+   which arises as 0 · inf when acc_L(|W||x̂| + |b|) overflowed where kappa_sigma = 0);
+4. z = sigma(ŷ), rounded to the storage format if set; z feeds layer k + 1.
+
+Variants: :func:`recompute_multilevel` (formats F_1 < ... < F_r; component i takes the
+cheapest F_j with u_{F_j} s_i <= tau) and :func:`recompute_static` (per-neuron formats
+fixed on a calibration set, no run-time estimation). Baselines live in
+``analysis.baselines``.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Callable, Sequence
+
+import numpy as np
+
+from emulator.activations import Activation
+from emulator.errors import MixaccError
+from emulator.network import Network
+from emulator.registry import Registry
+
+from ._mixed import LayerStep, MixedRun, Passes, format_list, mixed_forward, take_first
+from .cost import CostModel
+
+__all__ = [
+    "PolicyError", "Criterion", "CRITERIA", "get_criterion", "criterion_names", "scores", "forced", "select",
+    "recompute", "recompute_multilevel", "recompute_static", "static_assignment", "check_tau",
+]
+
+
+class PolicyError(MixaccError):
+    """A recompute policy asked for with parameters that do not make sense."""
+
+
+def _abs_or_nan(y: np.ndarray) -> np.ndarray:
+    return np.where(y == 0, np.nan, np.abs(y))
+
+
+def _kappa_score(y: np.ndarray, magnitude: np.ndarray, act: Activation) -> np.ndarray:
+    with np.errstate(all="ignore"):
+        return magnitude / _abs_or_nan(y) * act.kappa(y)
+
+
+def _kappa_prime_score(y: np.ndarray, magnitude, act: Activation) -> np.ndarray:
+    with np.errstate(all="ignore"):
+        return act.kappa(y) / _abs_or_nan(y)
+
+
+@dataclass(frozen=True)
+class Criterion:
+    """A score s_i computed from the low-precision pre-activation ŷ (and, when
+    ``needs_magnitude``, from acc_L(|W||x̂| + |b|), which costs one more low pass)."""
+
+    name: str
+    description: str
+    needs_magnitude: bool
+    score: Callable[[np.ndarray, "np.ndarray | None", Activation], np.ndarray] = field(repr=False)
+
+
+CRITERIA: Registry[Criterion] = Registry("recompute criterion")
+for _row in (
+    Criterion("kappa", "s = kappa^ kappa_sigma(ŷ), kappa^ = acc_L(|W||x̂|+|b|) / |ŷ| (the analysis)", True, _kappa_score),
+    Criterion("kappa-prime", "s = kappa_sigma(ŷ) / |ŷ| (the authors' released experiments)", False, _kappa_prime_score),
+):
+    CRITERIA.add(_row.name, _row)
+
+
+def get_criterion(name: "str | Criterion") -> Criterion:
+    return name if isinstance(name, Criterion) else CRITERIA.get(name)
+
+
+def criterion_names() -> list[str]:
+    return CRITERIA.names()
+
+
+def check_tau(tau) -> float:
+    """tau as a float; it must be a number >= 0 (inf allowed: recompute only the forced)."""
+    try:
+        value = float(tau)
+    except (TypeError, ValueError):
+        raise PolicyError(f"tau == {tau!r}, must be a number >= 0.") from None
+    if not value >= 0:
+        raise PolicyError(f"tau == {tau!r}, must be a number >= 0.")
+    return value
+
+
+def scores(y: np.ndarray, activation: Activation, criterion: "str | Criterion" = "kappa",
+           magnitude: "np.ndarray | None" = None) -> np.ndarray:
+    """The criterion's score of each component of the low-precision pre-activation ``y``
+    (NaN where undefined: ŷ = 0, or 0 · inf)."""
+    crit = get_criterion(criterion)
+    if crit.needs_magnitude and magnitude is None:
+        raise PolicyError(f"Criterion {crit.name!r} needs acc_L(|W||x̂| + |b|) (the magnitude argument).")
+    return crit.score(np.asarray(y, dtype=np.float64), magnitude, activation)
+
+
+def forced(y: np.ndarray, overflow: np.ndarray) -> np.ndarray:
+    """Components recomputed whatever the score: overflowed, not finite, or ŷ_i = 0."""
+    return np.asarray(overflow, dtype=bool) | ~np.isfinite(y) | (y == 0)
+
+
+def select(score: np.ndarray, must: np.ndarray, tau: float) -> np.ndarray:
+    """Algorithm 1, step 3: s_i > tau, or forced, or s_i undefined (NaN)."""
+    return must | ~(score <= tau)
+
+
+def _scored(layer, xhat: np.ndarray, passes: Passes, low, crit: Criterion):
+    """The low pass ŷ, the forced components and the scores (Algorithm 1, steps 1-2)."""
+    y, ovf = passes.full(layer, xhat, low)
+    magnitude = passes.magnitude(layer, xhat, low) if crit.needs_magnitude else None
+    return y, forced(y, ovf), scores(y, layer.activation, crit, magnitude)
+
+
+def _estimate_work(crit: Criterion, components: int) -> int:
+    """Low-precision inner products before any recomputation: the low pass, plus the
+    magnitude pass when the criterion needs it."""
+    return components * (2 if crit.needs_magnitude else 1)
+
+
+def recompute(network: Network, x, low, high, tau: float, criterion: "str | Criterion" = "kappa", storage=None, *,
+              cost: "CostModel | str" = "bits", passes: "Passes | None" = None) -> MixedRun:
+    """Algorithm 1: every component in ``low``, then the selected ones (see the module
+    docstring) recomputed in ``high``; layer k's mixed output feeds layer k + 1.
+
+    Returns a :class:`~analysis._mixed.MixedRun`: ``outputs``, ``masks`` (recomputed
+    components per layer), ``layer_fraction``, ``fraction`` and ``cost`` (low pass for
+    every component, plus the magnitude pass for ``kappa``, plus the high pass of each
+    recomputed one, relative to uniform ``high``)."""
+    tau = check_tau(tau)
+    crit = get_criterion(criterion)
+    lo, hi = format_list([low, high])
+
+    def step(k, layer, xhat, passes_):
+        y, must, s = _scored(layer, xhat, passes_, lo, crit)
+        mask = select(s, must, tau)
+        y_high, _ = passes_.some(layer, xhat, hi, mask)
+        return LayerStep(np.where(mask, y_high, y), mask.astype(np.int8),
+                         {0: _estimate_work(crit, y.size), 1: int(mask.sum())})
+
+    return mixed_forward(network, x, (lo, hi), step, method="guided", criterion=crit.name, tau=tau,
+                         storage=storage, cost=cost, passes=passes)
+
+
+def _check_levels(levels) -> tuple:
+    rows = format_list(levels)
+    if len(rows) < 2:
+        raise PolicyError(f"levels == {[getattr(r, 'spec', r) for r in rows]}: give at least two formats, cheapest first.")
+    for a, b in zip(rows, rows[1:]):
+        if not b.fmt.u < a.fmt.u:
+            raise PolicyError(
+                f"levels must go from least to most precise: {b.spec} (u = {b.fmt.u:g}) follows {a.spec} (u = {a.fmt.u:g})."
+            )
+    return rows
+
+
+def recompute_multilevel(network: Network, x, levels: Sequence, tau: float, criterion: "str | Criterion" = "kappa",
+                         storage=None, *, cost: "CostModel | str" = "bits", passes: "Passes | None" = None) -> MixedRun:
+    """Multi-level Algorithm 1: score from the F_1 pass; component i takes the first
+    F_j with u_{F_j} s_i <= tau (the last one if none, if forced, or if s_i is undefined);
+    a result that overflows in F_j moves on to F_{j+1}. With two levels this is
+    :func:`recompute` at tau / u_{F_1}. Cost: the F_1 pass (and magnitude pass) for every
+    component, plus one pass in each F_j a component is computed in, against uniform F_r."""
+    tau = check_tau(tau)
+    crit = get_criterion(criterion)
+    rows = _check_levels(levels)
+    top = len(rows) - 1
+    units = [r.fmt.u for r in rows]
+
+    def step(k, layer, xhat, passes_):
+        y, must, s = _scored(layer, xhat, passes_, rows[0], crit)
+        with np.errstate(all="ignore"):
+            choice = sum((~(u * s <= tau)).astype(np.int8) for u in units[:-1])
+        choice = np.where(must, top, choice).astype(np.int8)
+        pre = y.copy()
+        work = {0: _estimate_work(crit, y.size)}
+        for j in range(1, top + 1):
+            here = choice == j
+            y_j, ovf_j = passes_.some(layer, xhat, rows[j], here)
+            work[j] = int(here.sum())
+            pre = np.where(here, y_j, pre)
+            if j < top:
+                choice = np.where(ovf_j, j + 1, choice).astype(np.int8)
+        return LayerStep(pre, choice, work)
+
+    return mixed_forward(network, x, rows, step, method="multi-level", criterion=crit.name, tau=tau,
+                         storage=storage, cost=cost, passes=passes)
+
+
+def static_assignment(calibration: MixedRun) -> list[np.ndarray]:
+    """Per-neuron formats from a guided calibration run: in layer k, the
+    h_k = round(f_k m_k) neurons recomputed most often (f_k the calibration's recompute
+    fraction of layer k; ties to the lower index) go to high, the rest stay low."""
+    out = []
+    for mask in calibration.masks:
+        frequency = mask.mean(axis=0)
+        h = int(math.floor(mask.mean() * mask.shape[1] + 0.5))
+        out.append(take_first(-frequency[None, :], np.array([h]))[0])
+    return out
+
+
+def recompute_static(network: Network, x_calibration, x, low, high, tau: float,
+                     criterion: "str | Criterion" = "kappa", storage=None, *, cost: "CostModel | str" = "bits",
+                     passes: "Passes | None" = None) -> MixedRun:
+    """Static variant: run Algorithm 1 on ``x_calibration``, fix each neuron's format
+    with :func:`static_assignment`, then evaluate ``x`` with no run-time estimation:
+    high neurons are computed in high only, low neurons in low, and a low result that
+    overflows or is not finite is recomputed in high. Cost: n c(F) per inner product done."""
+    tau = check_tau(tau)
+    crit = get_criterion(criterion)
+    lo, hi = format_list([low, high])
+    calibration = recompute(network, x_calibration, lo, hi, tau, crit, storage, cost=cost)
+    assignment = static_assignment(calibration)
+
+    def step(k, layer, xhat, passes_):
+        in_high = np.broadcast_to(assignment[k], (xhat.shape[0], layer.n_outputs))
+        y, ovf = passes_.some(layer, xhat, lo, ~in_high)
+        mask = in_high | ovf | ~np.isfinite(np.where(in_high, 0.0, y))
+        y_high, _ = passes_.some(layer, xhat, hi, mask)
+        work = {0: int((~in_high).sum()), 1: int(mask.sum())}
+        return LayerStep(np.where(mask, y_high, y), mask.astype(np.int8), work)
+
+    return mixed_forward(network, x, (lo, hi), step, method="static", criterion=crit.name, tau=tau,
+                         storage=storage, cost=cost, passes=passes)
