@@ -26,3 +26,7 @@ __all__ += [
 from .reference import ExactForward, exact_forward, exact_layer, exact_linear
 
 __all__ += ["ExactForward", "exact_forward", "exact_layer", "exact_linear"]
+
+from .linear import linear
+
+__all__ += ["linear"]

@@ -20,6 +20,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import numpy as np
+
 from .errors import FormatSpecError
 from .formats import Format, get_format
 from .registry import Registry
@@ -84,6 +86,10 @@ class Accumulation:
         set_(self, "rounding", get_rounding(self.rounding))
         if self.bias not in _BIAS:
             raise FormatSpecError(f"bias == {self.bias!r}, must be one of {', '.join(_BIAS)}.")
+        if self.seed is not None:
+            if isinstance(self.seed, bool) or not isinstance(self.seed, (int, np.integer)):
+                raise FormatSpecError(f"seed == {self.seed!r}, must be an integer or None.")
+            set_(self, "seed", int(self.seed))
         name, *args = str(self.order).split(":")
         row = ORDERS.get(name)
         want = len(row.params) + row.wide_format
@@ -157,7 +163,9 @@ def parse_accumulation(spec: "str | Accumulation") -> Accumulation:
     """An :class:`Accumulation` from its compact string (or returned as is)."""
     if isinstance(spec, Accumulation):
         return spec
-    if not isinstance(spec, str) or not spec.strip():
+    if not isinstance(spec, str):
+        raise FormatSpecError(f"Accumulation spec must be a string or an Accumulation, got {type(spec).__name__} {spec!r}.")
+    if not spec.strip():
         raise FormatSpecError(f"Accumulation spec {spec!r} is empty; expected e.g. fp16, bf16:pairwise, exact.")
     head, *rest = [t.strip() for t in spec.strip().split(":")]
     if head == "exact":

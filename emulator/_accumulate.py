@@ -1,0 +1,857 @@
+"""Numba kernels of the accumulation emulator (``emulator.linear``).
+
+Every rounding event rounds an exact value v, known as float64 terms whose exact sum is
+v, once to a format F. A lane (one sample, one output component) goes through up to
+three tiers, each of which either proves its answer or leaves the lane to the next:
+
+1. QUICK PASS (recursive sums s + w x in round-to-nearest; ``step_quick``): no
+   error-free transformation, a bracket of v rounded by Veltkamp's split; about 30
+   vector operations per 8 lanes. It leaves ties, F's subnormal range and overflow.
+2. FAST PATH (every mode, every sum; ``fast_round``): TwoSum and FMA give v exactly as
+   h + rho, rounded with a magic constant and checked against the nearest breakpoint.
+3. EXACT PATH (scalar, the lanes left): ``sum_rn`` and ``round_scalar``.
+
+Loops over components vectorise (AVX-512 here); kernels adapt: when the quick pass
+leaves many lanes (exact data full of ties, fp8 sums in the subnormal range) they skip it
+for a while.
+
+Fast path, the proof. The caller gives h = fl(sum of the high parts) and the residual
+rho = v - h through a float ``r`` (sign(r) = sign(rho) when r != 0; r = 0 with A2 > 0
+means the sign is unknown) and a bound ``A2``: |rho| < A2, or rho = 0 when A2 = 0. For one sum
+s + p of two exact terms with TwoSum error e and product error pl, r = fl(e + pl) and
+A2 = 2|r| satisfy this, since |rho| = |e + pl| <= |r| / (1 - 2^-53). With h in the binade
+[2^e, 2^(e+1)) (e raised to emin in F's subnormal range) the quantum of F is
+Q = 2^(e-p+1); C = 1.5 * 2^(e+53-p) has ulp(C) = Q and |h| < C / 3 (p <= 51), so
+y = (h + C) - C is round-to-nearest-even of h on the grid Q Z (exact float64 steps);
+d = h - y is exact and |d| <= Q/2.
+
+* nearest: the breakpoints nearest y are its midpoints y +- Q/2, except y - Q/4 when y
+  is a power of two 2^e above F's smallest normal with |h| >= 2^e (if |y| > |h|, h's
+  binade lies below y with quantum Q). If A2 <= Q/2 - |d| and A2 <= Q/4, then
+  |v - y| < |d| + A2 <= Q/2 and, in the second case, v > y - Q/4: v lies strictly
+  between the midpoints around y and round_F(v) = y. A tie of h (|d| = Q/2) passes only
+  when rho = 0 (A2 = 0), and y is then the even neighbour.
+* directed: v = y + delta, delta = d + rho, whose sign is sign(d) when A2 <= |d| and
+  sign(r) when d = 0. With A2 <= Q/4, v lies within half a step of y, so the result is y
+  or its neighbour in the direction the mode asks (one quantum, or Q/2 stepping toward
+  zero from a power of two 2^e with |h| >= 2^e, where the grid below is finer).
+* stochastic: a = the F value toward zero from v (y, or y - Q when |h| < |y|), with
+  c = |v| - |a| in [0, Q). The result is |a| + Q when c > tau, with
+  tau = (bits >> 11) * 2^(q-53) (q = log2 Q) from the lane's random bits, else |a|;
+  c0 = (|h| - |a|) and c0 - tau are exact, and the decision of h is that of v when
+  A2 <= |c0 - tau| (and h lies at least A2 inside the cell).
+
+Overflow: the proven y is the rounding of v with unbounded exponent range, so
+|y| > max means overflow (IEEE 754's definition); the value becomes the format's rule
+(inf, NaN, or max when saturating or when rounding toward zero).
+
+Exact path (flagged lanes, scalar): the exact terms are summed by ``sum_rn`` into
+(h = RN(v), sigma = sign(v - h)), rounded by ``round_scalar``; overflow is detected by
+rounding again into the same format with one more exponent bit. Stochastic rounding
+compares |v| - |RZ(v)| with tau exactly (a sign of a sum of float64 terms). Nonzero
+products must lie within [2^-969, 2^990) in magnitude (their FMA error terms are then
+exact) and partial sums below 2^990; a lane that needs anything else is marked DEAD and
+finished by the Python twin in ``emulator.linear``.
+
+Random bits: SplitMix64 (Steele, Lea, Flood 2014) as a counter-based hash:
+key(sample, component) = stream(stream(mix(seed), sample), component) and the bits of a
+rounding event are stream(key, tag), the tag naming the event (see ``TAG_*``), so
+results do not depend on batch size or thread count.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+from numba import njit, types
+from numba.extending import intrinsic
+
+from ._bits import bits_f64, f64_bits
+from .eft import sum_rn
+from .rounding import round_scalar
+
+MAX_TERMS_LOG2 = 23  # at most 2^23 inputs: an exact sum has at most 2^24 + 3 terms
+TINY = 2.0**-969  # smallest nonzero product whose FMA error term is exact
+BIG = 2.0**990  # terms on the exact path stay below: sums of 2^24 + 3 of them stay finite
+BIG_FAST = 2.0**900  # largest |h| on the fast path (keeps C finite)
+FEW_SHIFT = 8  # the quick pass leaving <= m / 2^FEW_SHIFT lanes sends them straight to the exact path
+SLOW_STEPS, MAX_SLOW_STEPS = 16, 1024  # steps without the quick pass after it left more
+#                                        lanes: 2 SLOW_STEPS, doubling while it keeps failing
+SIGN_TOL = 2.0**-24  # |r| > A SIGN_TOL: sign(r) is that of the exact sum of m <= 2^27 residuals,
+#                      as |r - rho| <= 2 m 2^-53 A for recursive summation
+
+NEAREST, ZERO, UP, DOWN, STOCHASTIC = range(5)
+
+# tags (typed np.int64, not literals, so that numba compiles each helper once)
+TAG_PRODUCT = np.int64(1 << 56)  # | j: rounding of product j to the product format
+TAG_BIAS = np.int64(2 << 56)  # rounding of the bias to the starting accumulator
+TAG_SUM = np.int64(3 << 56)  # | lo << 28 | hi: a sum over products lo..hi-1 (with what it started from)
+TAG_OUTER = np.int64(4 << 56)  # | hi: the outer accumulator after the block ending at product hi
+TAG_BIAS_LAST = np.int64(5 << 56)  # the final addition of the bias
+_TWO, _THREE, _FOUR = np.int64(2), np.int64(3), np.int64(4)
+_NO = np.bool_(False)
+
+_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
+_M1 = np.uint64(0xBF58476D1CE4E5B9)
+_M2 = np.uint64(0x94D049BB133111EB)
+_MANT = np.uint64(0xFFFFFFFFFFFFF)
+_HALF_MANT = np.int64(1 << 51)
+
+
+@intrinsic
+def fma(typingctx, a, b, c):
+    """a * b + c rounded once (LLVM's llvm.fma.f64)."""
+    sig = types.float64(types.float64, types.float64, types.float64)
+
+    def codegen(context, builder, signature, args):
+        return builder.fma(*args)
+
+    return sig, codegen
+
+
+@njit(cache=True, inline="always")
+def mix64(z):
+    """SplitMix64's finaliser of the uint64 z."""
+    z = (z ^ (z >> np.uint64(30))) * _M1
+    z = (z ^ (z >> np.uint64(27))) * _M2
+    return z ^ (z >> np.uint64(31))
+
+
+@njit(cache=True, inline="always")
+def stream(key, counter):
+    """Element ``counter`` of the SplitMix64 stream of ``key`` (both uint64)."""
+    return mix64(key + (np.uint64(counter) + np.uint64(1)) * _GOLDEN)
+
+
+# ---------------------------------------------------------------------------------------
+# fast path
+
+
+@njit(cache=True)
+def fast_round(h, r, A2, fc, kind, rb):
+    """(round_F(v), proven, overflowed) for v = h + rho described as in the module
+    docstring; ``kind`` 0 nearest, 1 directed, 2 stochastic (a compile-time constant)."""
+    exact_only, eminb, cadd, hadd, maxval, minnormal, ftz, ovf_pos, ovf_neg, mode = fc[:10]
+    hb = f64_bits(h)
+    ee = max(np.int64((hb >> np.uint64(52)) & np.uint64(0x7FF)), eminb)
+    big_c = bits_f64(np.uint64(((ee + cadd) << 52) | _HALF_MANT))
+    y = (h + big_c) - big_c
+    hq = bits_f64(np.uint64((ee + hadd) << 52))
+    q = hq + hq
+    d = h - y
+    ad = abs(d)
+    ay = abs(y)
+    ah = abs(h)
+    mant0 = (f64_bits(y) & _MANT) == 0
+    ok = (ah < BIG_FAST) & (not exact_only)
+    if kind == 0:
+        ok = ok & (A2 <= hq - ad) & (A2 <= 0.5 * hq)
+        res = y
+    elif kind == 1:
+        sdelta = (d > 0.0) - (d < 0.0) if d != 0.0 else (r > 0.0) - (r < 0.0)
+        known = (A2 <= ad) | ((d == 0.0) & (r != 0.0))
+        ok = ok & known & (A2 <= 0.25 * q)
+        if mode == UP:
+            step = np.int64(sdelta > 0)
+        elif mode == DOWN:
+            step = -np.int64(sdelta < 0)
+        else:
+            step = np.int64((sdelta > 0) & (y < 0.0)) - np.int64((sdelta < 0) & (y > 0.0))
+        toward_zero = (step != 0) & ((step > 0) == (y < 0.0)) & (y != 0.0)
+        fine = toward_zero & mant0 & (ay <= ah) & (ay > minnormal)
+        res = y + float(step) * (hq if fine else q)
+    else:
+        dm = ah - ay
+        below = dm < 0.0
+        a = ay - q if below else ay
+        c0 = q + dm if below else dm
+        tau = float(rb >> np.uint64(11)) * (q * 1.1102230246251565e-16)
+        dd = c0 - tau
+        rm = -r if h < 0.0 else r
+        cell = (ad >= A2) | ((dm == 0.0) & (rm > 0.0))
+        decided = (abs(dd) >= A2) | ((dd == 0.0) & (rm != 0.0))
+        ok = ok & cell & decided & (A2 <= 0.25 * q) & (q >= 2.0**-1021) & ((h != 0.0) | (A2 == 0.0))
+        up = (dd > 0.0) | ((dd == 0.0) & (rm > 0.0))
+        mag = a + q if up else a
+        res = -mag if h < 0.0 else mag
+    ares = abs(res)
+    over = ares > maxval
+    res = (ovf_neg if res < 0.0 else ovf_pos) if over else res
+    res = 0.0 if ftz & (ares < minnormal) else res
+    return res, ok, over
+
+
+# ---------------------------------------------------------------------------------------
+# exact path
+
+
+@njit(cache=True)
+def _round_scalar(h, sigma, params, mode):
+    """``round_scalar`` compiled once (deterministic modes), called from the exact path."""
+    return round_scalar(h, sigma, params, mode, np.uint64(0))
+
+
+@njit(cache=True)
+def round_terms(buf, nbuf, work, fc, rb):
+    """(round_F(exact sum of buf[:nbuf]), overflowed): finite terms of magnitude < BIG.
+    ``work`` is scratch of length >= 2 * nbuf + 4."""
+    mode = fc[9]
+    params, wide, wide_rz = fc[10], fc[11], fc[12]
+    maxval, minnormal, ftz = fc[4], fc[5], fc[6]
+    h, sigma = sum_rn(buf, nbuf, work)
+    if mode != STOCHASTIC:
+        y = _round_scalar(h, sigma, params, mode)
+        over = False
+        if not abs(y) < maxval:
+            over = not abs(_round_scalar(h, sigma, wide, mode)) <= maxval
+        return y, over
+    if h == 0.0 and sigma == 0:
+        return 0.0, False
+    neg = h < 0.0 or (h == 0.0 and sigma < 0)
+    a = abs(_round_scalar(h, sigma, wide_rz, np.int64(ZERO)))
+    p, emin = fc[13], fc[14]
+    qe = (math.frexp(a)[1] - 1 if a >= minnormal else emin) - p + 1
+    kk = rb >> np.uint64(11)
+    te = qe - 53
+    if te < -1074:
+        kk = kk >> np.uint64(min(-1074 - te, 63))
+        te = -1074
+    tau = float(kk) * math.ldexp(1.0, te)
+    ext = work[nbuf + 2:]
+    for t in range(nbuf):
+        ext[t] = -buf[t] if neg else buf[t]
+    ext[nbuf] = -a
+    ext[nbuf + 1] = -tau
+    diff, _ = sum_rn(ext, nbuf + 2, work)
+    mag = a + math.ldexp(1.0, qe) if diff > 0.0 else a
+    over = mag > maxval
+    if over:
+        mag = fc[15]
+    elif ftz and mag < minnormal:
+        mag = 0.0
+    return (-mag if neg else mag), over
+
+
+@njit(cache=True)
+def round_special(h, fc):
+    """round_F of a non-finite float64 h (IEEE arithmetic has produced it)."""
+    return _round_scalar(h, np.int64(0), fc[10], fc[9] if fc[9] != STOCHASTIC else np.int64(NEAREST))
+
+
+@njit(cache=True, inline="always")
+def finite(v):
+    return abs(v) < math.inf
+
+
+@njit(cache=True, inline="always")
+def product_in_range(w, x, pr):
+    """The exact product w x is pr + fma error and lies in the exact path's range."""
+    if w == 0.0 or x == 0.0:
+        return True
+    return TINY <= abs(pr) < BIG
+
+
+@njit(cache=True)
+def exact_leaf(w, x, fcp, has_p, rbp, buf, work):
+    """The exact product w x (``buf[0] + buf[1]``) or its rounding to P (``buf[0]``,
+    ``buf[1] = 0``); returns (status, overflowed): status 0 finite, 1 non-finite (buf[0]
+    holds the IEEE value), 2 out of range (dead lane)."""
+    pr = w * x
+    if not (finite(w) and finite(x)):
+        buf[0] = round_special(pr, fcp) if has_p and not finite(pr) else pr
+        buf[1] = 0.0
+        return 1, True
+    if not product_in_range(w, x, pr):
+        return 2, False
+    pl = fma(w, x, -pr)
+    if not has_p:
+        buf[0], buf[1] = pr, pl
+        return 0, False
+    buf[0], buf[1] = pr, pl
+    p, over = round_terms(buf, _TWO, work, fcp, rbp)
+    buf[0], buf[1] = p, 0.0
+    return (0 if finite(p) else 1), over
+
+
+@njit(cache=True)
+def exact_add_leaf(s, w, x, fcf, rbs, buf, work):
+    """round_F(s + w x) exactly: (value, overflowed, dead)."""
+    if s != s:
+        return s, False, False
+    status, over = exact_leaf(w, x, fcf, _NO, np.uint64(0), buf, work)
+    if status == 2 or abs(s) >= BIG and finite(s):
+        return s, False, True
+    if status == 1 or not finite(s):
+        return round_special(s + buf[0], fcf) if not finite(s + buf[0]) else s + buf[0], True, False
+    buf[2] = s
+    y, over2 = round_terms(buf, _THREE, work, fcf, rbs)
+    return y, over or over2, False
+
+
+@njit(cache=True)
+def exact_add(a, b, fcf, rbs, buf, work):
+    """round_F(a + b) exactly for two float64 values: (value, overflowed, dead)."""
+    if not (finite(a) and finite(b)):
+        h = a + b
+        return (round_special(h, fcf) if not finite(h) else h), True, False
+    if abs(a) >= BIG or abs(b) >= BIG:
+        return a, False, True
+    buf[0], buf[1] = a, b
+    y, over = round_terms(buf, _TWO, work, fcf, rbs)
+    return y, over, False
+
+
+# ---------------------------------------------------------------------------------------
+# vector steps (one sample, all components); ``kind`` and ``has_p`` are constants
+
+
+@njit(cache=True)
+def _leaf_fast(w, x, xzero, fcp, has_p, kind, rbp):
+    pr = w * x
+    pl = fma(w, x, -pr)
+    ok = (abs(pr) >= TINY) | (w == 0.0) | xzero
+    over = False
+    if has_p:
+        p, okp, over = fast_round(pr, pl, 2.0 * abs(pl), fcp, kind, rbp)
+        return p, 0.0, ok & okp, over
+    return pr, pl, ok, over
+
+
+@njit(cache=True, inline="always")
+def _bits_for(keys, i, tag, kind):
+    return stream(keys[i], tag) if kind == 2 else np.uint64(0)
+
+
+@njit(cache=True, inline="always")
+def step_add_leaf(acc, wrow, x, keys, flags, ovf, tag_s, fcf, kind, masked):
+    """acc[i] = round_F(acc[i] + w_i x), w_i x exact, on every lane the fast path proves
+    (only lanes already flagged when ``masked``); returns the number of flagged lanes
+    (flags[i] = True)."""
+    xzero = x == 0.0
+    nflag = 0
+    for i in range(acc.shape[0]):
+        active = flags[i] if masked else True
+        s = acc[i]
+        w = wrow[i]
+        p = w * x
+        pl = fma(w, x, -p)
+        okl = (abs(p) >= TINY) | (w == 0.0) | xzero
+        h = s + p
+        bb = h - s
+        r = ((s - (h - bb)) + (p - bb)) + pl
+        y, ok, over = fast_round(h, r, 2.0 * abs(r), fcf, kind, _bits_for(keys, i, tag_s, kind))
+        ok = ok & okl & active
+        acc[i] = y if ok else s
+        ovf[i] |= ok & over
+        flag = active & (not ok)
+        flags[i] = flag
+        nflag += flag
+    return nflag
+
+
+@njit(cache=True, inline="always")
+def step_quick(acc, wrow, x, flags, fc):
+    """Round-to-nearest in one pass of ~30 vector operations, without error-free
+    transformations: acc[i] = round_F(acc[i] + w_i x) where proven, else flags[i].
+
+    With h = fl(s + fl(w x)), the exact v = s + w x satisfies
+    |v - h| <= B = 2^-53 (|h| + |fl(w x)|) + 2^-1075 (one half-ulp for each rounding).
+    lo = fl(h - A), hi = fl(h + A) with A = 2^-51 (|h| + |fl(w x)|) + 2^-1070 bracket v
+    strictly (A - 2^-52 |h| > B covers their own rounding). Veltkamp's split with
+    sigma = 2^(53-p) + 1, y = t - (t - a) for t = fl(sigma a), rounds a to nearest at
+    p bits with an unbounded exponent range (Dekker 1971; Boldo 2006), a monotone
+    function; if it maps lo and hi to the same y, it maps every point strictly between
+    them to y, and none of them is a tie. When minnormal_F <= |y| <= max_F this is
+    round_F of every such point (below 2^emin the p-bit grid is finer than F's, so
+    landing on 2^emin still means round_F = 2^emin). Ties, F's subnormal range and
+    overflow are flagged for the full fast path."""
+    sigma, minnormal, maxval = fc[16], fc[5], fc[4]
+    nflag = 0
+    for i in range(acc.shape[0]):
+        s = acc[i]
+        p = wrow[i] * x
+        h = s + p
+        ah = abs(h)
+        bound = (ah + abs(p)) * 2.0**-51 + 2.0**-1070
+        lo = h - bound
+        hi = h + bound
+        t = lo * sigma
+        ylo = t - (t - lo)
+        t = hi * sigma
+        yhi = t - (t - hi)
+        ay = abs(ylo)
+        ok = (ylo == yhi) & (ay >= minnormal) & (ay <= maxval)  # inf, NaN and huge h give NaN
+        acc[i] = ylo if ok else s
+        flags[i] = not ok
+        nflag += not ok
+    return nflag
+
+
+@njit(cache=True)
+def fix_add_leaf(acc, wrow, x, keys, flags, ovf, dead, tag_s, fcf, stochastic, buf, work):
+    for i in range(acc.shape[0]):
+        if flags[i]:
+            rbs = stream(keys[i], tag_s) if stochastic else np.uint64(0)
+            y, over, gone = exact_add_leaf(acc[i], wrow[i], x, fcf, rbs, buf, work)
+            acc[i] = y
+            ovf[i] |= over
+            dead[i] |= gone
+
+
+@njit(cache=True, inline="always")
+def step_add(acc, other, keys, flags, ovf, tag, fc, kind):
+    """acc[i] = round_X(acc[i] + other[i]) (two float64 values) where the fast path proves it."""
+    nflag = 0
+    for i in range(acc.shape[0]):
+        s = acc[i]
+        t = other[i]
+        h = s + t
+        bb = h - s
+        r = (s - (h - bb)) + (t - bb)
+        y, ok, over = fast_round(h, r, 2.0 * abs(r), fc, kind, _bits_for(keys, i, tag, kind))
+        acc[i] = y if ok else s
+        ovf[i] |= ok & over
+        flags[i] = not ok
+        nflag += not ok
+    return nflag
+
+
+@njit(cache=True)
+def fix_add(acc, other, keys, flags, ovf, dead, tag, fc, stochastic, buf, work):
+    for i in range(acc.shape[0]):
+        if flags[i]:
+            rb = stream(keys[i], tag) if stochastic else np.uint64(0)
+            y, over, gone = exact_add(acc[i], other[i], fc, rb, buf, work)
+            acc[i] = y
+            ovf[i] |= over
+            dead[i] |= gone
+
+
+@njit(cache=True)
+def add_vectors(acc, other, keys, flags, ovf, dead, tag, fc, kind, buf, work):
+    """acc = round_X(acc + other), lane by lane, fast path then exact fixes."""
+    if kind == 0:
+        nflag = step_add(acc, other, keys, flags, ovf, tag, fc, 0)
+    elif kind == 1:
+        nflag = step_add(acc, other, keys, flags, ovf, tag, fc, 1)
+    else:
+        nflag = step_add(acc, other, keys, flags, ovf, tag, fc, 2)
+    if nflag:
+        fix_add(acc, other, keys, flags, ovf, dead, tag, fc, kind == 2, buf, work)
+
+
+@njit(cache=True)
+def add_leaves(acc, wrow, x, keys, flags, ovf, dead, tag_s, fcf, kind, quick, buf, work):
+    """acc = round_F(acc + W[:, j] x_j) with exact products, lane by lane (products
+    rounded to P are computed first by ``leaves`` and passed as wrow with x = 1): the
+    quick pass when ``quick`` (nearest only), the full fast path (on the lanes the quick
+    pass left, when more than a few), then the exact path. Returns the number of lanes
+    the quick pass left (-1 without it)."""
+    left = -1
+    if quick:
+        left = step_quick(acc, wrow, x, flags, fcf)
+        few = acc.shape[0] >> FEW_SHIFT
+        nflag = step_add_leaf(acc, wrow, x, keys, flags, ovf, tag_s, fcf, 0, True) if left > few else left
+    elif kind == 0:
+        nflag = step_add_leaf(acc, wrow, x, keys, flags, ovf, tag_s, fcf, 0, False)
+    elif kind == 1:
+        nflag = step_add_leaf(acc, wrow, x, keys, flags, ovf, tag_s, fcf, 1, False)
+    else:
+        nflag = step_add_leaf(acc, wrow, x, keys, flags, ovf, tag_s, fcf, 2, False)
+    if nflag:
+        fix_add_leaf(acc, wrow, x, keys, flags, ovf, dead, tag_s, fcf, kind == 2, buf, work)
+    return left
+
+
+@njit(cache=True, inline="always")
+def step_leaves(th, tl, wrow, x, keys, flags, ovf, tag_p, fcp, has_p, kind):
+    """(th, tl)[i] = the exact product w_i x as two terms, or its rounding to P."""
+    xzero = x == 0.0
+    nflag = 0
+    for i in range(th.shape[0]):
+        p, pl, ok, over = _leaf_fast(wrow[i], x, xzero, fcp, has_p, kind, _bits_for(keys, i, tag_p, kind))
+        th[i] = p
+        tl[i] = pl
+        ovf[i] |= ok & over
+        flags[i] = not ok
+        nflag += not ok
+    return nflag
+
+
+@njit(cache=True)
+def fix_leaves(th, tl, wrow, x, keys, flags, ovf, dead, tag_p, fcp, has_p, stochastic, buf, work):
+    for i in range(th.shape[0]):
+        if flags[i]:
+            rbp = stream(keys[i], tag_p) if stochastic else np.uint64(0)
+            status, over = exact_leaf(wrow[i], x, fcp, has_p, rbp, buf, work)
+            th[i], tl[i] = buf[0], buf[1]
+            ovf[i] |= over
+            dead[i] |= status == 2
+
+
+@njit(cache=True)
+def leaves(th, tl, wrow, x, keys, flags, ovf, dead, tag_p, fcp, has_p, kind, buf, work):
+    """The leaves of one input column, lane by lane, fast path then exact fixes."""
+    if has_p:
+        if kind == 0:
+            nflag = step_leaves(th, tl, wrow, x, keys, flags, ovf, tag_p, fcp, True, 0)
+        elif kind == 1:
+            nflag = step_leaves(th, tl, wrow, x, keys, flags, ovf, tag_p, fcp, True, 1)
+        else:
+            nflag = step_leaves(th, tl, wrow, x, keys, flags, ovf, tag_p, fcp, True, 2)
+    else:
+        nflag = step_leaves(th, tl, wrow, x, keys, flags, ovf, tag_p, fcp, False, 0)
+    if nflag:
+        fix_leaves(th, tl, wrow, x, keys, flags, ovf, dead, tag_p, fcp, has_p, kind == 2, buf, work)
+
+
+@njit(cache=True, inline="always")
+def step_add4(acc, ah, al, bh, bl, keys, flags, ovf, tag, fc, kind):
+    """acc[i] = round_F(ah + al + bh + bl) where the fast path proves it."""
+    nflag = 0
+    for i in range(acc.shape[0]):
+        a = ah[i]
+        b = bh[i]
+        h = a + b
+        bb = h - a
+        e = (a - (h - bb)) + (b - bb)
+        rs = (e + al[i]) + bl[i]
+        aa = (abs(e) + abs(al[i])) + abs(bl[i])
+        r = rs if abs(rs) > aa * SIGN_TOL else 0.0
+        y, ok, over = fast_round(h, r, aa + aa, fc, kind, _bits_for(keys, i, tag, kind))
+        acc[i] = y if ok else acc[i]
+        ovf[i] |= ok & over
+        flags[i] = not ok
+        nflag += not ok
+    return nflag
+
+
+@njit(cache=True)
+def exact_add4(a, al, b, bl, fc, rb, buf, work):
+    """round_F(a + al + b + bl) exactly: (value, overflowed, dead)."""
+    if not (finite(a) and finite(b)):
+        h = a + b
+        return (round_special(h, fc) if not finite(h) else h), True, False
+    if abs(a) >= BIG or abs(b) >= BIG:
+        return a, False, True
+    buf[0], buf[1], buf[2], buf[3] = a, al, b, bl
+    y, over = round_terms(buf, _FOUR, work, fc, rb)
+    return y, over, False
+
+
+@njit(cache=True)
+def add4(acc, ah, al, bh, bl, keys, flags, ovf, dead, tag, fc, kind, buf, work):
+    """acc = round_F(ah + al + bh + bl) lane by lane (two raw leaves, or a node and a leaf)."""
+    if kind == 0:
+        nflag = step_add4(acc, ah, al, bh, bl, keys, flags, ovf, tag, fc, 0)
+    elif kind == 1:
+        nflag = step_add4(acc, ah, al, bh, bl, keys, flags, ovf, tag, fc, 1)
+    else:
+        nflag = step_add4(acc, ah, al, bh, bl, keys, flags, ovf, tag, fc, 2)
+    if nflag:
+        for i in range(acc.shape[0]):
+            if flags[i]:
+                rb = stream(keys[i], tag) if kind == 2 else np.uint64(0)
+                y, over, gone = exact_add4(ah[i], al[i], bh[i], bl[i], fc, rb, buf, work)
+                acc[i] = y
+                ovf[i] |= over
+                dead[i] |= gone
+
+
+@njit(cache=True, inline="always")
+def step_fused_leaf(hh, rs, aa, okc, wrow, x):
+    """Add w_i x (exact) to each lane's exact running sum h + rho (TwoSum, FMA)."""
+    xzero = x == 0.0
+    for i in range(hh.shape[0]):
+        w = wrow[i]
+        p = w * x
+        pl = fma(w, x, -p)
+        ok = (abs(p) >= TINY) | (w == 0.0) | xzero
+        hv = hh[i]
+        h = hv + p
+        bb = h - hv
+        e = (hv - (h - bb)) + (p - bb)
+        hh[i] = h
+        rs[i] += e + pl
+        aa[i] += abs(e) + abs(pl)
+        okc[i] &= ok
+
+
+@njit(cache=True, inline="always")
+def step_fused_finish(acc, hh, rs, aa, okc, keys, flags, ovf, tag, fc, kind):
+    nflag = 0
+    for i in range(acc.shape[0]):
+        a = aa[i]
+        r = rs[i] if abs(rs[i]) > a * SIGN_TOL else 0.0
+        y, ok, over = fast_round(hh[i], r, a + a, fc, kind, _bits_for(keys, i, tag, kind))
+        ok = ok & okc[i]
+        acc[i] = y if ok else acc[i]
+        ovf[i] |= ok & over
+        flags[i] = not ok
+        nflag += not ok
+    return nflag
+
+
+@njit(cache=True)
+def exact_fused(s, wt, xrow, c0, c1, fcf, fcp, has_p, key, stochastic, buf, work):
+    """round_F(s + sum of the leaves of columns c0..c1-1) exactly: (value, overflowed, dead)."""
+    if s != s:
+        return s, False, False
+    nb = 0
+    special = 0.0
+    nonfinite = not finite(s)
+    over = False
+    leaf = buf[buf.shape[0] - 2:]
+    for j in range(c0, c1):
+        x = xrow[j]
+        rbp = stream(key, TAG_PRODUCT | j) if stochastic else np.uint64(0)
+        status, ov = exact_leaf(wt[j], x, fcp, has_p, rbp, leaf, work)
+        over |= ov
+        if status == 2:
+            return s, False, True
+        if status == 1:
+            nonfinite = True
+            special += leaf[0]
+        else:
+            buf[nb], buf[nb + 1] = leaf[0], leaf[1]
+            nb += 2
+    if nonfinite:
+        h = s + special
+        return (round_special(h, fcf) if not finite(h) else h), True, False
+    if abs(s) >= BIG:
+        return s, False, True
+    buf[nb] = s
+    rb = stream(key, TAG_SUM | c1) if stochastic else np.uint64(0)
+    y, ov = round_terms(buf, nb + 1, work, fcf, rb)
+    return y, over or ov, False
+
+
+@njit(cache=True)
+def fused_chunk(acc, hh, rs, aa, okc, th, tl, wt, xrow, colfinite, c0, c1, keys, flags, ovf, dead, fcf, fcp, has_p,
+                kind, buf, work):
+    """acc = round_F(acc + leaves of columns c0..c1-1), one rounding per lane."""
+    hh[:] = acc
+    rs[:] = 0.0
+    aa[:] = 0.0
+    okc[:] = True
+    for j in range(c0, c1):
+        x = xrow[j]
+        if x == 0.0 and colfinite[j]:
+            continue
+        if has_p:
+            leaves(th, tl, wt[j], x, keys, flags, ovf, dead, TAG_PRODUCT | j, fcp, has_p, kind, buf, work)
+            step_fused_leaf(hh, rs, aa, okc, th, 1.0)
+        else:
+            step_fused_leaf(hh, rs, aa, okc, wt[j], x)
+    tag = TAG_SUM | c1
+    if kind == 0:
+        nflag = step_fused_finish(acc, hh, rs, aa, okc, keys, flags, ovf, tag, fcf, 0)
+    elif kind == 1:
+        nflag = step_fused_finish(acc, hh, rs, aa, okc, keys, flags, ovf, tag, fcf, 1)
+    else:
+        nflag = step_fused_finish(acc, hh, rs, aa, okc, keys, flags, ovf, tag, fcf, 2)
+    if nflag:
+        for i in range(acc.shape[0]):
+            if flags[i]:
+                key = keys[i] if kind == 2 else np.uint64(0)
+                y, over, gone = exact_fused(acc[i], wt[:, i], xrow, c0, c1, fcf, fcp, has_p, key, kind == 2, buf, work)
+                acc[i] = y
+                ovf[i] |= over
+                dead[i] |= gone
+
+
+# ---------------------------------------------------------------------------------------
+# kernels: groups of samples sharing each row of W, components vectorised; they release
+# the GIL, and ``emulator.linear`` runs one per thread on separate rows
+
+
+@njit(cache=True)
+def _init_keys(keys, seedkey, row):
+    base = stream(seedkey, row)
+    for i in range(keys.shape[0]):
+        keys[i] = stream(base, i)
+
+
+@njit(cache=True)
+def _start(acc, bias, keys, ovf, dead, fc, stochastic, buf, work):
+    """acc = round_X(b), lane by lane (exactly)."""
+    for i in range(acc.shape[0]):
+        rb = stream(keys[i], TAG_BIAS) if stochastic else np.uint64(0)
+        y, over, gone = exact_add(bias[i], 0.0, fc, rb, buf, work)
+        acc[i] = y
+        ovf[i] |= over
+        dead[i] |= gone
+
+
+@njit(cache=True, nogil=True)
+def kernel_blocked(x, wt, bias, has_bias, bias_last, colfinite, fcf, fcp, fco, has_p, kind, block, outer, seedkey,
+                   row0, group, out, ovf, dead):
+    """recursive (outer False: one accumulator in F from round_F(b)), blocked:B and
+    promote:B:G (outer True: blocks of B summed in F from 0, each block sum added into
+    an accumulator in the outer format from round(b)); bias_last: from 0, then
+    round(acc + b) in the output format."""
+    nsamp, n = x.shape
+    m = wt.shape[1]
+    stochastic = kind == 2
+    quick_ok = kind == 0 and fcf[16] > 0.0
+    ngroups = (nsamp + group - 1) // group
+    for gi in range(ngroups):
+        r0 = gi * group
+        r1 = min(nsamp, r0 + group)
+        inner = np.zeros((r1 - r0, m))
+        outer_acc = np.zeros((r1 - r0, m))
+        keys = np.zeros((r1 - r0, m if stochastic else 1), dtype=np.uint64)
+        flags = np.zeros(m, dtype=np.bool_)
+        th = np.zeros(m)
+        tl = np.zeros(m)
+        buf = np.zeros(8)
+        work = np.zeros(24)
+        slow = np.zeros(r1 - r0, dtype=np.int64)  # steps left without the quick pass
+        backoff = np.full(r1 - r0, SLOW_STEPS, dtype=np.int64)
+        for g in range(r1 - r0):
+            if stochastic:
+                _init_keys(keys[g], seedkey, row0 + r0 + g)
+            if has_bias and not bias_last:
+                _start(outer_acc[g] if outer else inner[g], bias, keys[g], ovf[r0 + g], dead[r0 + g],
+                       fco if outer else fcf, stochastic, buf, work)
+        for j in range(n):
+            wrow = wt[j]
+            lo = (j // block) * block if outer else 0
+            tag_s = TAG_SUM | (lo << 28) | (j + 1)
+            flush = outer and ((j + 1) % block == 0 or j == n - 1)
+            for g in range(r1 - r0):
+                xv = x[r0 + g, j]
+                if not (xv == 0.0 and colfinite[j]):
+                    quick = quick_ok and slow[g] == 0
+                    if has_p:
+                        leaves(th, tl, wrow, xv, keys[g], flags, ovf[r0 + g], dead[r0 + g], TAG_PRODUCT | j, fcp,
+                               has_p, kind, buf, work)
+                    left = add_leaves(inner[g], th if has_p else wrow, 1.0 if has_p else xv, keys[g], flags,
+                                      ovf[r0 + g], dead[r0 + g], tag_s, fcf, kind, quick, buf, work)
+                    if slow[g] > 0:
+                        slow[g] -= 1
+                    elif left > m >> FEW_SHIFT:
+                        backoff[g] = min(2 * backoff[g], MAX_SLOW_STEPS)
+                        slow[g] = backoff[g]
+                    else:
+                        backoff[g] = SLOW_STEPS
+                if flush:
+                    add_vectors(outer_acc[g], inner[g], keys[g], flags, ovf[r0 + g], dead[r0 + g], TAG_OUTER | (j + 1),
+                                fco, kind, buf, work)
+                    inner[g, :] = 0.0
+        result = outer_acc if outer else inner
+        if has_bias and bias_last:
+            for g in range(r1 - r0):
+                add_vectors(result[g], bias, keys[g], flags, ovf[r0 + g], dead[r0 + g], TAG_BIAS_LAST,
+                            fco if outer else fcf, kind, buf, work)
+        out[r0:r1] = result
+
+
+@njit(cache=True, nogil=True)
+def kernel_fused(x, wt, bias, has_bias, bias_last, colfinite, fcf, fcp, has_p, kind, k, seedkey, row0, group, out,
+                 ovf, dead):
+    """fused:K: s = round_F(s + p_{c+1} + ... + p_{c+K}) exactly, chunk by chunk, from
+    round_F(b) (or 0, then round_F(s + b) with bias_last)."""
+    nsamp, n = x.shape
+    m = wt.shape[1]
+    stochastic = kind == 2
+    ngroups = (nsamp + group - 1) // group
+    for gi in range(ngroups):
+        r0 = gi * group
+        r1 = min(nsamp, r0 + group)
+        acc = np.zeros((r1 - r0, m))
+        keys = np.zeros((r1 - r0, m if stochastic else 1), dtype=np.uint64)
+        flags = np.zeros(m, dtype=np.bool_)
+        hh = np.zeros(m)
+        rs = np.zeros(m)
+        aa = np.zeros(m)
+        okc = np.zeros(m, dtype=np.bool_)
+        th = np.zeros(m)
+        tl = np.zeros(m)
+        buf = np.zeros(2 * k + 4)
+        work = np.zeros(4 * k + 12)
+        for g in range(r1 - r0):
+            if stochastic:
+                _init_keys(keys[g], seedkey, row0 + r0 + g)
+            if has_bias and not bias_last:
+                _start(acc[g], bias, keys[g], ovf[r0 + g], dead[r0 + g], fcf, stochastic, buf, work)
+        for c0 in range(0, n, k):
+            c1 = min(n, c0 + k)
+            for g in range(r1 - r0):
+                fused_chunk(acc[g], hh, rs, aa, okc, th, tl, wt, x[r0 + g], colfinite, c0, c1, keys[g], flags,
+                            ovf[r0 + g], dead[r0 + g], fcf, fcp, has_p, kind, buf, work)
+        if has_bias and bias_last:
+            for g in range(r1 - r0):
+                add_vectors(acc[g], bias, keys[g], flags, ovf[r0 + g], dead[r0 + g], TAG_BIAS_LAST, fcf, kind, buf,
+                            work)
+        out[r0:r1] = acc
+
+
+@njit(cache=True, nogil=True)
+def kernel_pairwise(x, wt, bias, has_bias, fcf, fcp, has_p, kind, seedkey, row0, group, out, ovf, dead):
+    """pairwise: the balanced tree of adjacent pairs (level by level, an odd last element
+    carried up), built as a binary counter: leaf j joins the pending leaf, then the
+    stacked subtrees of equal size; at the end the stack is merged from the right."""
+    nsamp, n = x.shape
+    m = wt.shape[1]
+    stochastic = kind == 2
+    levels = 1
+    while (1 << levels) <= n:
+        levels += 1
+    ngroups = (nsamp + group - 1) // group
+    for gi in range(ngroups):
+        r0 = gi * group
+        r1 = min(nsamp, r0 + group)
+        keys = np.zeros((r1 - r0, m if stochastic else 1), dtype=np.uint64)
+        stack = np.zeros((r1 - r0, levels + 1, m))
+        lh = np.zeros((r1 - r0, m))
+        ll = np.zeros((r1 - r0, m))
+        th = np.zeros(m)
+        tl = np.zeros(m)
+        zero = np.zeros(m)
+        node = np.zeros(m)
+        flags = np.zeros(m, dtype=np.bool_)
+        buf = np.zeros(8)
+        work = np.zeros(24)
+        for g in range(r1 - r0):
+            if stochastic:
+                _init_keys(keys[g], seedkey, row0 + r0 + g)
+        for j in range(n):
+            wrow = wt[j]
+            for g in range(r1 - r0):
+                xv = x[r0 + g, j]
+                o, d, kg = ovf[r0 + g], dead[r0 + g], keys[g]
+                if j % 2 == 0:
+                    leaves(lh[g], ll[g], wrow, xv, kg, flags, o, d, TAG_PRODUCT | j, fcp, has_p, kind, buf, work)
+                    continue
+                leaves(th, tl, wrow, xv, kg, flags, o, d, TAG_PRODUCT | j, fcp, has_p, kind, buf, work)
+                add4(node, lh[g], ll[g], th, tl, kg, flags, o, d, TAG_SUM | ((j - 1) << 28) | (j + 1), fcf, kind, buf,
+                     work)
+                level = 1
+                while ((j + 1) & (1 << level)) == 0:
+                    lo = j + 1 - (2 << level)
+                    add_vectors(node, stack[g, level], kg, flags, o, d, TAG_SUM | (lo << 28) | (j + 1), fcf, kind, buf,
+                                work)
+                    level += 1
+                stack[g, level] = node
+        for g in range(r1 - r0):
+            o, d, kg = ovf[r0 + g], dead[r0 + g], keys[g]
+            root = out[r0 + g]
+            root[:] = 0.0
+            pending = 1 if n % 2 == 1 else 0  # 1: the raw leaf n-1, 2: a rounded node in root
+            for level in range(1, levels + 1):
+                if n & (1 << level):
+                    lo = (n >> (level + 1)) << (level + 1)
+                    tag = TAG_SUM | (lo << 28) | n
+                    if pending == 0:
+                        root[:] = stack[g, level]
+                    elif pending == 1:
+                        add4(root, stack[g, level], zero, lh[g], ll[g], kg, flags, o, d, tag, fcf, kind, buf, work)
+                    else:
+                        add_vectors(root, stack[g, level], kg, flags, o, d, tag, fcf, kind, buf, work)
+                    pending = 2
+            if pending == 1:
+                add4(root, zero, zero, lh[g], ll[g], kg, flags, o, d, TAG_SUM | 1, fcf, kind, buf, work)
+            if has_bias:
+                add_vectors(root, bias, kg, flags, o, d, TAG_BIAS_LAST, fcf, kind, buf, work)

@@ -1,0 +1,381 @@
+"""Emulated y = W x + b with every addition rounded as an accumulation model says.
+
+``linear(x, W, b, acc)`` follows DESIGN.md "Accumulation models" for component i, with
+p_j = w_ij x_j exact (``products="exact"``: the product enters the sum unrounded) or
+p_j = round_P(w_ij x_j):
+
+* recursive: s_0 = round_F(b_i) (0 without bias), s_j = round_F(s_{j-1} + p_j);
+* pairwise: adjacent pairs level by level, (p_1 + p_2), (p_3 + p_4), ..., an odd last
+  element carried up unrounded to the next level, every sum rounded to F (a single
+  product is rounded on its own); the bias is always added last;
+* blocked:B: t = recursive sum in F of p_{kB+1} .. p_{(k+1)B} from 0; S_0 = round_F(b_i),
+  S_{k+1} = round_F(S_k + t_k);
+* fused:K: s_0 = round_F(b_i), s_{k+1} = round_F(s_k + p_{kK+1} + ... + p_{(k+1)K}), the
+  K products and s_k added exactly and rounded once;
+* promote:B:G: blocks of B summed in F from 0 as in blocked, each block sum added into an
+  accumulator in the wide format G that starts from round_G(b_i); the output is in G.
+
+With ``bias="last"`` the accumulator starts from 0 and y = round(s + b_i) in the output
+format. Each rounding rounds the exact real sum once, in the mode of ``acc.rounding``
+(products too), with the format's overflow rule (inf, NaN, or ±max when saturating) and
+flush-to-zero when asked. Stochastic rounding rounds |v| up to the next value when
+|v| - |RZ(v)| > tau = K 2^(q-53), 2^q the quantum at v and K the top 53 of 64 random bits
+(SplitMix64 of the seed (None meaning 0), the sample's row in x, the component's row in
+W and the rounding event), so the probability is the exact fraction to within 2^-53 and
+results do not depend on batch size or threads. Non-finite inputs follow IEEE
+arithmetic: inf * 0 = NaN, inf - inf = NaN, and a non-finite partial sum is rounded by
+the format's rule (inf, NaN, or ±max). Values are compared as numbers: a zero may come
+out as -0.0 or +0.0.
+
+Implementation: ``emulator._accumulate`` (numba, vectorised over components with an
+exact fallback); components that leave its range (products below 2^-969 or above 2^990)
+are finished by :func:`linear_slow`, the exact twin in rational arithmetic.
+"""
+
+from __future__ import annotations
+
+import math
+from concurrent.futures import ThreadPoolExecutor
+from fractions import Fraction
+
+import numba
+import numpy as np
+
+from . import _accumulate as K
+from .accumulation import Accumulation, parse_accumulation
+from .errors import DataError, ShapeError
+from .formats import Format
+from .rounding import kernel_params
+
+__all__ = ["linear", "linear_slow"]
+
+BATCH = 4096  # samples converted to float64 and processed per kernel call
+GROUP = 4  # samples sharing one pass over W inside a parallel task
+MAX_INPUTS = 1 << K.MAX_TERMS_LOG2
+_MASK64 = (1 << 64) - 1
+
+
+def linear(x, W, b=None, acc: "str | Accumulation" = "fp16", *, return_overflow: bool = False):
+    """Emulated W x + b under the accumulation model ``acc`` (a spec string such as
+    ``"fp16"``, ``"bf16:pairwise"``, ``"fp16:promote:128:fp32"``, or an
+    :class:`~emulator.accumulation.Accumulation`; see the module docstring).
+
+    Parameters
+    ----------
+    x : array (N, n) or (n,) of real numbers
+    W : array (m, n)
+    b : array (m,) or None
+    acc : the accumulation model; ``"exact"`` / ``"exact:BITS"`` gives the correctly
+        rounded (nearest) float64 of the exact W x + b (``emulator.reference``).
+    return_overflow : also return a bool mask, True where a partial sum overflowed
+        (or saturated) or the result is not finite.
+
+    Returns
+    -------
+    float64 array (N, m) (or (m,) for 1-D x) of values of the output format, and the mask
+    when asked.
+    """
+    a = parse_accumulation(acc)
+    xs, w, bias, single = _checked(x, W, b)
+    if a.is_exact:
+        from .reference import exact_linear
+
+        y = np.asarray(exact_linear(xs, w, bias, a.precision), dtype=np.float64).reshape(xs.shape[0], w.shape[0])
+        ovf = ~np.isfinite(y)
+    else:
+        y, ovf = _emulate(xs, w, bias, a)
+    if single:
+        y, ovf = y[0], ovf[0]
+    return (y, ovf) if return_overflow else y
+
+
+# ---------------------------------------------------------------------------------------
+# validation
+
+
+def _as_real(name: str, value, where: str) -> np.ndarray:
+    arr = np.asarray(value)
+    if arr.dtype.kind not in "biuf":
+        raise DataError(f"{name} must hold real numbers, got dtype {arr.dtype} {where}.")
+    out = np.asarray(arr, dtype=np.float64)
+    if arr.dtype.kind in "iu" or arr.dtype.itemsize > 8:
+        with np.errstate(invalid="ignore", over="ignore"):
+            same = (out.astype(arr.dtype) == arr) | np.isnan(out)
+        if not np.all(same):
+            raise DataError(f"{name} has values that float64 cannot hold exactly {where}.")
+    return out
+
+
+def _checked(x, W, b):
+    where = "in linear(x, W, b)"
+    w = _as_real("W", W, where)
+    if w.ndim != 2:
+        raise ShapeError(f"W must have shape (m, n), got {w.shape} {where}.")
+    m, n = w.shape
+    xs = _as_real("x", x, where)
+    if xs.ndim not in (1, 2):
+        raise ShapeError(f"x must have shape (N, n) or (n,), got {xs.shape} {where}.")
+    single = xs.ndim == 1
+    xs = xs.reshape(1, -1) if single else xs
+    if xs.shape[1] != n:
+        raise ShapeError(f"x has {xs.shape[1]} inputs but W has {n} columns (W shape {w.shape}) {where}.")
+    if n > MAX_INPUTS:
+        raise ShapeError(f"n == {n} inputs, must be <= 2^{K.MAX_TERMS_LOG2} {where}.")
+    bias = None
+    if b is not None:
+        bias = _as_real("b", b, where)
+        if bias.shape != (m,):
+            raise ShapeError(f"b must have shape ({m},) to match W {w.shape}, got {bias.shape} {where}.")
+    return xs, w, bias, single
+
+
+# ---------------------------------------------------------------------------------------
+# the numba path
+
+
+def _widened(fmt: Format) -> Format:
+    """F with one more exponent bit (same p, same emin): rounding into it is F's rounding
+    with an exponent range wide enough to tell overflow."""
+    ebits = min(fmt.ebits + 1, 11)
+    return Format(f"{fmt.name}+", ebits, fmt.mbits, fmt.bias, "ieee")
+
+
+def _overflow_magnitude(fmt: Format, saturate: bool) -> float:
+    if saturate or fmt.specials == "finite":
+        return float(fmt.max)
+    return math.inf if fmt.has_inf else math.nan
+
+
+def format_consts(fmt: Format, a: Accumulation) -> tuple:
+    """The constants ``_accumulate`` reads for rounding into ``fmt`` under ``a``, by
+    position: (exact path only, emin + 1023, 53 - p, -p, max, smallest normal, ftz,
+    overflow result for v > 0, for v < 0, rounding mode code, ``round_scalar`` params of
+    fmt, of fmt widened by one exponent bit, of that without ftz, p, emin, overflow
+    magnitude, Veltkamp constant 2^(53-p) + 1 of the quick pass (0: none))."""
+    mode = a.rounding.code
+    ovf = _overflow_magnitude(fmt, a.saturate)
+    ovf_pos = float(fmt.max) if mode in (K.ZERO, K.DOWN) else ovf
+    ovf_neg = -(float(fmt.max) if mode in (K.ZERO, K.UP) else ovf)
+    eminb = fmt.emin + 1023
+    exact_only = fmt.p >= 52 or eminb - fmt.p < 1
+    veltkamp = 0.0 if exact_only else float(2 ** (53 - fmt.p) + 1)  # 0: no quick pass
+    wide = _widened(fmt)
+    return (exact_only, np.int64(eminb), np.int64(53 - fmt.p), np.int64(-fmt.p), float(fmt.max),
+            float(fmt.min_normal), not a.subnormals, ovf_pos, ovf_neg, np.int64(mode),
+            kernel_params(fmt, a.saturate, a.subnormals), kernel_params(wide, False, a.subnormals),
+            kernel_params(wide, False, True), np.int64(fmt.p), np.int64(fmt.emin), ovf, veltkamp)
+
+
+def _in_threads(run, nsamp: int) -> None:
+    """run(r0, r1) over [0, nsamp) in batches of BATCH rows, each split between threads
+    (the kernels release the GIL)."""
+    threads = max(1, min(numba.get_num_threads(), nsamp // (2 * GROUP)))
+    for r0 in range(0, nsamp, BATCH):
+        r1 = min(nsamp, r0 + BATCH)
+        if threads == 1:
+            run(r0, r1)
+            continue
+        step = -(-(r1 - r0) // threads)
+        step += -step % GROUP
+        cuts = [(s, min(r1, s + step)) for s in range(r0, r1, step)]
+        with ThreadPoolExecutor(len(cuts)) as pool:
+            list(pool.map(lambda c: run(*c), cuts))
+
+
+def _kind(a: Accumulation) -> int:
+    code = a.rounding.code
+    return 0 if code == K.NEAREST else 2 if code == K.STOCHASTIC else 1
+
+
+def _seed_key(a: Accumulation) -> int:
+    return _mix64((a.seed or 0) & _MASK64)
+
+
+def _emulate(x: np.ndarray, w: np.ndarray, bias, a: Accumulation):
+    nsamp, m = x.shape[0], w.shape[0]
+    y = np.empty((nsamp, m))
+    ovf = np.zeros((nsamp, m), dtype=np.bool_)
+    dead = np.zeros((nsamp, m), dtype=np.bool_)
+    if nsamp == 0 or m == 0:
+        return y, ovf
+    wt = np.ascontiguousarray(w.T)
+    has_bias = bias is not None
+    b = np.ascontiguousarray(bias) if has_bias else np.zeros(m)
+    colfinite = np.isfinite(w).all(axis=0)
+    fcf = format_consts(a.fmt, a)
+    has_p = a.products != "exact"
+    fcp = format_consts(a.products, a) if has_p else fcf
+    kind = _kind(a)
+    seedkey = np.uint64(_seed_key(a))
+    if a.order == "pairwise":
+        kernel, args = K.kernel_pairwise, (b, has_bias, fcf, fcp, has_p, kind, seedkey)
+    elif a.order == "fused":
+        k = min(a.block, max(x.shape[1], 1))
+        kernel, args = K.kernel_fused, (b, has_bias, a.bias == "last", colfinite, fcf, fcp, has_p, kind, k, seedkey)
+    else:
+        fco = format_consts(a.wide, a) if a.order == "promote" else fcf
+        kernel, args = K.kernel_blocked, (b, has_bias, a.bias == "last", colfinite, fcf, fcp, fco, has_p, kind,
+                                          max(a.block, 1), a.order != "recursive", seedkey)
+
+    def run(r0: int, r1: int) -> None:
+        kernel(np.ascontiguousarray(x[r0:r1]), wt, *args, r0, GROUP, y[r0:r1], ovf[r0:r1], dead[r0:r1])
+
+    _in_threads(run, nsamp)
+    for r, i in zip(*np.nonzero(dead)):
+        y[r, i], ovf[r, i] = _component_slow(x[r], w[i], None if bias is None else bias[i], a, int(r), int(i))
+    ovf |= ~np.isfinite(y)
+    return y, ovf
+
+
+# ---------------------------------------------------------------------------------------
+# the exact twin: the same semantics in rational arithmetic, one rounding at a time
+
+
+def _mix64(z: int) -> int:
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & _MASK64
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & _MASK64
+    return z ^ (z >> 31)
+
+
+def _stream(key: int, counter: int) -> int:
+    return _mix64((key + (int(counter) + 1) * 0x9E3779B97F4A7C15) & _MASK64)
+
+
+def _round_value(v, fmt: Format, a: Accumulation, rbits: int):
+    """(round_fmt(v), overflowed) for a Fraction v, or IEEE specials (float inf/NaN)."""
+    if isinstance(v, float):
+        if v != v:
+            return v, True
+        return math.copysign(_overflow_magnitude(fmt, a.saturate), v), True
+    if v == 0:
+        return 0.0, False
+    mode = a.rounding.code
+    neg = v < 0
+    mag = -v if neg else v
+    e = mag.numerator.bit_length() - mag.denominator.bit_length()
+    if Fraction(2) ** e > mag:
+        e -= 1
+    q = max(e, fmt.emin) - fmt.p + 1
+    quantum = Fraction(2) ** q
+    trunc = math.floor(mag / quantum)
+    rem = mag - trunc * quantum
+    if mode == K.NEAREST:
+        up = 2 * rem > quantum or (2 * rem == quantum and trunc % 2 == 1)
+    elif mode == K.STOCHASTIC:
+        te, kk = q - 53, rbits >> 11
+        if te < -1074:
+            kk, te = kk >> (-1074 - te), -1074
+        up = rem > kk * Fraction(2) ** te
+    else:
+        up = rem > 0 and ((mode == K.UP and not neg) or (mode == K.DOWN and neg))
+    result = (trunc + up) * quantum
+    over = result > Fraction(fmt.max)
+    if over:
+        toward_zero = mode == K.ZERO or (mode == K.UP and neg) or (mode == K.DOWN and not neg)
+        value = float(fmt.max) if toward_zero else _overflow_magnitude(fmt, a.saturate)
+    elif not a.subnormals and result < Fraction(fmt.min_normal):
+        value = 0.0
+    else:
+        value = float(result)
+    return (-value if neg else value), over
+
+
+def _exact(v: float):
+    return Fraction(v) if math.isfinite(v) else v
+
+
+def _plus(u, v):
+    if isinstance(u, float) or isinstance(v, float):
+        specials = [t for t in (u, v) if isinstance(t, float)]
+        return specials[0] + specials[1] if len(specials) == 2 else specials[0]
+    return u + v
+
+
+def _times(w: float, x: float):
+    if math.isfinite(w) and math.isfinite(x):
+        return Fraction(w) * Fraction(x)
+    return w * x
+
+
+def _pairwise_slow(leaves: list, rnd) -> object:
+    """Level by level: adjacent pairs rounded, an odd last element carried up."""
+    if not leaves:
+        return Fraction(0)
+    if len(leaves) == 1:
+        return rnd(leaves[0][0], K.TAG_SUM | 1)
+    level = leaves
+    while len(level) > 1:
+        nxt = []
+        for k in range(0, len(level) - 1, 2):
+            (u, lo, _), (v, _, hi) = level[k], level[k + 1]
+            nxt.append((rnd(_plus(u, v), K.TAG_SUM | (lo << 28) | hi), lo, hi))
+        if len(level) % 2:
+            nxt.append(level[-1])
+        level = nxt
+    return level[0][0]
+
+
+def _component_slow(x: np.ndarray, w: np.ndarray, bias, a: Accumulation, row: int, comp: int):
+    """(y_i, overflowed) for one sample and one component, exactly as specified."""
+    key = _stream(_stream(_seed_key(a), row), comp)
+    overflowed = False
+
+    def rnd(v, tag, fmt=a.fmt):
+        nonlocal overflowed
+        value, over = _round_value(v, fmt, a, _stream(key, tag))
+        overflowed |= over
+        return _exact(value)
+
+    def leaf(j):
+        p = _times(float(w[j]), float(x[j]))
+        overflowed_before = isinstance(p, float)
+        nonlocal overflowed
+        overflowed |= overflowed_before
+        return p if a.products == "exact" else rnd(p, K.TAG_PRODUCT | j, a.products)
+
+    n = len(x)
+    out_fmt = a.wide if a.order == "promote" else a.fmt
+    b = None if bias is None else _exact(float(bias))
+    first = b is not None and a.bias == "first" and a.order != "pairwise"
+    if a.order == "pairwise":
+        s = _pairwise_slow([(leaf(j), j, j + 1) for j in range(n)], rnd)
+    elif a.order == "fused":
+        s = rnd(b, K.TAG_BIAS) if first else Fraction(0)
+        for c0 in range(0, n, a.block):
+            c1 = min(n, c0 + a.block)
+            total = s
+            for j in range(c0, c1):
+                total = _plus(total, leaf(j))
+            s = rnd(total, K.TAG_SUM | c1)
+    elif a.order == "recursive":
+        s = rnd(b, K.TAG_BIAS) if first else Fraction(0)
+        for j in range(n):
+            s = rnd(_plus(s, leaf(j)), K.TAG_SUM | (j + 1))
+    else:
+        s = rnd(b, K.TAG_BIAS, out_fmt) if first else Fraction(0)
+        for lo in range(0, n, a.block):
+            hi = min(n, lo + a.block)
+            t = Fraction(0)
+            for j in range(lo, hi):
+                t = rnd(_plus(t, leaf(j)), K.TAG_SUM | (lo << 28) | (j + 1))
+            s = rnd(_plus(s, t), K.TAG_OUTER | hi, out_fmt)
+    if b is not None and (a.bias == "last" or a.order == "pairwise"):
+        s = rnd(_plus(s, b), K.TAG_BIAS_LAST, out_fmt)
+    y = float(s)
+    return y, overflowed or not math.isfinite(y)
+
+
+def linear_slow(x, W, b=None, acc: "str | Accumulation" = "fp16"):
+    """The exact twin of :func:`linear` (same arguments, returns (y, overflow mask)):
+    every rounding computed from the exact rational value, one component at a time.
+    For small cases and for components the fast kernels cannot hold."""
+    a = parse_accumulation(acc)
+    xs, w, bias, single = _checked(x, W, b)
+    if a.is_exact:
+        raise DataError("linear_slow emulates a format; use linear(..., acc='exact') for the reference.")
+    y = np.empty((xs.shape[0], w.shape[0]))
+    ovf = np.zeros(y.shape, dtype=np.bool_)
+    for r in range(xs.shape[0]):
+        for i in range(w.shape[0]):
+            y[r, i], ovf[r, i] = _component_slow(xs[r], w[i], None if bias is None else bias[i], a, r, i)
+    return (y[0], ovf[0]) if single else (y, ovf)

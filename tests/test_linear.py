@@ -1,0 +1,706 @@
+"""emulator.linear against an exact oracle written here, bit for bit.
+
+The oracle follows DESIGN.md "Accumulation models" literally, one component at a time,
+in rational arithmetic (``Fraction``). It rounds a rational v to a format by looking up
+v's two neighbours among the format's values: for formats of 16 bits or less, every
+finite value is listed by decoding all encodings with numpy / ml_dtypes (independent of
+mixacc's exponent arithmetic), and ties go to the neighbour with the even encoding; for
+fp32 and fp64 the neighbours come from the binade and quantum. Stochastic rounding is
+given the same random bits (SplitMix64 of seed, sample, component and the event's tag, as
+``emulator._accumulate`` documents) and rounds |v| up when |v| - lo > (bits >> 11) 2^(q-53).
+"""
+
+from __future__ import annotations
+
+import bisect
+import functools
+import importlib
+import math
+import zlib
+from fractions import Fraction
+
+import ml_dtypes
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from numba import njit
+
+from emulator import _accumulate as K
+from emulator.accumulation import parse_accumulation
+from emulator.errors import DataError, MixaccError, ShapeError, UnknownNameError
+from emulator.linear import format_consts, linear, linear_slow
+
+linear_module = importlib.import_module("emulator.linear")  # the package exports the function as emulator.linear
+
+# ---------------------------------------------------------------- the oracle: formats
+
+SMALL = {  # name: (dtype, storage bits, what overflow gives)
+    "fp16": (np.float16, 16, "inf"),
+    "bf16": (ml_dtypes.bfloat16, 16, "inf"),
+    "fp8-e4m3fn": (ml_dtypes.float8_e4m3fn, 8, "nan"),
+    "fp8-e5m2": (ml_dtypes.float8_e5m2, 8, "inf"),
+    "e4m3": (ml_dtypes.float8_e4m3, 8, "inf"),
+    "fp6-e2m3": (ml_dtypes.float6_e2m3fn, 6, "max"),
+    "fp4-e2m1": (ml_dtypes.float4_e2m1fn, 4, "max"),
+}
+WIDE = {"fp32": (24, -126, 127), "fp64": (53, -1022, 1023)}  # p, emin, emax (IEEE, with inf)
+
+
+@functools.cache
+def values(name: str) -> tuple[float, ...]:
+    """Every finite value >= 0 of a small format, in encoding order (= increasing)."""
+    dtype, bits, _ = SMALL[name]
+    codes = np.arange(2 ** (bits - 1), dtype=np.uint16 if bits > 8 else np.uint8)
+    with np.errstate(invalid="ignore"):
+        vals = codes.view(dtype).astype(np.float64)
+    finite = vals[: np.argmax(~np.isfinite(vals))] if not np.isfinite(vals).all() else vals
+    assert np.all(np.diff(finite) > 0)
+    return tuple(float(v) for v in finite)
+
+
+def smallest_normal(name: str) -> Fraction:
+    if name in SMALL:
+        return Fraction(float(ml_dtypes.finfo(SMALL[name][0]).smallest_normal))
+    return Fraction(2) ** WIDE[name][1]
+
+
+def overflow_kind(name: str) -> str:
+    return SMALL[name][2] if name in SMALL else "inf"
+
+
+def neighbours(a: Fraction, name: str):
+    """(lo, hi, hi_even, hi_beyond_max, far) for a > 0: lo <= a < hi consecutive values
+    (hi may be the virtual value after max); far when a >= that virtual value."""
+    if name in SMALL:
+        vals = values(name)
+        top = Fraction(vals[-1]) + (Fraction(vals[-1]) - Fraction(vals[-2]))
+        if a >= top:
+            return None, None, False, True, True
+        i = bisect.bisect_right(vals, a) - 1
+        lo = Fraction(vals[i])
+        hi = Fraction(vals[i + 1]) if i + 1 < len(vals) else top
+        return lo, hi, (i + 1) % 2 == 0, i + 1 == len(vals), False
+    p, emin, emax = WIDE[name]
+    if a >= Fraction(2) ** (emax + 1):
+        return None, None, False, True, True
+    e = a.numerator.bit_length() - a.denominator.bit_length()
+    e += 1 if Fraction(2) ** (e + 1) <= a else 0
+    e -= 1 if Fraction(2) ** e > a else 0
+    quantum = Fraction(2) ** (max(e, emin) - p + 1)
+    k = math.floor(a / quantum)
+    hi = (k + 1) * quantum
+    return k * quantum, hi, (k + 1) % 2 == 0, hi >= Fraction(2) ** (emax + 1), False
+
+
+def oracle_round(v, name: str, mode: str, saturate: bool, ftz: bool, bits: int):
+    """(value, overflowed) of v (Fraction, or float inf/NaN) rounded once to ``name``."""
+    kind = "max" if saturate else overflow_kind(name)
+    top = values(name)[-1] if name in SMALL else float((2 - Fraction(2) ** (1 - WIDE[name][0])) * 2 ** WIDE[name][2])
+    ovf_value = {"inf": math.inf, "nan": math.nan, "max": top}[kind]
+    if isinstance(v, float):
+        return (v if v != v else math.copysign(ovf_value, v)), True
+    if v == 0:
+        return 0.0, False
+    neg = v < 0
+    a = -v if neg else v
+    toward_zero = mode == "zero" or (mode == "up" and neg) or (mode == "down" and not neg)
+    lo, hi, hi_even, hi_beyond, far = neighbours(a, name)
+    if far:
+        return math.copysign(top if toward_zero else ovf_value, -1 if neg else 1), True
+    if a == lo:
+        up = False
+    elif mode == "nearest":
+        up = hi - a < a - lo or (hi - a == a - lo and hi_even)
+    elif mode == "stochastic":
+        gap = hi - lo
+        q = gap.numerator.bit_length() - 1 if gap >= 1 else -(gap.denominator.bit_length() - 1)
+        up = a - lo > (bits >> 11) * Fraction(2) ** (q - 53)
+    else:
+        up = not toward_zero
+    over = up and hi_beyond
+    result = ovf_value if over else float(hi if up else lo)
+    if ftz and not over and result < smallest_normal(name):
+        result = 0.0
+    return (-result if neg else result), over
+
+
+# ---------------------------------------------------------------- the oracle: accumulation
+
+MASK = 2**64 - 1
+
+
+def mix(z: int) -> int:
+    z = ((z ^ (z >> 30)) * 0xBF58476D1CE4E5B9) & MASK
+    z = ((z ^ (z >> 27)) * 0x94D049BB133111EB) & MASK
+    return z ^ (z >> 31)
+
+
+def stream(key: int, counter: int) -> int:
+    return mix((key + (counter + 1) * 0x9E3779B97F4A7C15) & MASK)
+
+
+PRODUCT, BIAS, SUM, OUTER, BIAS_LAST = (k << 56 for k in range(1, 6))
+
+
+def add(u, v):
+    """u + v: exact for Fractions, IEEE for infinities and NaN."""
+    if isinstance(u, float) or isinstance(v, float):
+        return float(u if isinstance(u, float) else 0) + float(v if isinstance(v, float) else 0)
+    return u + v
+
+
+def exact(v: float):
+    return Fraction(v) if math.isfinite(v) else float(v)
+
+
+def oracle_component(x, w, b, spec: str, row: int, comp: int):
+    a = parse_accumulation(spec)
+    key = stream(stream(mix((a.seed or 0) & MASK), row), comp)
+    state = {"over": False}
+    fmt = a.fmt.name
+    out_fmt = a.wide.name if a.order == "promote" else fmt
+
+    def rnd(v, tag, name=fmt):
+        value, over = oracle_round(v, name, a.rounding.name, a.saturate, not a.subnormals, stream(key, tag))
+        state["over"] |= over
+        return exact(value)
+
+    def p(j):
+        prod = Fraction(float(w[j])) * Fraction(float(x[j])) if np.isfinite(w[j]) and np.isfinite(x[j]) \
+            else float(w[j]) * float(x[j])
+        state["over"] |= isinstance(prod, float)
+        return prod if a.products == "exact" else rnd(prod, PRODUCT | j, a.products.name)
+
+    n = len(x)
+    bias = None if b is None else exact(float(b))
+    start = Fraction(0) if bias is None or a.bias == "last" or a.order == "pairwise" else None
+    if a.order == "recursive":
+        s = start if start is not None else rnd(bias, BIAS)
+        for j in range(n):
+            s = rnd(add(s, p(j)), SUM | (j + 1))
+    elif a.order in ("blocked", "promote"):
+        s = start if start is not None else rnd(bias, BIAS, out_fmt)
+        for lo in range(0, n, a.block):
+            t = Fraction(0)
+            for j in range(lo, min(n, lo + a.block)):
+                t = rnd(add(t, p(j)), SUM | (lo << 28) | (j + 1))
+            s = rnd(add(s, t), OUTER | min(n, lo + a.block), out_fmt)
+    elif a.order == "fused":
+        s = start if start is not None else rnd(bias, BIAS)
+        for lo in range(0, n, a.block):
+            hi = min(n, lo + a.block)
+            total = s
+            for j in range(lo, hi):
+                total = add(total, p(j))
+            s = rnd(total, SUM | hi)
+    else:  # pairwise: adjacent pairs level by level, an odd last element carried up
+        level = [(p(j), j, j + 1) for j in range(n)]
+        if len(level) == 1:
+            level = [(rnd(level[0][0], SUM | 1), 0, 1)]
+        while len(level) > 1:
+            pairs = [(rnd(add(level[k][0], level[k + 1][0]), SUM | (level[k][1] << 28) | level[k + 1][2]),
+                      level[k][1], level[k + 1][2]) for k in range(0, len(level) - 1, 2)]
+            level = pairs + (level[-1:] if len(level) % 2 else [])
+        s = level[0][0] if level else Fraction(0)
+    if bias is not None and (a.bias == "last" or a.order == "pairwise"):
+        s = rnd(add(s, bias), BIAS_LAST, out_fmt)
+    y = float(s)
+    return y, state["over"] or not math.isfinite(y)
+
+
+def oracle(x, W, b, spec):
+    x2 = np.atleast_2d(x)
+    y = np.empty((x2.shape[0], W.shape[0]))
+    ovf = np.zeros(y.shape, dtype=bool)
+    for r in range(x2.shape[0]):
+        for i in range(W.shape[0]):
+            y[r, i], ovf[r, i] = oracle_component(x2[r], W[i], None if b is None else b[i], spec, r, i)
+    return y, ovf
+
+
+def same(a, b):
+    return np.array_equal(a, b, equal_nan=True)
+
+
+def check(x, W, b, spec):
+    y, ovf = linear(x, W, b, spec, return_overflow=True)
+    y_ref, ovf_ref = oracle(x, W, b, spec)
+    bad = ~((y == y_ref) | (np.isnan(y) & np.isnan(y_ref)))
+    assert not bad.any(), f"{spec}: {np.argwhere(bad)[:3].tolist()} got {y[bad][:3]} want {y_ref[bad][:3]}"
+    assert same(ovf, ovf_ref), f"{spec}: overflow masks differ at {np.argwhere(ovf != ovf_ref)[:3].tolist()}"
+
+
+# ---------------------------------------------------------------- the oracle checks itself
+
+@pytest.mark.parametrize("name", ["fp16", "bf16"])
+def test_oracle_table_and_binade_roundings_agree(name):
+    """The table lookup agrees with rounding by binade and quantum (an fp16/bf16 twin
+    of the fp32 oracle), and with numpy / ml_dtypes casts of float64 values."""
+    dtype = SMALL[name][0]
+    p, emin, emax = (11, -14, 15) if name == "fp16" else (8, -126, 127)
+    WIDE[f"{name}-binade"] = (p, emin, emax)
+    rng = np.random.default_rng(1)
+    vals = np.concatenate([rng.standard_normal(300) * 2.0 ** rng.integers(-30, 20, 300),
+                           np.array(values(name)[-3:]) * 1.0009, np.array(values(name)[1:40]) * 1.5])
+    vals = vals.astype(np.float32).astype(np.float64)  # casts are checked on float32 inputs
+    try:
+        for v in vals:
+            for mode in ("nearest", "zero", "up", "down"):
+                t = oracle_round(Fraction(float(v)), name, mode, False, False, 0)
+                g = oracle_round(Fraction(float(v)), f"{name}-binade", mode, False, False, 0)
+                assert t[0] == g[0] or (math.isnan(t[0]) and math.isnan(g[0])), (v, mode, t, g)
+            with np.errstate(over="ignore"):
+                assert oracle_round(Fraction(float(v)), name, "nearest", False, False, 0)[0] == float(dtype(v))
+    finally:
+        del WIDE[f"{name}-binade"]
+
+
+# ---------------------------------------------------------------- linear == oracle
+
+def data(kind: str, seed: int, shape=(3, 4, 19), fmt="fp16"):
+    rng = np.random.default_rng(seed)
+    nsamp, m, n = shape
+    if kind == "random":
+        return rng.standard_normal((nsamp, n)), rng.standard_normal((m, n)) / 4, rng.standard_normal(m)
+    if kind == "format_values":  # values of the format: exact products, many exact ties
+        vals = np.array(values(fmt))
+        pick = lambda size: rng.choice(vals[: max(8, len(vals) // 2)], size) * rng.choice([-1, 1], size)
+        return pick((nsamp, n)), pick((m, n)), pick(m)
+    if kind == "wide_range":
+        scale = lambda size: 2.0 ** rng.integers(-20, 12, size) * rng.choice([-1, 1], size)
+        return rng.random((nsamp, n)) * scale((nsamp, n)), rng.random((m, n)) * scale((m, n)), scale(m)
+    raise ValueError(kind)
+
+
+SPECS = [
+    "fp16", "fp16:bias=last", "bf16", "fp8-e4m3fn", "fp8-e5m2", "e4m3:saturate", "fp4-e2m1", "fp16:ftz",
+    "fp16:rounding=zero", "bf16:rounding=up", "fp8-e5m2:rounding=down", "fp16:rounding=stochastic:seed=5",
+    "bf16:rounding=stochastic:bias=last:seed=-2",
+    "fp16:products=fp8-e4m3fn", "bf16:products=bf16:rounding=down", "fp16:products=e4m3:rounding=stochastic:seed=1",
+    "fp16:pairwise", "bf16:pairwise:rounding=up", "fp8-e5m2:pairwise:products=fp8-e5m2",
+    "fp16:pairwise:rounding=stochastic:seed=9", "fp16:blocked:4", "bf16:blocked:5:bias=last:rounding=zero",
+    "fp8-e4m3fn:blocked:3:rounding=stochastic", "fp16:fused:4", "bf16:fused:3:rounding=down:bias=last",
+    "fp16:fused:7:products=fp16:rounding=stochastic:seed=4", "e4m3:promote:4:fp16", "fp8-e4m3fn:promote:5:fp32",
+    "fp16:promote:3:fp32:rounding=up:bias=last", "e4m3:promote:4:bf16:rounding=stochastic:saturate",
+    "fp32", "fp32:rounding=down", "fp32:pairwise:rounding=stochastic",
+]
+
+
+@pytest.mark.parametrize("spec", SPECS)
+@pytest.mark.parametrize("kind", ["random", "format_values", "wide_range"])
+def test_linear_matches_oracle(spec, kind):
+    fmt = parse_accumulation(spec).fmt.name
+    x, W, b = data(kind, zlib.crc32(f"{spec}/{kind}".encode()), fmt=fmt if fmt in SMALL else "fp16")
+    check(x, W, b, spec)
+    check(x, W, None, spec)
+
+
+def test_edge_sizes():
+    rng = np.random.default_rng(3)
+    for spec in ("fp16", "fp16:pairwise", "fp16:fused:3", "fp16:blocked:2", "e4m3:promote:2:fp16"):
+        for n in (0, 1, 2, 3, 5, 8, 11, 13):
+            x, W, b = rng.standard_normal((2, n)), rng.standard_normal((3, n)), rng.standard_normal(3)
+            check(x, W, b, spec)
+            check(x, W, None, spec)
+    assert linear(np.zeros((0, 4)), np.ones((3, 4))).shape == (0, 3)
+    assert linear(np.zeros((2, 4)), np.ones((0, 4))).shape == (2, 0)
+    assert linear(np.ones(4), np.ones((3, 4)), np.zeros(3)).shape == (3,)
+
+
+# ---------------------------------------------------------------- adversarial data
+
+def tie_walk(fmt: str, n: int, seed: int, nudge: float = 0.0):
+    """x_j such that every partial sum s_{j-1} + x_j (w = 1, start 1.5) is a midpoint of
+    fmt (unless it leaves the binade; nudge = 0), or a hair off it that float64 cannot see."""
+    rng = np.random.default_rng(seed)
+    s, xs = Fraction(3, 2), []
+    for _ in range(n):
+        lo, hi, *_ = neighbours(abs(s) + Fraction(1, 2**60), fmt)
+        gap = hi - lo
+        step = (rng.integers(0, 3) + Fraction(1, 2)) * gap * (1 if rng.random() < 0.6 else -1)
+        xs.append(float(step))
+        s = Fraction(oracle_round(s + step, fmt, "nearest", False, False, 0)[0])
+    x = np.array(xs)
+    w = np.ones(n)
+    if nudge:  # w x = x (1 + nudge)(1 - nudge) = x (1 - nudge^2): below the tie, by less than float64 resolves
+        w = w * (1 + nudge)
+        x = x * (1 - nudge)
+    return x, w
+
+
+@pytest.mark.parametrize("fmt", ["fp16", "bf16", "fp8-e5m2", "fp8-e4m3fn"])
+@pytest.mark.parametrize("nudge", [0.0, 2.0**-30])
+@pytest.mark.parametrize("mode", ["nearest", "zero", "up", "down", "stochastic"])
+def test_ties_at_every_step(fmt, nudge, mode):
+    """Component k sums the first k + 1 steps of a tie walk (zero weights after), so
+    every partial sum is checked, not only the last."""
+    x, w = tie_walk(fmt, 24, seed=len(fmt), nudge=nudge)
+    W = np.tril(np.ones((24, 24))) * w
+    for order in ("recursive", "fused:2", "blocked:4", "pairwise"):
+        check(x[None, :], W, np.full(24, 1.5), f"{fmt}:{order}:rounding={mode}:seed=3")
+
+
+def test_tie_nudges_are_invisible_to_float64():
+    ties, _ = tie_walk("fp16", 10, seed=1)
+    x, w = tie_walk("fp16", 10, seed=1, nudge=2.0**-30)
+    assert np.all(w * x == ties)  # the float64 products are the ties themselves
+    b = np.array([1.5])
+    y = linear(x, w[None, :], b, "fp16")
+    assert y[0] == oracle(x, w[None, :], b, "fp16")[0][0, 0]
+    prefixes = [(linear(x[:k], w[None, :k], b, "fp16")[0], linear(ties[:k], np.ones((1, k)), b, "fp16")[0])
+                for k in range(1, 11)]
+    assert any(nudged != tied for nudged, tied in prefixes)
+
+
+@pytest.mark.parametrize("spec", ["fp16", "fp32", "bf16:fused:4", "fp16:pairwise:rounding=down",
+                                  "fp32:rounding=stochastic"])
+def test_catastrophic_cancellation(spec):
+    rng = np.random.default_rng(7)
+    big = 2.0 ** rng.integers(5, 15, 16) * (1 + rng.random(16))
+    x = np.concatenate([big, -big * (1 - 2.0**-40), rng.standard_normal(8) * 2.0**-20])
+    order = rng.permutation(len(x))
+    W = np.vstack([np.ones(len(x)), 1 + 2.0 ** -rng.integers(20, 50, len(x))])
+    check(np.vstack([x, x[order]]), W, None, spec)
+
+
+@pytest.mark.parametrize("spec", ["fp16", "fp16:saturate", "fp16:rounding=zero", "fp16:rounding=up",
+                                  "fp16:rounding=down", "fp16:rounding=stochastic", "fp8-e4m3fn",
+                                  "fp8-e4m3fn:saturate", "e4m3", "fp16:pairwise", "fp16:fused:2",
+                                  "e4m3:promote:2:fp16", "fp16:products=fp8-e4m3fn", "fp16:products=e4m3:saturate"])
+def test_near_overflow(spec):
+    """Sums around the largest finite value: 65504 + 16 is the tie that overflows fp16,
+    448 + 16 the tie that stays 448 in e4m3fn (DESIGN.md)."""
+    top = {"fp16": 65504.0, "fp8-e4m3fn": 448.0, "e4m3": 240.0}[spec.split(":")[0]]
+    half = {"fp16": 16.0, "fp8-e4m3fn": 16.0, "e4m3": 8.0}[spec.split(":")[0]]
+    steps = np.array([[half, 0.0, 1.0], [half, half, -half], [-half, 2 * half, 0.5], [half * 1.0001, 0, 0],
+                      [half * 0.9999, half * 0.9999, -3 * half], [3 * half, -top, -top]])
+    for sign in (1.0, -1.0):
+        check(sign * steps, np.ones((2, 3)) * [[1], [1.5]], sign * np.array([top, top - 2 * half]), spec)
+
+
+@pytest.mark.parametrize("spec", ["fp16", "fp16:ftz", "fp16:rounding=up", "fp16:rounding=down:ftz",
+                                  "fp16:rounding=stochastic", "fp8-e4m3fn", "fp8-e5m2:ftz", "bf16:pairwise",
+                                  "fp16:fused:3:ftz"])
+def test_subnormal_range(spec):
+    rng = np.random.default_rng(11)
+    tiny = 2.0 ** rng.integers(-30, -12, (3, 21)) * rng.standard_normal((3, 21))
+    check(tiny, rng.standard_normal((4, 21)), 2.0**-20 * rng.standard_normal(4), spec)
+
+
+@pytest.mark.parametrize("spec", ["fp32", "fp32:rounding=up", "fp32:pairwise", "fp32:fused:5", "bf16",
+                                  "fp16:promote:4:fp32", "fp64", "fp64:rounding=zero", "fp64:fused:3",
+                                  "fp32:rounding=stochastic:seed=8"])
+def test_huge_dynamic_range_mixed_signs(spec):
+    rng = np.random.default_rng(13)
+    x = rng.standard_normal((3, 25)) * 2.0 ** rng.integers(-60, 60, (3, 25))
+    W = rng.standard_normal((3, 25)) * 2.0 ** rng.integers(-40, 40, (3, 25))
+    check(x, W, rng.standard_normal(3) * 2.0**30, spec)
+
+
+@pytest.mark.parametrize("spec", ["fp16", "fp16:rounding=zero", "fp16:rounding=up", "fp16:pairwise",
+                                  "fp16:fused:2", "fp32:rounding=down", "fp16:rounding=stochastic"])
+def test_products_outside_the_kernel_range(spec):
+    """Products below 2^-969 or above 2^990 leave the fast kernels; the exact twin
+    finishes those components."""
+    x = np.array([[1e-160, 1.0, 3.0], [1e200, 1e-200, 2.0]])
+    W = np.array([[1e-160, 0.5, -1.0], [1e200, -1e-200, 0.25], [-1e-170, 1e-170, 1.0]])
+    check(x, W, np.array([0.0, 1.0, -2.0]), spec)
+
+
+# ---------------------------------------------------------------- hypothesis
+
+SMALL_SPECS = ["fp16", "bf16:rounding=up", "fp8-e4m3fn:saturate", "fp8-e5m2:rounding=down:ftz", "e4m3",
+               "fp16:pairwise", "fp16:fused:2:rounding=zero", "bf16:blocked:2:bias=last",
+               "e4m3:promote:2:fp16:rounding=stochastic:seed=1", "fp16:products=fp8-e5m2:rounding=stochastic",
+               "fp16:fused:3:products=fp16", "fp8-e4m3fn:pairwise:rounding=up", "fp4-e2m1"]
+
+
+def _value_strategy():
+    fmt_values = st.sampled_from([v for name in ("fp16", "fp8-e4m3fn", "fp8-e5m2") for v in values(name)[::7]])
+    return st.one_of(
+        st.builds(lambda v, s, e: v * s * 2.0**e, fmt_values, st.sampled_from([1.0, -1.0]), st.integers(-3, 3)),
+        st.floats(-600, 600, allow_nan=False, width=64),
+        st.sampled_from([0.0, -0.0, 1.0, 0.5, 2.0**-24, 65504.0, 448.0, math.inf, -math.inf, math.nan]),
+    )
+
+
+@settings(max_examples=150, deadline=None, derandomize=True, suppress_health_check=[HealthCheck.too_slow])
+@given(spec=st.sampled_from(SMALL_SPECS), n=st.integers(0, 7), m=st.integers(1, 3), nsamp=st.integers(1, 2),
+       has_bias=st.booleans(), data=st.data())
+def test_hypothesis_small_cases(spec, n, m, nsamp, has_bias, data):
+    vals = data.draw(st.lists(_value_strategy(), min_size=nsamp * n + m * n + m, max_size=nsamp * n + m * n + m))
+    arr = np.array(vals, dtype=np.float64)
+    x = arr[: nsamp * n].reshape(nsamp, n)
+    W = arr[nsamp * n: nsamp * n + m * n].reshape(m, n)
+    b = arr[nsamp * n + m * n:] if has_bias else None
+    check(x, W, b, spec)
+
+
+# ---------------------------------------------------------------- independent arithmetic
+
+def test_fp16_products_fp16_equals_numpy_float16_loop():
+    """numpy float16 arithmetic computes in float32 and rounds once to fp16, which is
+    correct rounding for + and * (float32 has p >= 2 * 11 + 2, Figueroa 1995)."""
+    rng = np.random.default_rng(21)
+    x = (rng.standard_normal((64, 150)) * 4).astype(np.float16)
+    W = (rng.standard_normal((40, 150)) / 3).astype(np.float16)
+    b = rng.standard_normal(40).astype(np.float16)
+    acc = np.broadcast_to(b, (64, 40)).copy()
+    for k in range(x.shape[1]):
+        acc = acc + x[:, k:k + 1] * W[:, k][None, :]
+    y = linear(x, W, b, "fp16:products=fp16")
+    assert same(y, acc.astype(np.float64))
+
+
+def test_bf16_products_bf16_equals_ml_dtypes_loop():
+    rng = np.random.default_rng(22)
+    bf = ml_dtypes.bfloat16
+    x = (rng.standard_normal((32, 120)) * 4).astype(bf)
+    W = (rng.standard_normal((24, 120)) / 3).astype(bf)
+    acc = np.zeros((32, 24), dtype=bf)
+    for k in range(x.shape[1]):
+        acc = acc + x[:, k:k + 1] * W[:, k][None, :]
+    assert same(linear(x.astype(np.float64), W.astype(np.float64), None, "bf16:products=bf16"),
+                acc.astype(np.float64))
+
+
+def test_fp32_products_fp32_equals_numpy_float32_loop():
+    rng = np.random.default_rng(23)
+    x = (rng.standard_normal((64, 200)) * 2.0 ** rng.integers(-10, 10, (64, 200))).astype(np.float32)
+    W = rng.standard_normal((48, 200)).astype(np.float32)
+    b = rng.standard_normal(48).astype(np.float32)
+    acc = np.broadcast_to(b, (64, 48)).copy()
+    for k in range(x.shape[1]):
+        acc = acc + x[:, k:k + 1] * W[:, k][None, :]
+    assert same(linear(x, W, b, "fp32:products=fp32"), acc.astype(np.float64))
+
+
+def test_fp32_exact_products_equal_float32_loop_on_short_integers():
+    """With 11-bit integers the products are exact in float32, so a float32 loop is fp32
+    accumulation with exact products."""
+    rng = np.random.default_rng(24)
+    x = rng.integers(-2**11, 2**11, (16, 60)).astype(np.float32)
+    W = rng.integers(-2**11, 2**11, (8, 60)).astype(np.float32)
+    acc = np.zeros((16, 8), dtype=np.float32)
+    for k in range(x.shape[1]):
+        acc = acc + x[:, k:k + 1] * W[:, k][None, :]
+    assert same(linear(x, W, None, "fp32"), acc.astype(np.float64))
+
+
+# ---------------------------------------------------------------- stochastic rounding
+
+def test_stochastic_is_reproducible_and_independent_of_batching(monkeypatch):
+    rng = np.random.default_rng(31)
+    x, W, b = rng.standard_normal((21, 30)), rng.standard_normal((9, 30)), rng.standard_normal(9)
+    for spec in ("bf16:rounding=stochastic:seed=17", "fp16:pairwise:rounding=stochastic:seed=17",
+                 "bf16:fused:4:rounding=stochastic:seed=17:products=e4m3"):
+        y = linear(x, W, b, spec)
+        assert same(y, linear(x, W, b, spec))
+        assert not same(y, linear(x, W, b, spec.replace("seed=17", "seed=18")))
+        monkeypatch.setattr(linear_module, "BATCH", 5)
+        monkeypatch.setattr(linear_module, "GROUP", 3)
+        assert same(y, linear(x, W, b, spec))
+        monkeypatch.setattr(linear_module, "GROUP", 1)
+        assert same(y, linear(x, W, b, spec))
+        monkeypatch.undo()
+
+
+@pytest.mark.parametrize("spec", ["fp8-e5m2:rounding=stochastic:seed=2", "bf16:pairwise:rounding=stochastic",
+                                  "fp8-e4m3fn:fused:3:rounding=stochastic:seed=4"])
+def test_stochastic_mean_converges_to_the_exact_sum(spec):
+    """Each sample row has its own random stream, so 4000 copies of one input are 4000
+    independent runs; stochastic rounding is unbiased, so their mean is the exact sum
+    within a few standard errors."""
+    rng = np.random.default_rng(41)
+    x = rng.random(40) + 0.5
+    W = rng.random((3, 40)) / 8
+    y = linear(np.tile(x, (4000, 1)), W, None, spec)
+    exact = np.array([float(sum(Fraction(float(w)) * Fraction(float(v)) for w, v in zip(row, x))) for row in W])
+    mean, stderr = y.mean(axis=0), y.std(axis=0) / np.sqrt(len(y))
+    assert np.all(stderr > 0)
+    assert np.all(np.abs(mean - exact) < 5 * stderr)
+
+
+# ---------------------------------------------------------------- specials, errors, exact
+
+SPECIALS = [  # (x, W row, b, spec, expected, overflow)
+    ([math.inf, 1.0], [1.0, 1.0], None, "fp16", math.inf, True),
+    ([math.inf, 1.0], [0.0, 1.0], None, "fp16", math.nan, True),
+    ([math.inf, -math.inf], [1.0, 1.0], None, "fp16", math.nan, True),
+    ([math.inf, 1.0], [1.0, 1.0], None, "fp8-e4m3fn", math.nan, True),
+    ([math.inf, 1.0], [1.0, 1.0], None, "fp16:saturate", 65504.0, True),
+    ([-math.inf, 1.0], [1.0, 1.0], None, "fp4-e2m1", -4.0, True),  # -6 (saturated) + 1 = -5, a tie: 4
+    ([1.0, 2.0], [1.0, 1.0], math.nan, "fp16", math.nan, True),
+    ([math.nan, 2.0], [0.0, 1.0], 1.0, "bf16:pairwise", math.nan, True),
+    ([60000.0, 60000.0, -60000.0], [1.0, 1.0, 1.0], None, "fp16", math.inf, True),
+    ([60000.0, 60000.0, -60000.0], [1.0, 1.0, 1.0], None, "fp16:saturate", 5504.0, True),
+    ([60000.0, 60000.0, -60000.0], [1.0, 1.0, 1.0], None, "fp16:rounding=zero", 5504.0, True),
+    ([60000.0, 60000.0, -60000.0], [1.0, 1.0, 1.0], None, "fp16:fused:3", 60000.0, False),
+    ([1.0, 2.0], [1.0, 1.0], None, "fp16", 3.0, False),
+]
+
+
+@pytest.mark.parametrize("x, w, b, spec, expected, overflow", SPECIALS)
+def test_nan_and_inf_follow_ieee_arithmetic(x, w, b, spec, expected, overflow):
+    y, ovf = linear(np.array(x), np.array([w]), None if b is None else np.array([b]), spec, return_overflow=True)
+    assert same(y, np.array([expected])) and ovf[0] == overflow
+    check(np.array([x]), np.array([w]), None if b is None else np.array([b]), spec)
+
+
+ERRORS = [  # (x, W, b, acc, exception, message fragment)
+    (np.ones((2, 3)) * 1j, np.ones((2, 3)), None, "fp16", DataError, "x must hold real numbers, got dtype complex128"),
+    (np.array([["a", "b"]]), np.ones((2, 2)), None, "fp16", DataError, "x must hold real numbers"),
+    (np.ones((2, 3)), np.ones(3), None, "fp16", ShapeError, "W must have shape (m, n), got (3,)"),
+    (np.ones((2, 3, 1)), np.ones((2, 3)), None, "fp16", ShapeError, "x must have shape (N, n) or (n,), got (2, 3, 1)"),
+    (np.ones((2, 3)), np.ones((2, 4)), None, "fp16", ShapeError, "x has 3 inputs but W has 4 columns"),
+    (np.ones(4), np.ones((2, 3)), None, "fp16", ShapeError, "x has 4 inputs but W has 3 columns"),
+    (np.ones((2, 3)), np.ones((2, 3)), np.ones(3), "fp16", ShapeError, "b must have shape (2,)"),
+    (np.ones((2, 3)), np.ones((2, 3)), np.ones((2, 1)), "fp16", ShapeError, "got (2, 1)"),
+    (np.array([[2**60 + 1, 0]]), np.ones((1, 2)), None, "fp16", DataError, "x has values that float64 cannot hold"),
+    (np.ones((1, 2)), np.ones((1, 2)), np.array(["x"]), "fp16", DataError, "b must hold real numbers"),
+    (np.ones((1, 2)), np.ones((1, 2)), None, "fp9", UnknownNameError, "Unknown format 'fp9'"),
+    (np.ones((1, 2)), np.ones((1, 2)), None, "fp16:zigzag", UnknownNameError, "Unknown accumulation order"),
+]
+
+
+@pytest.mark.parametrize("x, W, b, acc, error, message", ERRORS)
+def test_bad_inputs(x, W, b, acc, error, message):
+    with pytest.raises(error) as info:
+        linear(x, W, b, acc)
+    assert message in str(info.value) and isinstance(info.value, MixaccError)
+
+
+def test_integer_and_float32_inputs_are_exact():
+    x = np.array([[3, -5, 7]], dtype=np.int32)
+    W = np.array([[0.5, 0.25, 1.5]], dtype=np.float32)
+    assert linear(x, W, None, "fp16")[0, 0] == oracle(x.astype(float), W.astype(float), None, "fp16")[0][0, 0]
+
+
+def test_exact_delegates_to_the_reference():
+    reference = pytest.importorskip("emulator.reference")
+    rng = np.random.default_rng(51)
+    x, W, b = rng.standard_normal((3, 7)), rng.standard_normal((2, 7)), rng.standard_normal(2)
+    y, ovf = linear(x, W, b, "exact", return_overflow=True)
+    assert same(y, np.asarray(reference.exact_linear(x, W, b, 113))) and not ovf.any()
+
+
+def test_linear_slow_is_the_twin():
+    rng = np.random.default_rng(52)
+    x, W, b = rng.standard_normal((2, 9)), rng.standard_normal((3, 9)), rng.standard_normal(3)
+    for spec in ("fp16:rounding=stochastic:seed=3", "bf16:pairwise:rounding=down", "e4m3:promote:2:fp16:bias=last"):
+        y, ovf = linear_slow(x, W, b, spec)
+        assert same(y, linear(x, W, b, spec)) and same(y, oracle(x, W, b, spec)[0])
+    with pytest.raises(DataError, match="use linear"):
+        linear_slow(x, W, b, "exact")
+
+
+# ---------------------------------------------------------------- the fast path, alone
+
+@njit
+def _fast_many(h, r, a2, fc, kind, rb, out, ok):
+    for i in range(h.size):
+        y, good, _ = K.fast_round(h[i], r[i], a2[i], fc, kind, rb[i])
+        out[i] = y
+        ok[i] = good
+
+
+@pytest.mark.parametrize("fmt", ["fp16", "bf16", "fp8-e4m3fn", "fp4-e2m1"])
+@pytest.mark.parametrize("mode", ["nearest", "zero", "up", "down", "stochastic"])
+def test_fast_path_is_right_whenever_it_answers(fmt, mode):
+    """h on every kind of breakpoint (values, midpoints, powers of two, the subnormal
+    range, beyond max) with residuals from 0 to far beyond the grid: when the fast path
+    claims an answer it is the rounding of every v with |v - h| < A2 and sign(v - h) =
+    sign(r) (r = 0: unknown sign); a midpoint with a nonzero residual is never answered
+    in round-to-nearest."""
+    rng = np.random.default_rng(61)
+    vals = np.array(values(fmt))
+    mids = (vals[1:] + vals[:-1]) / 2
+    gap = vals[-1] - vals[-2]
+    beyond = vals[-1] + gap * np.array([0.25, 0.5, 0.75, 1.0, 3.0])
+    base = np.concatenate([vals, mids, vals[1:] - (vals[1:] - vals[:-1]) / 4, beyond])
+    base = rng.choice(base, 3000) * rng.choice([-1, 1], 3000)
+    ulp = np.spacing(np.abs(base)) + 2.0**-1074
+    size = 2.0 ** rng.integers(-3, 60, 3000)
+    r = rng.choice([-1.0, 0.0, 1.0], 3000) * ulp * size
+    a2 = np.where(rng.random(3000) < 0.2, 0.0, np.abs(r) * (1.001 + rng.random(3000) * 3))
+    r = np.where(a2 == 0.0, 0.0, r)
+    a2 = np.where((a2 == 0.0) & (rng.random(3000) < 0.5), ulp * size, a2)  # unknown sign
+    h = base
+    bits = rng.integers(0, 2**63, 3000, dtype=np.uint64) * np.uint64(2)
+    a = parse_accumulation(f"{fmt}:rounding={mode}")
+    out, ok = np.empty(3000), np.zeros(3000, dtype=np.bool_)
+    _fast_many(h, r, a2, format_consts(a.fmt, a), {"nearest": 0, "stochastic": 2}.get(mode, 1), bits, out, ok)
+    assert ok.mean() > 0.2
+    for i in np.flatnonzero(ok):
+        hv, bound = Fraction(float(h[i])), Fraction(float(a2[i]))
+        probes = [hv] if bound == 0 else [hv + bound * t for t in (Fraction(-999, 1000), Fraction(-1, 10**9),
+                                                                    Fraction(1, 10**9), Fraction(999, 1000))
+                                          if r[i] == 0 or (t > 0) == (r[i] > 0)]
+        probes += [hv + Fraction(float(r[i]))] if r[i] != 0 else []
+        for v in probes:
+            want = oracle_round(v, fmt, mode, False, False, int(bits[i]))[0]
+            assert out[i] == want or (math.isnan(want) and math.isnan(out[i])), (h[i], r[i], a2[i], v, out[i], want)
+    if mode == "nearest":
+        at_mid = np.isin(np.abs(h), mids) & (a2 > 0)
+        assert at_mid.any() and not ok[at_mid].any()
+
+
+@pytest.mark.parametrize("fmt", ["fp16", "bf16", "fp8-e4m3fn", "fp32", "fp64"])
+@pytest.mark.parametrize("mode", ["nearest", "zero", "up", "down", "stochastic"])
+def test_exact_path_rounds_sums_of_terms(fmt, mode):
+    """round_terms (TwoSum partials, then round_scalar / the stochastic comparison) on
+    sums with heavy cancellation, against the oracle."""
+    rng = np.random.default_rng(71)
+    a = parse_accumulation(f"{fmt}:rounding={mode}")
+    fc = format_consts(a.fmt, a)
+    buf, work = np.zeros(6), np.zeros(16)
+    for _ in range(150):
+        t = rng.standard_normal(5) * 2.0 ** rng.integers(-30, 30, 5)
+        t[1] = -t[0] * (1 + rng.integers(-3, 4) * 2.0**-52)
+        bits = int(rng.integers(0, 2**63)) * 2 + 1
+        buf[:5] = t
+        got, over = K.round_terms(buf, 5, work, fc, np.uint64(bits))
+        want, want_over = oracle_round(sum(Fraction(float(v)) for v in t), fmt, mode, False, False, bits)
+        assert (got == want or (math.isnan(got) and math.isnan(want))) and over == want_over, (t, got, want)
+
+
+@njit
+def _quick_many(acc, wrow, x, flags, fc):
+    return K.step_quick(acc, wrow, x, flags, fc)
+
+
+@pytest.mark.parametrize("fmt", ["fp16", "bf16", "fp8-e4m3fn", "e4m3", "fp4-e2m1"])
+def test_quick_pass_is_right_whenever_it_answers(fmt):
+    """The round-to-nearest pass without error-free transformations (Veltkamp brackets):
+    running sums on and next to every breakpoint, products from far below an ulp to far
+    above the sum (cancellation); every lane it answers is round_F(s + w x) exactly, and
+    it leaves the exact ties."""
+    rng = np.random.default_rng(81)
+    vals = np.array(values(fmt))
+    mids = (vals[1:] + vals[:-1]) / 2
+    s = rng.choice(np.concatenate([vals, mids, vals * (1 + 2.0**-40)]), 4000) * rng.choice([-1, 1], 4000)
+    w = rng.standard_normal(4000) * 2.0 ** rng.integers(-60, 8, 4000)
+    w[:400] = 0.0
+    x = float(1 + 2.0**-30)
+    a = parse_accumulation(fmt)
+    acc, flags = s.copy(), np.zeros(4000, dtype=np.bool_)
+    left = _quick_many(acc, w, x, flags, format_consts(a.fmt, a))
+    assert left == flags.sum() and 0 < left < 4000
+    for i in np.flatnonzero(~flags):
+        v = Fraction(float(s[i])) + Fraction(float(w[i])) * Fraction(x)
+        assert acc[i] == oracle_round(v, fmt, "nearest", False, False, 0)[0], (s[i], w[i])
+    assert np.all(acc[flags] == s[flags])
+    ties = np.isin(np.abs(s), mids) & (w == 0.0)
+    assert ties.any() and flags[ties].all()
+
+
+def test_bench_section_reports_every_case(monkeypatch):
+    from analysis.benchmarks import accumulation as bench
+
+    monkeypatch.setattr(bench, "QUICK_SIZES", ((8, 16, 12),))
+    rows = bench.run(quick=True)
+    assert [r.case.split(" (")[0] for r in rows] == [f"linear {spec}" for spec in bench.CASES]
+    for r in rows:
+        assert r.unit == "ns/MAC" and r.value > 0 and r.meets is None
+        assert set(r.baselines) == {"numpy float32 x @ W.T", f"numpy loop + round_to({r.case.split()[1].split(':')[0]})"}
