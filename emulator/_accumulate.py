@@ -64,12 +64,12 @@ from __future__ import annotations
 import math
 
 import numpy as np
-from numba import njit, types
-from numba.extending import intrinsic
+from numba import njit
 
-from ._bits import bits_f64, f64_bits
+from ._bits import bits_f64, f64_bits, fma
 from .eft import sum_rn
 from .rounding import round_scalar
+from .rounding import stream_bits as stream
 
 MAX_TERMS_LOG2 = 23  # at most 2^23 inputs: an exact sum has at most 2^24 + 3 terms
 TINY = 2.0**-969  # smallest nonzero product whose FMA error term is exact
@@ -92,36 +92,8 @@ TAG_BIAS_LAST = np.int64(5 << 56)  # the final addition of the bias
 _TWO, _THREE, _FOUR = np.int64(2), np.int64(3), np.int64(4)
 _NO = np.bool_(False)
 
-_GOLDEN = np.uint64(0x9E3779B97F4A7C15)
-_M1 = np.uint64(0xBF58476D1CE4E5B9)
-_M2 = np.uint64(0x94D049BB133111EB)
 _MANT = np.uint64(0xFFFFFFFFFFFFF)
 _HALF_MANT = np.int64(1 << 51)
-
-
-@intrinsic
-def fma(typingctx, a, b, c):
-    """a * b + c rounded once (LLVM's llvm.fma.f64)."""
-    sig = types.float64(types.float64, types.float64, types.float64)
-
-    def codegen(context, builder, signature, args):
-        return builder.fma(*args)
-
-    return sig, codegen
-
-
-@njit(cache=True, inline="always")
-def mix64(z):
-    """SplitMix64's finaliser of the uint64 z."""
-    z = (z ^ (z >> np.uint64(30))) * _M1
-    z = (z ^ (z >> np.uint64(27))) * _M2
-    return z ^ (z >> np.uint64(31))
-
-
-@njit(cache=True, inline="always")
-def stream(key, counter):
-    """Element ``counter`` of the SplitMix64 stream of ``key`` (both uint64)."""
-    return mix64(key + (np.uint64(counter) + np.uint64(1)) * _GOLDEN)
 
 
 # ---------------------------------------------------------------------------------------

@@ -22,13 +22,10 @@ import math
 
 import mpmath
 import numpy as np
-from llvmlite import ir
-from numba import njit, types
-from numba.core import cgutils
-from numba.extending import intrinsic
+from numba import njit
 
-from ._bits import bits_f64
-from .eft import two_sum
+from ._bits import bits_f64, fma
+from .eft import fast_two_sum, grow_expansion, two_prod, two_prod_exact_ok, two_sum
 
 U = 2.0**-53
 U2 = 2.0**-106
@@ -42,42 +39,6 @@ UP = 1.0 + 2.0**-50  # covers the rounding of a handful of float64 operations in
 MAX_TERMS = 2**30  # n u <= 2^-23 keeps the (1 + u)^n factors below 1 + 2^-19
 
 EXP_MIN, EXP_MAX = -650.0, 708.0  # range of exp_core: the result and its low word stay normal
-
-
-@intrinsic
-def fma(typingctx, a, b, c):
-    """a * b + c rounded once (llvm.fma: fused on every target, in software if need be)."""
-    sig = types.float64(types.float64, types.float64, types.float64)
-
-    def codegen(context, builder, signature, args):
-        double = ir.DoubleType()
-        fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(double, [double] * 3), "llvm.fma.f64")
-        return builder.call(fn, args)
-
-    return sig, codegen
-
-
-@njit(cache=True, inline="always", error_model="numpy")
-def two_prod(a, b):
-    """(p, e) with p = fl(a b) and e = RN(a b - p); exact (p + e = a b) when
-    ``prod_exact(a, b, p)``."""
-    p = a * b
-    return p, fma(a, b, -p)
-
-
-@njit(cache=True, inline="always", error_model="numpy")
-def prod_exact(a, b, p):
-    """True when two_prod(a, b) is error-free: a zero operand, or 2^-969 <= |p| < inf
-    (then a b - p is a multiple of 2^-1074 of at most 53 bits)."""
-    if a == 0.0 or b == 0.0:
-        return True
-    return 2.0**-969 <= abs(p) < math.inf
-
-
-@njit(cache=True, inline="always", error_model="numpy")
-def fast_two_sum(a, b):
-    s = a + b
-    return s, b - (s - a)
 
 
 @njit(cache=True, inline="always", error_model="numpy")
@@ -203,25 +164,6 @@ def compensated_dot(XH, XL, XR, WT, b, YH, YL, YE, YR, BAD):
             BAD[s, i] = not ok
 
 
-@njit(cache=True, inline="always", error_model="numpy")
-def _grow(x, partials, m):
-    """Add x to the nonoverlapping expansion partials[:m] (increasing magnitudes),
-    exactly (Shewchuk 1997 / the algorithm of math.fsum); returns the new length."""
-    i = 0
-    for j in range(m):
-        y = partials[j]
-        if abs(x) < abs(y):
-            x, y = y, x
-        hi = x + y
-        lo = y - (hi - x)
-        if lo != 0.0:
-            partials[i] = lo
-            i += 1
-        x = hi
-    partials[i] = x
-    return i + 1
-
-
 @njit(cache=True, error_model="numpy")
 def exact_dot_dd(XH, XL, W, b, rows, cols, YH, YL, YE, OK):
     """For each listed component (s = rows[k], i = cols[k]): the exact value of
@@ -235,7 +177,7 @@ def exact_dot_dd(XH, XL, W, b, rows, cols, YH, YL, YE, OK):
     for k in range(rows.shape[0]):
         s = rows[k]
         i = cols[k]
-        m = _grow(b[i], partials, 0) if b[i] != 0.0 else 0
+        m = grow_expansion(b[i], partials, 0) if b[i] != 0.0 else 0
         ok = True
         for j in range(n):
             w = W[i, j]
@@ -243,11 +185,11 @@ def exact_dot_dd(XH, XL, W, b, rows, cols, YH, YL, YE, OK):
                 if x == 0.0 or w == 0.0:
                     continue
                 p, e = two_prod(w, x)
-                if not prod_exact(w, x, p):
+                if not two_prod_exact_ok(w, x, p):
                     ok = False
-                m = _grow(p, partials, m)
+                m = grow_expansion(p, partials, m)
                 if e != 0.0:
-                    m = _grow(e, partials, m)
+                    m = grow_expansion(e, partials, m)
         h = 0.0
         l = 0.0
         if m > 0:
@@ -274,7 +216,7 @@ def exact_rn(X, W, b, rows, cols, OUT, OK):
     for k in range(rows.shape[0]):
         s = rows[k]
         i = cols[k]
-        m = _grow(b[i], partials, 0) if b[i] != 0.0 else 0
+        m = grow_expansion(b[i], partials, 0) if b[i] != 0.0 else 0
         ok = True
         for j in range(n):
             w = W[i, j]
@@ -282,11 +224,11 @@ def exact_rn(X, W, b, rows, cols, OUT, OK):
             if x == 0.0 or w == 0.0:
                 continue
             p, e = two_prod(w, x)
-            if not prod_exact(w, x, p):
+            if not two_prod_exact_ok(w, x, p):
                 ok = False
-            m = _grow(p, partials, m)
+            m = grow_expansion(p, partials, m)
             if e != 0.0:
-                m = _grow(e, partials, m)
+                m = grow_expansion(e, partials, m)
         for q in range(m):
             if not abs(partials[q]) < math.inf:
                 ok = False

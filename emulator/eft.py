@@ -1,12 +1,15 @@
 """Error-free transformations in float64 (numba-compiled scalars).
 
-* ``two_sum(a, b) = (s, e)`` with s = fl(a + b) and s + e = a + b exactly (Knuth).
-* ``two_prod(a, b) = (p, e)`` with p = fl(a b) and p + e = a b exactly (Dekker/Veltkamp
-  splitting), provided no overflow (|a|, |b| < 2^996) and e_a + e_b >= -969 (no
-  underflow of the error term); ``two_prod_exact_ok`` tests this.
+* ``two_sum(a, b) = (s, e)``: s = fl(a + b) and s + e = a + b exactly (Knuth).
+* ``fast_two_sum(a, b) = (s, e)``: the same when |a| >= |b| or a = 0 (Dekker).
+* ``two_prod(a, b) = (p, e)``: p = fl(a b) and e = fl(a b - p) by one fused multiply-add;
+  p + e = a b exactly when ``two_prod_exact_ok(a, b, p)``: a zero operand, or
+  2^-969 <= |p| < inf (then a b - p is a multiple of 2^-1074 of at most 53 bits).
+* ``grow_expansion(x, partials, m)``: adds x exactly to the nonoverlapping expansion
+  ``partials[:m]`` (increasing magnitudes; Shewchuk 1997), returns its new length.
 * ``sum_rn(vals, n, partials) = (h, sigma)``: h = RN(sum of vals[:n]) and
-  sigma = sign(exact sum - h), via Shewchuk's nonoverlapping partials (the algorithm
-  behind Python's ``math.fsum``); ``partials`` is caller-owned scratch of length >= n.
+  sigma = sign(exact sum - h), from the expansion (the algorithm behind Python's
+  ``math.fsum``); ``partials`` is caller-owned scratch of length >= n.
 """
 
 from __future__ import annotations
@@ -15,66 +18,63 @@ import math
 
 from numba import njit
 
-__all__ = ["two_sum", "two_prod", "two_prod_exact_ok", "sum_rn"]
+from ._bits import fma
 
-_SPLITTER = 134217729.0  # 2^27 + 1
-_TWO_PROD_MAX = 2.0**995
+__all__ = ["two_sum", "fast_two_sum", "two_prod", "two_prod_exact_ok", "grow_expansion", "sum_rn"]
+
 _TWO_PROD_MIN = 2.0**-969
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, inline="always", error_model="numpy")
 def two_sum(a, b):
     s = a + b
     bb = s - a
     return s, (a - (s - bb)) + (b - bb)
 
 
-@njit(cache=True, inline="always")
-def _split(a):
-    c = _SPLITTER * a
-    hi = c - (c - a)
-    return hi, a - hi
+@njit(cache=True, inline="always", error_model="numpy")
+def fast_two_sum(a, b):
+    s = a + b
+    return s, b - (s - a)
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, inline="always", error_model="numpy")
 def two_prod(a, b):
     p = a * b
-    ah, al = _split(a)
-    bh, bl = _split(b)
-    return p, ((ah * bh - p) + ah * bl + al * bh) + al * bl
+    return p, fma(a, b, -p)
 
 
-@njit(cache=True, inline="always")
+@njit(cache=True, inline="always", error_model="numpy")
 def two_prod_exact_ok(a, b, p):
-    """True when ``two_prod(a, b)`` is exact: operands small enough to split, and the
-    product p = fl(a b) (or zero) far enough from the underflow range."""
     if a == 0.0 or b == 0.0:
         return True
-    return abs(a) < _TWO_PROD_MAX and abs(b) < _TWO_PROD_MAX and abs(p) >= _TWO_PROD_MIN and abs(p) < math.inf
+    return _TWO_PROD_MIN <= abs(p) < math.inf
 
 
-@njit(cache=True)
+@njit(cache=True, inline="always", error_model="numpy")
+def grow_expansion(x, partials, m):
+    i = 0
+    for j in range(m):
+        y = partials[j]
+        if abs(x) < abs(y):
+            x, y = y, x
+        hi = x + y
+        lo = y - (hi - x)
+        if lo != 0.0:
+            partials[i] = lo
+            i += 1
+        x = hi
+    partials[i] = x
+    return i + 1
+
+
+@njit(cache=True, error_model="numpy")
 def sum_rn(vals, n, partials):
     m = 0
     for t in range(n):
-        x = vals[t]
-        i = 0
-        for j in range(m):
-            y = partials[j]
-            if abs(x) < abs(y):
-                x, y = y, x
-            hi = x + y
-            lo = y - (hi - x)
-            if lo != 0.0:
-                partials[i] = lo
-                i += 1
-            x = hi
-        partials[i] = x
-        m = i + 1
-    if m == 0:
-        return 0.0, 0
+        m = grow_expansion(vals[t], partials, m)
     j = m - 1
-    hi = partials[j]
+    hi = partials[j] if m > 0 else 0.0
     lo = 0.0
     while j > 0:
         x = hi
@@ -87,6 +87,7 @@ def sum_rn(vals, n, partials):
     if lo == 0.0:
         return hi, 0
     sigma = 1 if lo > 0.0 else -1
+    # exactly half an ulp with the rest of the same sign: the sum is past the tie
     if j > 0 and (lo < 0.0) == (partials[j - 1] < 0.0) and partials[j - 1] != 0.0:
         y = lo * 2.0
         x = hi + y

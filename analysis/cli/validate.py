@@ -1,16 +1,131 @@
-"""``mixacc validate``: not built yet."""
+"""``mixacc validate``: do the componentwise bounds hold for this model in this format,
+how tight are they, and do the condition numbers rank the components' errors?"""
 
 from __future__ import annotations
 
 import sys
 
-HELP = "(not built yet) validate"
+import numpy as np
+
+from emulator.accumulation import parse_accumulation
+from emulator.data import Dataset, load_data
+from emulator.errors import DataError
+from emulator.modelio import load_model
+from emulator.network import parse_storage
+
+from ..atomic import write_json
+from ..bounds import parse_bound
+from ..provenance import provenance
+from ..validation import validate
+
+HELP = "measure local and global errors per layer and component against the exact reference and the bounds"
+
+DEFAULT_SAMPLES = 1000
+
+
+def add_common_arguments(parser, default_samples: "int | None") -> None:
+    """MODEL, --data, --samples, --seed, --acc, --storage, --json (shared with ``emulate``)."""
+    parser.add_argument("model", metavar="MODEL", help="a model file or bundled model name")
+    parser.add_argument("--data", metavar="D", help="data spec (default: the model's own test data)")
+    samples = f"default {default_samples}" if default_samples else "default: all"
+    parser.add_argument("--samples", type=int, metavar="N", default=default_samples,
+                        help=f"number of samples ({samples}; with --seed a seeded random subset, else the first N)")
+    parser.add_argument("--seed", type=int, metavar="S",
+                        help="seed of the sample subset and of stochastic rounding when the spec gives none")
+    parser.add_argument("--storage", metavar="FMT", help="storage format for weights, biases, input and outputs")
+    parser.add_argument("--json", metavar="PATH", help="write the result as JSON (atomically)")
 
 
 def add_arguments(parser) -> None:
-    pass
+    add_common_arguments(parser, DEFAULT_SAMPLES)
+    parser.add_argument("--acc", metavar="SPEC", default="fp16", help="accumulation, e.g. fp16, bf16:pairwise (default fp16)")
+    parser.add_argument("--bound", metavar="KIND", default="deterministic",
+                        help="deterministic (default) or probabilistic:LAMBDA")
+    parser.add_argument("--max-rel-error", type=float, metavar="X",
+                        help="exit 1 if the output's largest relative error exceeds X")
+    parser.add_argument("--max-flip-rate", type=float, metavar="F",
+                        help="exit 1 if the fraction of samples whose predicted class changes exceeds F")
+
+
+def load_inputs(args) -> tuple:
+    """(network, dataset subset, accumulation, storage) from the common arguments."""
+    net = load_model(args.model)
+    spec = args.data or net.meta.get("default_data")
+    if not spec:
+        raise DataError(f"Model {net.name!r} names no default data; pass --data.")
+    data = load_data(spec, "test", n_inputs=net.n_inputs)
+    if args.samples is not None and args.samples < 1:
+        raise DataError(f"--samples == {args.samples}, must be >= 1.")
+    if args.samples is not None and args.samples < len(data):
+        if args.seed is None:
+            data = data.head(args.samples)
+        else:
+            idx = np.sort(np.random.default_rng(args.seed).choice(len(data), args.samples, replace=False))
+            data = Dataset(data.x[idx], None if data.y is None else data.y[idx], data.name, data.split)
+    acc = parse_accumulation(getattr(args, "acc", None) or "fp16")
+    if not acc.is_exact and acc.rounding.name == "stochastic" and acc.seed is None and args.seed is not None:
+        acc = parse_accumulation(f"{acc.spec}:seed={args.seed}")
+    return net, data, acc, parse_storage(args.storage)
+
+
+def _fmt(v, spec: str = ".2e") -> str:
+    return "-" if v is None else format(v, spec)
+
+
+def _print_table(result) -> None:
+    head = ("layer", "shape", "activation", "kind", "components", "violations", "max abs err", "max rel err",
+            "median rel", "median bound/err", "spearman", "uncovered")
+    rows = [head]
+    for layer in result.layers:
+        for kind, s in (("local", layer.local), ("global", layer.global_)):
+            rows.append((str(layer.index), f"{layer.inputs}->{layer.outputs}", layer.activation, kind, str(s.components),
+                         str(s.violations), _fmt(s.max_abs_error), _fmt(s.max_rel_error), _fmt(s.median_rel_error),
+                         _fmt(s.median_tightness, ".3g"), _fmt(s.spearman_predicted_vs_measured, ".3f"), str(s.uncovered)))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
+    for r in rows:
+        print("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
+
+
+def threshold_failures(result, max_rel_error: "float | None", max_flip_rate: "float | None") -> list[str]:
+    """One message per threshold the result breaks."""
+    out = []
+    s = result.output
+    if max_rel_error is not None and s.max_rel_error > max_rel_error:
+        w = s.worst_relative or {}
+        out.append(f"max relative error {s.max_rel_error:.3g} of the output (layer {len(result.layers) - 1}, sample "
+                   f"{w.get('sample')}, component {w.get('component')}: computed {w.get('computed')!r}, exact "
+                   f"{w.get('exact')!r}) exceeds --max-rel-error {max_rel_error:g}")
+    if max_flip_rate is not None and result.flip_rate > max_flip_rate:
+        out.append(f"flip rate {result.flip_rate:.4g} ({result.flips} of {result.samples} samples change class) "
+                   f"exceeds --max-flip-rate {max_flip_rate:g}")
+    return out
 
 
 def run(args) -> int:
-    print("mixacc validate is not built yet; see the open issues.", file=sys.stderr)
-    return 0
+    net, data, acc, storage = load_inputs(args)
+    bound = parse_bound(args.bound)
+    for name in ("max_rel_error", "max_flip_rate"):
+        value = getattr(args, name)
+        if value is not None and not value >= 0:
+            raise DataError(f"--{name.replace('_', '-')} == {value}, must be >= 0.")
+    result = validate(net, data.x, acc, bound, storage, labels=data.y, data_name=data.name)
+    print(f"{net.name} ({net.architecture}) on {data.name} ({data.split}), {result.samples} samples; accumulation "
+          f"{acc.spec}; storage {storage.spec if storage else 'none'}; bound {bound.spec}")
+    _print_table(result)
+    accuracy = "" if result.accuracy is None else f"; accuracy {result.accuracy:.4f} (exact {result.exact_accuracy:.4f})"
+    print(f"violations: {result.violations} (local {result.violations_local}, global {result.violations_global}); "
+          f"flip rate {result.flip_rate:.4g} ({result.flips} of {result.samples}){accuracy}")
+    failures = threshold_failures(result, args.max_rel_error, args.max_flip_rate)
+    if result.violations and bound.kind == "deterministic":
+        failures.insert(0, f"{result.violations} certain violations of the deterministic bound: the bound or the "
+                           "emulator is wrong (please report)")
+    if args.json:
+        record = result.to_dict()
+        record.update({"split": data.split, "thresholds": {"max_rel_error": args.max_rel_error,
+                                                            "max_flip_rate": args.max_flip_rate},
+                       "failures": failures})
+        record["provenance"] = provenance({k: v for k, v in vars(args).items() if not k.startswith("_")}, seed=args.seed)
+        write_json(args.json, record)
+    for message in failures:
+        print(f"mixacc validate: {message}", file=sys.stderr)
+    return 1 if failures else 0

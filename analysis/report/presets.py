@@ -1,0 +1,42 @@
+"""The configurations of ``mixacc demo`` and of the committed reports under ``reports/``
+(one per bundled model), as data."""
+
+from __future__ import annotations
+
+from .build import ReportConfig
+
+__all__ = ["DEMO", "BUNDLED"]
+
+_FORMATS = ("fp16", "bf16", "fp8-e4m3fn")
+_SWEEP = dict(low="bf16", high="fp32", taus=(30.0, 10.0, 3.0, 1.0, 0.3, 0.1), criteria=("kappa", "kappa-prime"))
+
+DEMO = ReportConfig(
+    model="mnist1d-tanh", samples=1000, accs=_FORMATS, point_samples=100, **_SWEEP,
+    title="mixacc demo: mnist1d-tanh with fp16, bf16 and fp8 accumulation",
+)
+"""``mixacc demo``: the bundled ``mnist1d-tanh`` on its whole test split (1000 samples),
+validated in fp16, bf16 and fp8-e4m3fn accumulation; the tau sweep with low bf16 / high
+fp32 and both criteria, where guided selection clearly beats random selection at the same
+recompute fraction."""
+
+
+def _model(name: str) -> ReportConfig:
+    return ReportConfig(model=name, samples=None, accs=_FORMATS, **_SWEEP)
+
+
+BUNDLED: dict[str, ReportConfig] = {
+    **{name: _model(name) for name in ("mnist1d-tanh", "mnist1d-relu", "digits-tanh", "digits-relu")},
+    "paper-mlp": ReportConfig(
+        model="paper-mlp", samples=None, weights_storage="e4m3:saturate",
+        accs=("e4m3:recursive:bias=last:saturate", "fp16:recursive:bias=last", "fp8-e4m3fn"),
+        low="e4m3:recursive:bias=last:saturate", high="fp16:recursive:bias=last", taus=(1.0, 0.5, 0.3, 0.1),
+        criteria=("kappa-prime",), point_samples=50,
+        title="mixacc report: paper-mlp in the authors' configuration (e4m3 storage, e4m3 / fp16 accumulation)",
+    ),
+}
+"""One report per bundled model, ``reports/<name>/``, on the model's whole test split:
+the same formats and sweep as the demo, except ``paper-mlp``, which follows the authors'
+configuration (``mixacc recompute --preset paper``: weights and biases rounded to e4m3
+saturating, low e4m3 / high fp16 accumulation with the bias added last,
+tau 1, 0.5, 0.3, 0.1, criterion kappa-prime)."""
+

@@ -1,0 +1,44 @@
+"""The few lines ``mixacc report`` and ``mixacc demo`` print about a report."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+__all__ = ["summary_lines"]
+
+
+def _pct(value: "float | None") -> str:
+    return "n/a" if value is None else f"{100 * value:.1f}%"
+
+
+def _sci(value: "float | None") -> str:
+    return "n/a" if value is None else f"{value:.2e}"
+
+
+def summary_lines(report: dict, out: "str | Path") -> list[str]:
+    """Model and data, one line per validated format (violations, worst output error,
+    flip rate, Spearman of the last layer), one per guided tau of the sweep, the path."""
+    model, data = report["model"], report["data"]
+    lines = [f"{model['name']} ({model['architecture']}) on {data['spec']} {data['split']}, {data['samples']} samples"]
+    for v in report["validations"]:
+        out_layer = v["layers"][-1]["global"]
+        rho = [layer["local"]["spearman_predicted_vs_measured"] for layer in v["layers"]]
+        rho_text = ", ".join("n/a" if r is None else f"{r:.2f}" for r in rho)
+        lines.append(
+            f"  {v['accumulation']['spec']:<24} bound violations {v['violations']:>3}  max output rel. error "
+            f"{_sci(out_layer['max_rel_error'])}  flip rate {_pct(v['flip_rate'])}  Spearman (local, per layer) {rho_text}"
+        )
+    sweep = report.get("sweep")
+    if sweep:
+        lines.append(f"  tau sweep, low {sweep['low']} / high {sweep['high']} ({sweep['cost_model']} cost):")
+        several = len(sweep["criterion"]) > 1
+        for r in sweep["runs"]:
+            if r["method"] in ("guided", "uniform-low", "uniform-high"):
+                tau = "" if r["tau"] is None else f" tau={r['tau']:g}"
+                tau += f" ({r['criterion']})" if several and r["method"] == "guided" else ""
+                lines.append(
+                    f"    {r['method'] + tau:<32} recomputed {_pct(r['recompute_fraction']):>6}  cost {r['relative_cost']:.3f}"
+                    f"  accuracy {_pct(r['accuracy'])}  median output rel. error {_sci(r['median_rel_error'])}"
+                )
+    lines.append(f"report: {Path(out) / 'report.html'}")
+    return lines

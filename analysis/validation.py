@@ -1,0 +1,307 @@
+"""Do the componentwise bounds hold, how tight are they, and do the condition numbers
+predict which components go wrong? Measured against the exact reference, component by
+component, layer by layer (DESIGN.md "Error measures").
+
+For layer l and component i of every sample:
+
+* local error |ŷ_i - ỹ_i|: the emulated pre-activation against the exact evaluation of
+  the same layer at the same computed input x̂ (``exact_layer``), checked against
+  :func:`analysis.bounds.local_bound`;
+* global error |ẑ_i - z_i|: the emulated layer output against the exact forward pass from
+  the same (storage-rounded) input with the same (storage-rounded) weights
+  (``exact_forward``), checked against :func:`analysis.bounds.global_bound` (its
+  pre-activation part |ŷ_i - y_i| is checked too).
+
+A violation is certain: the measured error minus the reference's certified radius,
+rounded down, exceeds the bound. Relative errors use 0/0 = 0, c/0 = inf. Tightness is
+bound / measured (components with a nonzero error). The predicted relative errors are the
+paper's first-order kappa_i c u (local) and kappa_sigma kappa_i (c u + eps_in) + u_S
+(global, eps_in,i = (|W| P)_i / a_i with P the previous layer's predicted absolute
+error); their Spearman rank correlation with the measured relative errors tells whether
+the condition numbers rank the components right. Components whose accumulation
+overflowed (or whose input did) are not covered by the bounds and are counted apart.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from emulator.accumulation import parse_accumulation
+from emulator.errors import DataError
+
+from .bounds import ModelConstant, global_bound, local_bound, model_constant, parse_bound
+from .conditioning import absolute_sums, activation_derivative, ratio
+from .progress import progress
+
+__all__ = ["validate", "Validation", "LayerValidation", "ErrorSummary", "class_labels"]
+
+DEFAULT_BATCH = 256
+
+
+@dataclass
+class ErrorSummary:
+    """Measured errors of one layer against its bounds (local or global)."""
+
+    components: int
+    uncovered: int
+    violations: int
+    max_abs_error: float
+    max_rel_error: float
+    median_rel_error: "float | None"
+    median_tightness: "float | None"
+    spearman_predicted_vs_measured: "float | None"
+    max_bound: "float | None"
+    median_bound: "float | None"
+    failure_probability: float
+    closest: "dict | None" = None
+    worst_relative: "dict | None" = None
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def violation_rate(self) -> float:
+        return self.violations / self.components if self.components else 0.0
+
+    def to_dict(self) -> dict:
+        return {
+            "components": self.components, "uncovered": self.uncovered, "violations": self.violations,
+            "violation_rate": self.violation_rate, "failure_probability": self.failure_probability,
+            "max_abs_error": self.max_abs_error, "max_rel_error": self.max_rel_error,
+            "median_rel_error": self.median_rel_error, "median_tightness": self.median_tightness,
+            "spearman_predicted_vs_measured": self.spearman_predicted_vs_measured, "max_bound": self.max_bound,
+            "median_bound": self.median_bound, "closest_to_bound": self.closest, "worst_relative": self.worst_relative,
+            **self.extra,
+        }
+
+
+@dataclass
+class LayerValidation:
+    index: int
+    inputs: int
+    outputs: int
+    activation: str
+    constant: ModelConstant
+    local: ErrorSummary
+    global_: ErrorSummary
+
+    def to_dict(self) -> dict:
+        return {
+            "index": self.index, "inputs": self.inputs, "outputs": self.outputs, "activation": self.activation,
+            "constant": self.constant.describe(), "local": self.local.to_dict(), "global": self.global_.to_dict(),
+        }
+
+
+@dataclass
+class Validation:
+    """What :func:`validate` found: per-layer summaries plus the network-level flip rate
+    (fraction of samples whose predicted class differs from the exact pass) and, with
+    labels, the accuracy of the emulated and of the exact pass."""
+
+    model: str
+    samples: int
+    accumulation: dict
+    storage: "str | None"
+    bound: str
+    layers: list
+    flips: int
+    flip_rate: float
+    accuracy: "float | None" = None
+    exact_accuracy: "float | None" = None
+    data: "str | None" = None
+
+    @property
+    def violations_local(self) -> int:
+        return sum(layer.local.violations for layer in self.layers)
+
+    @property
+    def violations_global(self) -> int:
+        return sum(layer.global_.violations for layer in self.layers)
+
+    @property
+    def violations(self) -> int:
+        return self.violations_local + self.violations_global
+
+    @property
+    def output(self) -> ErrorSummary:
+        """Global errors of the network output (the last layer)."""
+        return self.layers[-1].global_
+
+    def to_dict(self) -> dict:
+        return {
+            "model": self.model, "data": self.data, "samples": self.samples, "accumulation": self.accumulation,
+            "storage": self.storage, "bound": self.bound, "violations": self.violations,
+            "violations_local": self.violations_local, "violations_global": self.violations_global,
+            "flips": self.flips, "flip_rate": self.flip_rate, "accuracy": self.accuracy,
+            "exact_accuracy": self.exact_accuracy, "layers": [layer.to_dict() for layer in self.layers],
+        }
+
+
+def class_labels(z: np.ndarray) -> np.ndarray:
+    """Class index of each row of the last layer: arg-max, or (one unit) logit > 0."""
+    z = np.atleast_2d(z)
+    return (z[:, 0] > 0).astype(np.int64) if z.shape[1] == 1 else np.argmax(np.nan_to_num(z, nan=-np.inf), axis=1)
+
+
+def _down(v: np.ndarray) -> np.ndarray:
+    return np.nextafter(v, -np.inf)
+
+
+def _certain_lower(computed: np.ndarray, reference: np.ndarray, radius: np.ndarray) -> np.ndarray:
+    """A float64 <= |computed - exact| for every exact within ``radius`` of ``reference``."""
+    with np.errstate(invalid="ignore", over="ignore"):
+        return _down(_down(np.abs(computed - reference)) - np.asarray(radius, dtype=np.float64))
+
+
+class _Collector:
+    """Streams one layer's measurements (local or global) over batches."""
+
+    def __init__(self, failure: float):
+        self.failure = failure
+        self.total = self.uncovered = self.violations = self.extra_violations = 0
+        self.max_abs = self.max_rel = 0.0
+        self.rel, self.pred, self.tight, self.bound = [], [], [], []
+        self.closest: "dict | None" = None
+        self.worst_rel: "dict | None" = None
+
+    def add(self, offset, computed, reference, radius, bound, predicted, covered, extra_violation=None):
+        abs_err = np.abs(computed - reference)
+        rel = ratio(abs_err, reference)
+        lower = _certain_lower(computed, reference, radius)
+        self.total += covered.size
+        self.uncovered += int((~covered).sum())
+        self.violations += int((covered & (lower > bound)).sum())
+        if extra_violation is not None:
+            self.extra_violations += int((covered & extra_violation).sum())
+        if not covered.any():
+            return
+        a, r, b, p = abs_err[covered], rel[covered], bound[covered], predicted[covered]
+        self.max_abs = max(self.max_abs, float(np.max(a)))
+        self.rel.append(r)
+        self.pred.append(p)
+        self.bound.append(b)
+        nz = a > 0
+        with np.errstate(divide="ignore", invalid="ignore"):
+            self.tight.append((b[nz] / a[nz]))
+        rows, cols = np.nonzero(covered)
+        k = int(np.argmax(r))
+        if r[k] > self.max_rel or self.worst_rel is None:
+            self.max_rel = float(r[k])
+            self.worst_rel = {"sample": int(offset + rows[k]), "component": int(cols[k]),
+                              "computed": float(computed[rows[k], cols[k]]), "exact": float(reference[rows[k], cols[k]]),
+                              "rel_error": float(r[k])}
+        with np.errstate(divide="ignore", invalid="ignore"):
+            closeness = np.where(b > 0, a / b, np.where(a > 0, np.inf, 0.0))
+        k = int(np.argmax(closeness))
+        if self.closest is None or closeness[k] > self.closest["measured_over_bound"]:
+            self.closest = {"sample": int(offset + rows[k]), "component": int(cols[k]), "measured": float(a[k]),
+                            "bound": float(b[k]), "measured_over_bound": float(closeness[k])}
+
+    def summary(self, extra_key: "str | None" = None) -> ErrorSummary:
+        from scipy.stats import spearmanr
+
+        cat = (lambda parts: np.concatenate(parts) if parts else np.empty(0))
+        rel, pred, tight, bound = cat(self.rel), cat(self.pred), cat(self.tight), cat(self.bound)
+        both = np.isfinite(rel) & np.isfinite(pred)
+        rho = None
+        if both.sum() >= 3 and np.ptp(rel[both]) > 0 and np.ptp(pred[both]) > 0:
+            value = float(spearmanr(pred[both], rel[both]).statistic)
+            rho = value if np.isfinite(value) else None
+        finite_bound = bound[np.isfinite(bound)]
+        tight = tight[np.isfinite(tight)]
+        extra = {extra_key: self.extra_violations} if extra_key else {}
+        return ErrorSummary(
+            components=self.total - self.uncovered, uncovered=self.uncovered,
+            violations=self.violations + self.extra_violations, max_abs_error=self.max_abs, max_rel_error=self.max_rel,
+            median_rel_error=float(np.median(rel)) if rel.size else None,
+            median_tightness=float(np.median(tight)) if tight.size else None, spearman_predicted_vs_measured=rho,
+            max_bound=float(np.max(bound)) if bound.size else None,
+            median_bound=float(np.median(finite_bound)) if finite_bound.size else None,
+            failure_probability=self.failure, closest=self.closest, worst_relative=self.worst_rel, extra=extra,
+        )
+
+
+def validate(network, x, acc, bound="deterministic", storage=None, *, labels=None, batch_size: int = DEFAULT_BATCH,
+             precision: int = 113, data_name: "str | None" = None) -> Validation:
+    """Measure every layer's local and global errors of ``network`` on inputs ``x``
+    (N, n) under accumulation ``acc`` (spec or row), against the exact reference, and
+    check them against the ``bound`` ("deterministic" or "probabilistic:LAMBDA").
+
+    ``storage`` (a format, ``FMT:saturate`` or None) rounds weights, biases, the input
+    and every layer output, as ``Network.forward`` does; the reference uses the same
+    rounded weights and input. ``labels`` (N,) adds accuracies. Samples are processed in
+    batches of ``batch_size``.
+    """
+    from emulator.modelio import load_model
+    from emulator.network import parse_storage
+    from emulator.reference import exact_forward, exact_layer
+
+    net = load_model(network) if isinstance(network, str) else network
+    accumulation = parse_accumulation(acc)
+    spec = parse_bound(bound)
+    st = parse_storage(storage)
+    xs = net.check_input(x)
+    if labels is not None and len(labels) != xs.shape[0]:
+        raise DataError(f"labels has {len(labels)} entries but x has {xs.shape[0]} samples.")
+    if batch_size < 1:
+        raise DataError(f"batch_size == {batch_size}, must be >= 1.")
+    rounded = net.with_storage(st)
+    constants = [model_constant(accumulation, l.n_inputs, l.bias is not None, spec) for l in rounded.layers]
+    failures, upstream = [], 0.0
+    for layer, c in zip(rounded.layers, constants):
+        failures.append((c.failure, min(1.0, upstream + c.failure)))
+        upstream += layer.n_outputs * c.failure
+    local = [_Collector(f[0]) for f in failures]
+    glob = [_Collector(f[1]) for f in failures]
+    u_store = st.fmt.u if st is not None else 0.0
+    classes = net.meta.get("classes")
+    flips = correct = correct_exact = 0
+    starts = range(0, xs.shape[0], batch_size)
+    for start in progress(starts, desc=f"validate {accumulation.spec}", total=len(starts)):
+        xb = xs[start:start + batch_size]
+        run = net.forward(xb, acc=accumulation, storage=st, return_all=True)
+        ref = exact_forward(rounded, run.input, precision)
+        x_hat = run.input
+        in_ok = np.ones(xb.shape[0], dtype=bool)
+        input_bound = predicted_in = None
+        for k, (layer, c) in enumerate(zip(rounded.layers, constants)):
+            y_hat, z_hat = np.asarray(run.preactivations[k]), np.asarray(run.outputs[k])
+            safe_x = np.where(in_ok[:, None], x_hat, 0.0)
+            pre, pre_radius, _, _ = exact_layer(safe_x, layer, precision)
+            covered = in_ok[:, None] & ~np.asarray(run.overflow[k], dtype=bool) & np.isfinite(y_hat)
+            bnd = local_bound(safe_x, layer.weight, layer.bias, accumulation, spec)
+            a_hat = absolute_sums(safe_x, layer.weight, layer.bias)
+            pred_local = c.first_order * ratio(a_hat, y_hat)
+            local[k].add(start, y_hat, pre, pre_radius, bnd, pred_local, covered)
+
+            g = global_bound(y_hat, bnd, layer.weight, layer.activation, input_bound, st)
+            with np.errstate(all="ignore"):
+                v = layer.activation.f(np.where(np.isfinite(y_hat), y_hat, 0.0))
+                spread = c.first_order * a_hat if predicted_in is None else c.first_order * a_hat + predicted_in @ np.abs(layer.weight).T
+                predicted_abs = np.abs(activation_derivative(layer.activation, y_hat)) * spread + u_store * np.abs(v)
+            g_covered = covered & np.isfinite(g.out)
+            pre_violation = _certain_lower(y_hat, ref.preactivations[k], ref.pre_radius[k]) > g.pre
+            glob[k].add(start, z_hat, ref.outputs[k], ref.out_radius[k], g.out, ratio(predicted_abs, v), g_covered,
+                        extra_violation=pre_violation)
+
+            in_ok = in_ok & np.all(np.isfinite(z_hat), axis=1)
+            x_hat, input_bound, predicted_in = z_hat, np.where(g_covered, g.out, np.inf), predicted_abs
+        got, want = class_labels(run.outputs[-1]), class_labels(ref.outputs[-1])
+        flips += int((got != want).sum())
+        if labels is not None:
+            lab = np.asarray(labels)[start:start + batch_size]
+            as_label = (lambda idx: np.asarray(classes)[idx]) if classes is not None else (lambda idx: idx)
+            correct += int((as_label(got) == lab).sum())
+            correct_exact += int((as_label(want) == lab).sum())
+    n = xs.shape[0]
+    layers = [
+        LayerValidation(k, l.n_inputs, l.n_outputs, l.activation.name, c, local[k].summary(),
+                        glob[k].summary("preactivation_violations"))
+        for k, (l, c) in enumerate(zip(rounded.layers, constants))
+    ]
+    return Validation(
+        model=net.name, samples=n, accumulation=accumulation.describe(), storage=st.spec if st else None,
+        bound=spec.spec, layers=layers, flips=flips, flip_rate=flips / n,
+        accuracy=correct / n if labels is not None else None,
+        exact_accuracy=correct_exact / n if labels is not None else None, data=data_name,
+    )
