@@ -139,6 +139,17 @@ class Sweep:
         return [r.describe() for r in self.runs]
 
 
+def sweep_record(network: Network, data, result: Sweep, *, low, high, criteria: Sequence[str], taus: Sequence[float],
+                 storage=None, **settings) -> dict:
+    """The JSON record of a sweep, as ``mixacc recompute --json`` writes it (without
+    provenance): model, data, configuration (``settings`` adds to it), then ``runs``."""
+    return {
+        "model": network.name, "architecture": network.architecture, "data": data.name, "samples": len(data),
+        "low": low, "high": high, "criterion": list(criteria), "taus": list(taus), "cost_model": result.cost_model,
+        "storage": storage.spec if storage else None, **settings, "runs": result.describe(),
+    }
+
+
 def sweep(network: Network, x, low, high, taus: Sequence[float], criteria: Sequence[str] = ("kappa",), *,
           labels=None, storage=None, cost="bits", seed: int = 0, oracle_error: str = "relative",
           levels: "Sequence | None" = None, x_calibration=None, baselines: Sequence[str] = ("random", "oracle"),

@@ -25,6 +25,7 @@ overflowed (or whose input did) are not covered by the bounds and are counted ap
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Iterator
 
 import numpy as np
 
@@ -35,7 +36,8 @@ from .bounds import ModelConstant, global_bound, local_bound, model_constant, pa
 from .conditioning import absolute_sums, activation_derivative, ratio
 from .progress import progress
 
-__all__ = ["validate", "Validation", "LayerValidation", "ErrorSummary", "class_labels"]
+__all__ = ["validate", "Validation", "LayerValidation", "ErrorSummary", "class_labels", "layer_components",
+           "LayerComponents"]
 
 DEFAULT_BATCH = 256
 
@@ -181,7 +183,7 @@ class _Collector:
         self.pred.append(p)
         self.bound.append(b)
         nz = a > 0
-        with np.errstate(divide="ignore", invalid="ignore"):
+        with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
             self.tight.append((b[nz] / a[nz]))
         rows, cols = np.nonzero(covered)
         k = int(np.argmax(r))
@@ -221,6 +223,68 @@ class _Collector:
         )
 
 
+@dataclass
+class LayerComponents:
+    """One layer's components on a batch, as :func:`validate` measures them ((S, m) arrays):
+    ``y_hat``/``z_hat`` the emulated pre-activation and output; ``pre``/``pre_radius`` the
+    exact pre-activation at the computed input and its certified radius; the local bound
+    and first-order prediction c u kappa^_i; ``covered`` (no overflow here or upstream);
+    the global bounds ``global_pre``/``global_bound`` on |y^ - y| and |z^ - z| and the
+    propagated prediction |sigma'(y^)| (c u a^ + |W| P) / |sigma(y^)| (+ u_S); and
+    ``pre_violation``, where |y^ - y| certainly exceeds ``global_pre``."""
+
+    y_hat: np.ndarray
+    z_hat: np.ndarray
+    pre: np.ndarray
+    pre_radius: np.ndarray
+    local_bound: np.ndarray
+    local_predicted: np.ndarray
+    covered: np.ndarray
+    global_pre: np.ndarray
+    global_bound: np.ndarray
+    global_predicted: np.ndarray
+    global_covered: np.ndarray
+    pre_violation: np.ndarray
+
+
+def layer_components(rounded, run, ref, accumulation, spec, storage, precision: int = 113,
+                     constants=None) -> Iterator[LayerComponents]:
+    """Yield :class:`LayerComponents` for every layer of the (storage-rounded) network
+    ``rounded``, from its emulated run (``forward(..., return_all=True)``) and the exact
+    forward pass ``ref`` of the same input; layer k's bounds propagate into layer k+1."""
+    from emulator.reference import exact_layer
+
+    if constants is None:
+        constants = [model_constant(accumulation, l.n_inputs, l.bias is not None, spec) for l in rounded.layers]
+    u_store = storage.fmt.u if storage is not None else 0.0
+    x_hat = run.input
+    in_ok = np.ones(x_hat.shape[0], dtype=bool)
+    input_bound = predicted_in = None
+    for k, (layer, c) in enumerate(zip(rounded.layers, constants)):
+        y_hat, z_hat = np.asarray(run.preactivations[k]), np.asarray(run.outputs[k])
+        safe_x = np.where(in_ok[:, None], x_hat, 0.0)
+        pre, pre_radius, _, _ = exact_layer(safe_x, layer, precision)
+        covered = in_ok[:, None] & ~np.asarray(run.overflow[k], dtype=bool) & np.isfinite(y_hat)
+        bnd = local_bound(safe_x, layer.weight, layer.bias, accumulation, spec)
+        a_hat = absolute_sums(safe_x, layer.weight, layer.bias)
+        g = global_bound(y_hat, bnd, layer.weight, layer.activation, input_bound, storage)
+        with np.errstate(all="ignore"):
+            v = layer.activation.f(np.where(np.isfinite(y_hat), y_hat, 0.0))
+            spread = c.first_order * a_hat
+            if predicted_in is not None:
+                spread = spread + predicted_in @ np.abs(layer.weight).T
+            predicted_abs = np.abs(activation_derivative(layer.activation, y_hat)) * spread + u_store * np.abs(v)
+        g_covered = covered & np.isfinite(g.out)
+        yield LayerComponents(
+            y_hat=y_hat, z_hat=z_hat, pre=pre, pre_radius=pre_radius, local_bound=bnd,
+            local_predicted=c.first_order * ratio(a_hat, y_hat), covered=covered, global_pre=g.pre,
+            global_bound=g.out, global_predicted=ratio(predicted_abs, v), global_covered=g_covered,
+            pre_violation=_certain_lower(y_hat, ref.preactivations[k], ref.pre_radius[k]) > g.pre,
+        )
+        in_ok = in_ok & np.all(np.isfinite(z_hat), axis=1)
+        x_hat, input_bound, predicted_in = z_hat, np.where(g_covered, g.out, np.inf), predicted_abs
+
+
 def validate(network, x, acc, bound="deterministic", storage=None, *, labels=None, batch_size: int = DEFAULT_BATCH,
              precision: int = 113, data_name: "str | None" = None) -> Validation:
     """Measure every layer's local and global errors of ``network`` on inputs ``x``
@@ -234,7 +298,7 @@ def validate(network, x, acc, bound="deterministic", storage=None, *, labels=Non
     """
     from emulator.modelio import load_model
     from emulator.network import parse_storage
-    from emulator.reference import exact_forward, exact_layer
+    from emulator.reference import exact_forward
 
     net = load_model(network) if isinstance(network, str) else network
     accumulation = parse_accumulation(acc)
@@ -253,7 +317,6 @@ def validate(network, x, acc, bound="deterministic", storage=None, *, labels=Non
         upstream += layer.n_outputs * c.failure
     local = [_Collector(f[0]) for f in failures]
     glob = [_Collector(f[1]) for f in failures]
-    u_store = st.fmt.u if st is not None else 0.0
     classes = net.meta.get("classes")
     flips = correct = correct_exact = 0
     starts = range(0, xs.shape[0], batch_size)
@@ -261,31 +324,10 @@ def validate(network, x, acc, bound="deterministic", storage=None, *, labels=Non
         xb = xs[start:start + batch_size]
         run = net.forward(xb, acc=accumulation, storage=st, return_all=True)
         ref = exact_forward(rounded, run.input, precision)
-        x_hat = run.input
-        in_ok = np.ones(xb.shape[0], dtype=bool)
-        input_bound = predicted_in = None
-        for k, (layer, c) in enumerate(zip(rounded.layers, constants)):
-            y_hat, z_hat = np.asarray(run.preactivations[k]), np.asarray(run.outputs[k])
-            safe_x = np.where(in_ok[:, None], x_hat, 0.0)
-            pre, pre_radius, _, _ = exact_layer(safe_x, layer, precision)
-            covered = in_ok[:, None] & ~np.asarray(run.overflow[k], dtype=bool) & np.isfinite(y_hat)
-            bnd = local_bound(safe_x, layer.weight, layer.bias, accumulation, spec)
-            a_hat = absolute_sums(safe_x, layer.weight, layer.bias)
-            pred_local = c.first_order * ratio(a_hat, y_hat)
-            local[k].add(start, y_hat, pre, pre_radius, bnd, pred_local, covered)
-
-            g = global_bound(y_hat, bnd, layer.weight, layer.activation, input_bound, st)
-            with np.errstate(all="ignore"):
-                v = layer.activation.f(np.where(np.isfinite(y_hat), y_hat, 0.0))
-                spread = c.first_order * a_hat if predicted_in is None else c.first_order * a_hat + predicted_in @ np.abs(layer.weight).T
-                predicted_abs = np.abs(activation_derivative(layer.activation, y_hat)) * spread + u_store * np.abs(v)
-            g_covered = covered & np.isfinite(g.out)
-            pre_violation = _certain_lower(y_hat, ref.preactivations[k], ref.pre_radius[k]) > g.pre
-            glob[k].add(start, z_hat, ref.outputs[k], ref.out_radius[k], g.out, ratio(predicted_abs, v), g_covered,
-                        extra_violation=pre_violation)
-
-            in_ok = in_ok & np.all(np.isfinite(z_hat), axis=1)
-            x_hat, input_bound, predicted_in = z_hat, np.where(g_covered, g.out, np.inf), predicted_abs
+        for k, lb in enumerate(layer_components(rounded, run, ref, accumulation, spec, st, precision, constants)):
+            local[k].add(start, lb.y_hat, lb.pre, lb.pre_radius, lb.local_bound, lb.local_predicted, lb.covered)
+            glob[k].add(start, lb.z_hat, ref.outputs[k], ref.out_radius[k], lb.global_bound, lb.global_predicted,
+                        lb.global_covered, extra_violation=lb.pre_violation)
         got, want = class_labels(run.outputs[-1]), class_labels(ref.outputs[-1])
         flips += int((got != want).sum())
         if labels is not None:

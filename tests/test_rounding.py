@@ -293,12 +293,10 @@ def test_float32_inputs_agree_with_ml_dtypes(fmt):
 
 # ---------------------------------------------------------------- pitfalls of published emulators
 
-@pytest.mark.parametrize("fmt", ALL)
+@pytest.mark.parametrize("fmt", [name for name in ALL if get_format(name).emax + 2 <= 1024])  # 2^(emax+1) is a float64
 @pytest.mark.parametrize("mode", DIRECTED + ("stochastic",))
 def test_values_just_above_the_range_overflow_not_vanish(fmt, mode):
     f = get_format(fmt)
-    if f.emax + 2 > 1024:
-        pytest.skip("2^(emax+1) is not a float64")
     x = np.array([math.ldexp(1.0, f.emax + 1), math.ldexp(1.5, f.emax + 1),
                   np.nextafter(math.ldexp(1.0, f.emax + 2), 0)])
     x = np.concatenate([x, -x])

@@ -17,7 +17,7 @@ from ..baselines import ORACLE_ERRORS
 from ..cost import cost_model_names
 from ..policy import check_tau, criterion_names
 from ..provenance import provenance
-from ..sweep import sweep
+from ..sweep import sweep, sweep_record
 
 HELP = "guided recomputation (Algorithm 1) against its baselines: accuracy, flips, error and cost per tau"
 
@@ -167,14 +167,11 @@ def run(args) -> int:
     for line in _table(result.runs):
         print(line)
     if args.json:
-        record = {
-            "model": network.name, "architecture": network.architecture, "data": test.name, "samples": len(test),
-            "low": config["low"], "high": config["high"], "criterion": config["criteria"], "taus": config["taus"],
-            "cost_model": result.cost_model, "storage": storage.spec if storage else None,
-            "weights_storage": config["weights_storage"], "levels": args.levels,
-            "static_calibration_samples": args.static, "seed": args.seed, "oracle_error": args.oracle_error,
-            "preset": args.preset, "note": config["note"], "runs": result.describe(),
-        }
+        record = sweep_record(
+            network, test, result, low=config["low"], high=config["high"], criteria=config["criteria"],
+            taus=config["taus"], storage=storage, weights_storage=config["weights_storage"], levels=args.levels,
+            static_calibration_samples=args.static, seed=args.seed, oracle_error=args.oracle_error,
+            preset=args.preset, note=config["note"])
         record["provenance"] = provenance({k: v for k, v in record.items() if k != "runs"}, seed=args.seed)
         write_json(args.json, record)
     return 0

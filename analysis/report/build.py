@@ -201,14 +201,11 @@ def _conditioning(network: Network, layers: list[LayerComponents], samples: int,
 
 def sweep_record(network: Network, dataset: Dataset, config: ReportConfig, result) -> dict:
     """The tau sweep as ``mixacc recompute --json`` records it (without provenance)."""
-    storage = parse_storage(config.storage)
-    return {
-        "model": network.name, "architecture": network.architecture, "data": dataset.name, "samples": len(dataset),
-        "low": config.low, "high": config.high, "criterion": list(config.criteria), "taus": list(config.taus),
-        "cost_model": result.cost_model, "storage": storage.spec if storage else None,
-        "weights_storage": config.weights_storage, "seed": config.seed,
-        "runs": result.describe(),
-    }
+    from ..sweep import sweep_record as record
+
+    return record(network, dataset, result, low=config.low, high=config.high, criteria=config.criteria,
+                  taus=config.taus, storage=parse_storage(config.storage), weights_storage=config.weights_storage,
+                  seed=config.seed)
 
 
 class _Clock:

@@ -1,0 +1,49 @@
+"""The public surface is pinned: adding or removing a name is a deliberate change here."""
+
+import ast
+from pathlib import Path
+
+import analysis
+import emulator
+
+EMULATOR_API = {
+    "ACTIVATIONS", "Accumulation", "Activation", "DataError", "Dataset", "ExactForward", "FORMATS", "Format",
+    "FormatSpecError", "ForwardResult", "Layer", "MixaccError", "ModelFileError", "Network", "ORDERS",
+    "ROUNDING_MODES", "RoundingMode", "ShapeError", "UnknownNameError", "bundled_models", "exact_forward",
+    "exact_layer", "exact_linear", "format_names", "from_onnx", "from_sklearn", "from_torch", "get_activation",
+    "get_format", "get_rounding", "linear", "load_data", "load_model", "parse_accumulation", "round_to", "save_model",
+}
+ANALYSIS_API = {
+    "ratio", "absolute_sums", "condition_numbers", "activation_condition", "activation_derivative",
+    "max_abs_derivative", "gamma", "gamma_tilde", "model_constant", "local_bound", "global_bound", "parse_bound",
+    "validate", "Validation", "layer_components", "LayerComponents", "recompute", "recompute_multilevel",
+    "recompute_static", "CRITERIA", "uniform_low", "uniform_high", "random_selection", "oracle_selection", "sweep",
+    "sweep_record", "Sweep", "RunSummary", "output_metrics", "COST_MODELS", "Cost", "CostModel", "get_cost_model",
+    "ReportConfig", "build_report", "write_report",
+}
+
+
+def test_emulator_api_is_pinned_and_resolves():
+    assert set(emulator.__all__) == EMULATOR_API
+    for name in emulator.__all__:
+        assert getattr(emulator, name) is not None
+
+
+def test_analysis_api_is_pinned_and_resolves():
+    assert set(analysis.__all__) == ANALYSIS_API
+    for name in analysis.__all__:
+        assert getattr(analysis, name) is not None
+
+
+def test_emulator_never_imports_analysis():
+    root = Path(emulator.__file__).parent
+    offenders = []
+    for path in root.rglob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            names = []
+            if isinstance(node, ast.Import):
+                names = [a.name for a in node.names]
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                names = [node.module]
+            offenders += [f"{path.name}: {n}" for n in names if n == "analysis" or n.startswith("analysis.")]
+    assert offenders == []
