@@ -28,28 +28,26 @@ from .policy import PolicyError, forced
 __all__ = ["uniform_low", "uniform_high", "random_selection", "oracle_selection", "ORACLE_ERRORS", "OracleError"]
 
 
+def _uniform(level: int, method: str, network: Network, x, low, high, storage, cost, passes) -> MixedRun:
+    formats = format_list([low, high])
+
+    def step(k, layer, xhat, passes_):
+        y, _ = passes_.full(layer, xhat, formats[level])
+        return LayerStep(y, np.full(y.shape, level, np.int8), {level: y.size})
+
+    return mixed_forward(network, x, formats, step, method=method, storage=storage, cost=cost, passes=passes)
+
+
 def uniform_low(network: Network, x, low, high, storage=None, *, cost: "CostModel | str" = "bits",
                 passes: "Passes | None" = None) -> MixedRun:
     """Every component in ``low`` and nothing recomputed (cost relative to ``high``)."""
-    lo, hi = format_list([low, high])
-
-    def step(k, layer, xhat, passes_):
-        y, _ = passes_.full(layer, xhat, lo)
-        return LayerStep(y, np.zeros(y.shape, np.int8), {0: y.size})
-
-    return mixed_forward(network, x, (lo, hi), step, method="uniform-low", storage=storage, cost=cost, passes=passes)
+    return _uniform(0, "uniform-low", network, x, low, high, storage, cost, passes)
 
 
 def uniform_high(network: Network, x, low, high, storage=None, *, cost: "CostModel | str" = "bits",
                  passes: "Passes | None" = None) -> MixedRun:
     """Every component in ``high`` only (relative cost 1)."""
-    lo, hi = format_list([low, high])
-
-    def step(k, layer, xhat, passes_):
-        y, _ = passes_.full(layer, xhat, hi)
-        return LayerStep(y, np.ones(y.shape, np.int8), {1: y.size})
-
-    return mixed_forward(network, x, (lo, hi), step, method="uniform-high", storage=storage, cost=cost, passes=passes)
+    return _uniform(1, "uniform-high", network, x, low, high, storage, cost, passes)
 
 
 def _budgets(like: MixedRun, n_samples: int) -> list[np.ndarray]:

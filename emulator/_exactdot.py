@@ -25,7 +25,7 @@ import numpy as np
 from numba import njit
 
 from ._bits import bits_f64, fma
-from .eft import fast_two_sum, grow_expansion, two_prod, two_prod_exact_ok, two_sum
+from .eft import expansion_rn, fast_two_sum, grow_expansion, two_prod, two_prod_exact_ok, two_sum
 
 U = 2.0**-53
 U2 = 2.0**-106
@@ -232,32 +232,8 @@ def exact_rn(X, W, b, rows, cols, OUT, OK):
         for q in range(m):
             if not abs(partials[q]) < math.inf:
                 ok = False
-        OUT[k] = _expansion_rn(partials, m)
+        OUT[k] = expansion_rn(partials, m)[0]
         OK[k] = ok and abs(OUT[k]) < math.inf
-
-
-@njit(cache=True, inline="always", error_model="numpy")
-def _expansion_rn(partials, m):
-    """RN(sum of the nonoverlapping expansion partials[:m]), ties to even."""
-    if m == 0:
-        return 0.0
-    j = m - 1
-    hi = partials[j]
-    lo = 0.0
-    while j > 0:
-        x = hi
-        j -= 1
-        y = partials[j]
-        hi = x + y
-        lo = y - (hi - x)
-        if lo != 0.0:
-            break
-    if lo != 0.0 and j > 0 and (lo < 0.0) == (partials[j - 1] < 0.0) and partials[j - 1] != 0.0:
-        y = lo * 2.0
-        x = hi + y
-        if x - hi == y:
-            hi = x
-    return hi
 
 
 @njit(cache=True, error_model="numpy")

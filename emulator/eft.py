@@ -7,6 +7,8 @@
   2^-969 <= |p| < inf (then a b - p is a multiple of 2^-1074 of at most 53 bits).
 * ``grow_expansion(x, partials, m)``: adds x exactly to the nonoverlapping expansion
   ``partials[:m]`` (increasing magnitudes; Shewchuk 1997), returns its new length.
+* ``expansion_rn(partials, m) = (h, sigma)``: h = RN(sum of the expansion), sigma =
+  sign(exact - h).
 * ``sum_rn(vals, n, partials) = (h, sigma)``: h = RN(sum of vals[:n]) and
   sigma = sign(exact sum - h), from the expansion (the algorithm behind Python's
   ``math.fsum``); ``partials`` is caller-owned scratch of length >= n.
@@ -20,7 +22,7 @@ from numba import njit
 
 from ._bits import fma
 
-__all__ = ["two_sum", "fast_two_sum", "two_prod", "two_prod_exact_ok", "grow_expansion", "sum_rn"]
+__all__ = ["two_sum", "fast_two_sum", "two_prod", "two_prod_exact_ok", "grow_expansion", "expansion_rn", "sum_rn"]
 
 _TWO_PROD_MIN = 2.0**-969
 
@@ -68,11 +70,10 @@ def grow_expansion(x, partials, m):
     return i + 1
 
 
-@njit(cache=True, error_model="numpy")
-def sum_rn(vals, n, partials):
-    m = 0
-    for t in range(n):
-        m = grow_expansion(vals[t], partials, m)
+@njit(cache=True, inline="always", error_model="numpy")
+def expansion_rn(partials, m):
+    """(RN(sum of partials[:m]), sign(exact - RN)) for a nonoverlapping expansion in
+    increasing magnitudes, ties to even."""
     j = m - 1
     hi = partials[j] if m > 0 else 0.0
     lo = 0.0
@@ -94,3 +95,11 @@ def sum_rn(vals, n, partials):
         if x - hi == y:
             return x, -sigma
     return hi, sigma
+
+
+@njit(cache=True, error_model="numpy")
+def sum_rn(vals, n, partials):
+    m = 0
+    for t in range(n):
+        m = grow_expansion(vals[t], partials, m)
+    return expansion_rn(partials, m)
