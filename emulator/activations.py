@@ -114,6 +114,11 @@ def _gelu_tanh_parts(y):
     return np.tanh(inner), SQRT_2_OVER_PI * (1.0 + 3.0 * GELU_TANH_A * y**2)
 
 
+def _gelu_tanh_f(y):
+    # y (1 + tanh t) / 2 = y sigmoid(2 t): no cancellation of 1 + tanh t for t << 0
+    return y * _sig(2.0 * SQRT_2_OVER_PI * (y + GELU_TANH_A * y**3))
+
+
 def _gelu_tanh_df(y):
     t, dinner = _gelu_tanh_parts(y)
     return 0.5 * (1.0 + t) + 0.5 * y * (1.0 - t * t) * dinner
@@ -140,7 +145,6 @@ def _mp_gelu_tanh(y):
 _GELU_CRIT = (-float(np.sqrt(2.0)), float(np.sqrt(2.0)))
 # silu'' = s(y)(1-s(y))(2 + y(1 - 2 s(y))) vanishes at y = ±2.399357280515...
 _SILU_CRIT = (-2.3993572805154676, 2.3993572805154676)
-# gelu_tanh'' vanishes near ±1.4302 (computed once below from its sympy form)
 
 ACTIVATIONS: Registry[Activation] = Registry("activation")
 for _row in (
@@ -157,7 +161,7 @@ for _row in (
                kappa=_gelu_kappa, mp=lambda y: y / 2 * mpmath.erfc(-y / mpmath.sqrt(2)), critical_points=_GELU_CRIT),
     Activation("gelu_tanh",
                Y / 2 * (1 + sympy.tanh(sympy.sqrt(2 / sympy.pi) * (Y + sympy.Rational(44715, 1000000) * Y**3))),
-               f=lambda y: 0.5 * y * (1.0 + _gelu_tanh_parts(y)[0]), df=_gelu_tanh_df, kappa=_gelu_tanh_kappa,
+               f=_gelu_tanh_f, df=_gelu_tanh_df, kappa=_gelu_tanh_kappa,
                mp=_mp_gelu_tanh, critical_points=None),
     Activation("silu", Y / (1 + sympy.exp(-Y)), f=lambda y: y * _sig(y), df=lambda y: _sig(y) * (1.0 + y * _sig(-y)),
                kappa=lambda y: np.abs(1.0 + y * _sig(-y)), mp=lambda y: y / (1 + mpmath.exp(-y)),
