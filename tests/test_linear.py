@@ -703,4 +703,6 @@ def test_bench_section_reports_every_case(monkeypatch):
     assert [r.case.split(" (")[0] for r in rows] == [f"linear {spec}" for spec in bench.CASES]
     for r in rows:
         assert r.unit == "ns/MAC" and r.value > 0 and r.meets is None
-        assert set(r.baselines) == {"numpy float32 x @ W.T", f"numpy loop + round_to({r.case.split()[1].split(':')[0]})"}
+        fmt = r.case.split()[1].split(":")[0]
+        expected = {"numpy float32 x @ W.T", f"numpy loop + round_to({fmt})"} | ({bench.PLAIN_LOOP} if fmt == "fp16" else set())
+        assert set(r.baselines) == expected

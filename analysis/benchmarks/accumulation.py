@@ -1,11 +1,14 @@
 """Benchmark section 'accumulation': emulated ``linear`` in ns per multiply-add.
 
-Baselines timed in the same run on the same data: numpy float32 ``x @ W.T`` (the native
-speed) and the straightforward vectorised numpy loop over k that rounds after each step,
-``acc = round_to(acc + x[:, k, None] * W[:, k], F)`` (timed on a subset of the samples,
-per multiply-add). Target (issue 3): recursive fp16 at (N, n, m) = (1024, 784, 784) in at
-most 1 ns per multiply-add, at least 10x faster than the numpy loop and within 100x of
-float32 matmul.
+Baselines timed in the same run on the same data (the loops on a subset of the samples,
+per multiply-add): numpy float32 ``x @ W.T`` (the native speed); the straightforward
+vectorised numpy loop over k that rounds after each step with numpy's own cast,
+``acc = (acc + x[:, k, None] * W[:, k]).astype(float16)`` (fp16 only; it double-rounds
+through the float64 sum, so it is a speed reference, not a correct emulation); and the
+same loop rounding with mixacc's ``round_to`` (correct for sums of two float64 values,
+every format). Target (issue 3): recursive fp16 at (N, n, m) = (1024, 784, 784) in at
+most 1 ns per multiply-add, at least 10x faster than the plain numpy loop and within 100x
+of float32 matmul.
 """
 
 from __future__ import annotations
@@ -23,13 +26,21 @@ SIZES = ((256, 256, 256), (1024, 784, 784))
 QUICK_SIZES = ((64, 128, 128), (128, 256, 256))
 CASES = ("fp16", "bf16", "fp8-e4m3fn", "fp16:pairwise", "fp16:blocked:32", "fp16:promote:128:fp32")
 LOOP_SAMPLES = 64
-TARGET = "<= 1 ns/MAC, >= 10x faster than the numpy loop, <= 100x float32 matmul"
+TARGET = "<= 1 ns/MAC, >= 10x faster than the plain numpy float16 loop, <= 100x float32 matmul"
+PLAIN_LOOP = "numpy loop + astype(float16)"
 
 
 def _numpy_loop(x: np.ndarray, w: np.ndarray, fmt: str) -> np.ndarray:
     acc = np.zeros((x.shape[0], w.shape[0]))
     for k in range(x.shape[1]):
         acc = round_to(acc + x[:, k, None] * w[:, k], fmt)
+    return acc
+
+
+def _plain_numpy_loop(x: np.ndarray, w: np.ndarray) -> np.ndarray:
+    acc = np.zeros((x.shape[0], w.shape[0]))
+    for k in range(x.shape[1]):
+        acc = (acc + x[:, k, None] * w[:, k]).astype(np.float16).astype(np.float64)
     return acc
 
 
@@ -47,14 +58,17 @@ def run(quick: bool) -> list[Measurement]:
         native = time_call(lambda: x32 @ w32.T, repeat=5) / macs * 1e9
         sub = x[:LOOP_SAMPLES]
         loops: dict[str, float] = {}
+        plain = time_call(lambda: _plain_numpy_loop(sub, w), repeat=1) / (len(sub) * n * m) * 1e9
         for spec in CASES:
             fmt = spec.split(":")[0]
             if fmt not in loops:
                 loops[fmt] = time_call(lambda: _numpy_loop(sub, w, fmt), repeat=1) / (len(sub) * n * m) * 1e9
             value = time_call(lambda: linear(x, w, None, spec), repeat=2) / macs * 1e9
             baselines = {"numpy float32 x @ W.T": native, f"numpy loop + round_to({fmt})": loops[fmt]}
+            if fmt == "fp16":
+                baselines[PLAIN_LOOP] = plain
             headline = spec == "fp16" and (nsamp, n, m) == SIZES[-1]
-            meets = value <= 1.0 and loops[fmt] / value >= 10 and value / native <= 100 if headline else None
+            meets = value <= 1.0 and plain / value >= 10 and value / native <= 100 if headline else None
             out.append(Measurement(TITLE, f"linear {spec} (N, n, m) = ({nsamp}, {n}, {m})", value, "ns/MAC",
                                    baselines, TARGET if headline else "", meets))
     return out
