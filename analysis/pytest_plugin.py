@@ -32,14 +32,12 @@ def pytest_addoption(parser) -> None:
 
 
 def _load(model, data, samples):
-    from emulator.data import Dataset, load_data
+    from emulator.data import Dataset, load_model_data
     from emulator.modelio import load_model
 
     net = load_model(model) if isinstance(model, str) else model
-    if data is None:
-        data = net.meta.get("default_data")
-    if isinstance(data, str):
-        data = load_data(data, "test", n_inputs=net.n_inputs)
+    if data is None or isinstance(data, str):
+        data = load_model_data(net, data)
     if not isinstance(data, Dataset):
         import numpy as np
 

@@ -164,11 +164,24 @@ def compensated_dot(XH, XL, XR, WT, b, YH, YL, YE, YR, BAD):
             BAD[s, i] = not ok
 
 
+@njit(cache=True, inline="always", error_model="numpy")
+def _grow_product(w, x, partials, m):
+    """Add the exact product w x (an error-free TwoProd pair) to the expansion
+    partials[:m]; returns the new length and whether the TwoProd was error-free."""
+    if x == 0.0 or w == 0.0:
+        return m, True
+    p, e = two_prod(w, x)
+    m = grow_expansion(p, partials, m)
+    if e != 0.0:
+        m = grow_expansion(e, partials, m)
+    return m, two_prod_exact_ok(w, x, p)
+
+
 @njit(cache=True, error_model="numpy")
 def exact_dot_dd(XH, XL, W, b, rows, cols, YH, YL, YE, OK):
     """For each listed component (s = rows[k], i = cols[k]): the exact value of
     b_i + sum_j w_ij (xh_sj + xl_sj) as an expansion (every product split by an exact
-    TwoProd, summed with ``_grow``), returned as the dd (YH, YL)[k] with
+    TwoProd, summed with ``grow_expansion``), returned as the dd (YH, YL)[k] with
     YE[k] >= |YH + YL - exact| = 3 u^2 (number of partials) |YH| (the expansion is
     nonoverlapping, so the partial sums never cancel). OK[k] is False when a product is
     not error-free or the sum overflows."""
@@ -182,14 +195,8 @@ def exact_dot_dd(XH, XL, W, b, rows, cols, YH, YL, YE, OK):
         for j in range(n):
             w = W[i, j]
             for x in (XH[s, j], XL[s, j]):
-                if x == 0.0 or w == 0.0:
-                    continue
-                p, e = two_prod(w, x)
-                if not two_prod_exact_ok(w, x, p):
-                    ok = False
-                m = grow_expansion(p, partials, m)
-                if e != 0.0:
-                    m = grow_expansion(e, partials, m)
+                m, exact = _grow_product(w, x, partials, m)
+                ok = ok and exact
         h = 0.0
         l = 0.0
         if m > 0:
@@ -219,16 +226,8 @@ def exact_rn(X, W, b, rows, cols, OUT, OK):
         m = grow_expansion(b[i], partials, 0) if b[i] != 0.0 else 0
         ok = True
         for j in range(n):
-            w = W[i, j]
-            x = X[s, j]
-            if x == 0.0 or w == 0.0:
-                continue
-            p, e = two_prod(w, x)
-            if not two_prod_exact_ok(w, x, p):
-                ok = False
-            m = grow_expansion(p, partials, m)
-            if e != 0.0:
-                m = grow_expansion(e, partials, m)
+            m, exact = _grow_product(W[i, j], X[s, j], partials, m)
+            ok = ok and exact
         for q in range(m):
             if not abs(partials[q]) < math.inf:
                 ok = False

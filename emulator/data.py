@@ -34,7 +34,7 @@ import numpy as np
 from .errors import DataError
 from .registry import Registry
 
-__all__ = ["Dataset", "load_data", "DATASETS", "SPLITS", "cache_dir", "mnist1d_args"]
+__all__ = ["Dataset", "load_data", "load_model_data", "DATASETS", "SPLITS", "cache_dir", "mnist1d_args"]
 
 SPLITS = ("train", "test")
 
@@ -247,3 +247,12 @@ def load_data(spec: str, split: str = "test", *, n_inputs: "int | None" = None) 
     if n_inputs is not None and x.shape[1] != n_inputs:
         raise DataError(f"Data {text!r} has {x.shape[1]} features but the model takes {n_inputs} inputs.")
     return Dataset(x, y, text, split)
+
+
+def load_model_data(network, spec: "str | None" = None, split: str = "test") -> Dataset:
+    """``spec`` (default: the model's own ``meta["default_data"]``), split ``split``,
+    checked against ``network``'s input width."""
+    spec = spec or network.meta.get("default_data")
+    if not spec:
+        raise DataError(f"Model {network.name!r} names no default data; pass --data.")
+    return load_data(spec, split, n_inputs=network.n_inputs)

@@ -45,7 +45,7 @@ from . import _accumulate as K
 from .accumulation import Accumulation, parse_accumulation
 from .errors import DataError, ShapeError
 from .formats import Format
-from .rounding import kernel_params
+from .rounding import kernel_params, overflow_magnitude, stream_bits
 
 __all__ = ["linear", "linear_slow"]
 
@@ -140,12 +140,6 @@ def _widened(fmt: Format) -> Format:
     return Format(f"{fmt.name}+", ebits, fmt.mbits, fmt.bias, "ieee")
 
 
-def _overflow_magnitude(fmt: Format, saturate: bool) -> float:
-    if saturate or fmt.specials == "finite":
-        return float(fmt.max)
-    return math.inf if fmt.has_inf else math.nan
-
-
 def format_consts(fmt: Format, a: Accumulation) -> tuple:
     """The constants ``_accumulate`` reads for rounding into ``fmt`` under ``a``, by
     position: (exact path only, emin + 1023, 53 - p, -p, max, smallest normal, ftz,
@@ -153,7 +147,7 @@ def format_consts(fmt: Format, a: Accumulation) -> tuple:
     fmt, of fmt widened by one exponent bit, of that without ftz, p, emin, overflow
     magnitude, Veltkamp constant 2^(53-p) + 1 of the quick pass (0: none))."""
     mode = a.rounding.code
-    ovf = _overflow_magnitude(fmt, a.saturate)
+    ovf = overflow_magnitude(fmt, a.saturate)
     ovf_pos = float(fmt.max) if mode in (K.ZERO, K.DOWN) else ovf
     ovf_neg = -(float(fmt.max) if mode in (K.ZERO, K.UP) else ovf)
     eminb = fmt.emin + 1023
@@ -238,7 +232,8 @@ def _mix64(z: int) -> int:
 
 
 def _stream(key: int, counter: int) -> int:
-    return _mix64((key + (int(counter) + 1) * 0x9E3779B97F4A7C15) & _MASK64)
+    """The kernels' counter-based stream (``rounding.stream_bits``), as a Python int."""
+    return int(stream_bits(np.uint64(key), np.int64(counter)))
 
 
 def _round_value(v, fmt: Format, a: Accumulation, rbits: int):
@@ -246,7 +241,7 @@ def _round_value(v, fmt: Format, a: Accumulation, rbits: int):
     if isinstance(v, float):
         if v != v:
             return v, True
-        return math.copysign(_overflow_magnitude(fmt, a.saturate), v), True
+        return math.copysign(overflow_magnitude(fmt, a.saturate), v), True
     if v == 0:
         return 0.0, False
     mode = a.rounding.code
@@ -272,7 +267,7 @@ def _round_value(v, fmt: Format, a: Accumulation, rbits: int):
     over = result > Fraction(fmt.max)
     if over:
         toward_zero = mode == K.ZERO or (mode == K.UP and neg) or (mode == K.DOWN and not neg)
-        value = float(fmt.max) if toward_zero else _overflow_magnitude(fmt, a.saturate)
+        value = float(fmt.max) if toward_zero else overflow_magnitude(fmt, a.saturate)
     elif not a.subnormals and result < Fraction(fmt.min_normal):
         value = 0.0
     else:

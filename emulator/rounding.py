@@ -27,7 +27,8 @@ from .errors import MixaccError
 from .formats import Format, get_format
 from .registry import Registry
 
-__all__ = ["RoundingMode", "ROUNDING_MODES", "get_rounding", "round_to", "kernel_params", "round_scalar", "stream_bits"]
+__all__ = ["RoundingMode", "ROUNDING_MODES", "get_rounding", "round_to", "kernel_params", "overflow_magnitude",
+           "round_scalar", "stream_bits"]
 
 
 @dataclass(frozen=True)
@@ -63,14 +64,16 @@ def kernel_params(fmt: Format, saturate: bool = False, subnormals: bool = True) 
     ftz, smallest normal). The overflow magnitude, also the result for an infinite input,
     is inf (formats with inf), NaN (formats with NaN only) or max (``saturate``, or
     formats with neither)."""
+    return (np.int64(fmt.p), np.int64(fmt.emin), float(fmt.max), overflow_magnitude(fmt, saturate),
+            bool(not subnormals), float(fmt.min_normal))
+
+
+def overflow_magnitude(fmt: Format, saturate: bool = False) -> float:
+    """|result| of an overflow that rounds away from zero: max (``saturate``, or formats
+    with neither inf nor NaN), inf (formats with inf) or NaN (formats with NaN only)."""
     if saturate or fmt.specials == "finite":
-        overflow = fmt.max
-    elif fmt.has_inf:
-        overflow = math.inf
-    else:
-        overflow = math.nan
-    return (np.int64(fmt.p), np.int64(fmt.emin), float(fmt.max), float(overflow), bool(not subnormals),
-            float(fmt.min_normal))
+        return float(fmt.max)
+    return math.inf if fmt.has_inf else math.nan
 
 
 _ABS_MASK = np.uint64(0x7FFFFFFFFFFFFFFF)

@@ -7,7 +7,7 @@ import json
 
 import numpy as np
 
-from emulator.data import load_data
+from emulator.data import load_model_data
 from emulator.errors import DataError
 from emulator.modelio import bundled_models, load_model
 
@@ -46,10 +46,8 @@ def _list_bundled(as_json: bool) -> int:
 
 
 def _evaluate(net, args) -> dict:
-    spec = args.data or net.meta.get("default_data")
-    if spec is None:
-        raise DataError(f"Model {net.name!r} has no default_data; give --data.")
-    data = load_data(spec, args.split, n_inputs=net.n_inputs).head(args.samples)
+    data = load_model_data(net, args.data, args.split).head(args.samples)
+    spec = args.data or net.meta["default_data"]
     if data.y is None:
         raise DataError(f"Data {spec!r} has no labels; accuracy needs labels.")
     predicted = net.predict(data.x, acc=args.acc, storage=args.storage)

@@ -99,19 +99,19 @@ def _resolve(args) -> dict:
     return config
 
 
-def _split(data_spec: str, n_inputs: int, samples, calibration):
+def _split(network, data_spec: "str | None", samples, calibration):
     """(evaluation set, calibration inputs or None). Named datasets calibrate on their
     train split; other data on the rows after the evaluated ones (held out either way)."""
-    from emulator.data import DATASETS, load_data
+    from emulator.data import DATASETS, load_model_data
 
-    test = load_data(data_spec, split="test", n_inputs=n_inputs)
+    test = load_model_data(network, data_spec, "test")
     if samples is not None and samples > len(test):
         raise DataError(f"--samples == {samples}, but {test.name} has {len(test)} test samples.")
     evaluation = test.head(samples)
     if not calibration:
         return evaluation, None
-    if data_spec in DATASETS:
-        train = load_data(data_spec, split="train", n_inputs=n_inputs)
+    if test.name in DATASETS:
+        train = load_model_data(network, data_spec, "train")
         if calibration > len(train):
             raise DataError(f"--static == {calibration}, but {train.name} has {len(train)} training samples.")
         return evaluation, train.x[:calibration]
@@ -150,10 +150,7 @@ def run(args) -> int:
     if config["weights_storage"]:
         network = network.with_storage(config["weights_storage"])
     storage = parse_storage(args.storage)
-    data_spec = args.data or network.meta.get("default_data")
-    if not data_spec:
-        raise DataError(f"Model {network.name!r} names no default data; pass --data.")
-    test, x_calibration = _split(data_spec, network.n_inputs, args.samples, args.static)
+    test, x_calibration = _split(network, args.data, args.samples, args.static)
     result = sweep(network, test.x, config["low"], config["high"], config["taus"], config["criteria"], labels=test.y,
                    storage=storage, cost=args.cost, seed=args.seed, oracle_error=args.oracle_error,
                    levels=args.levels, x_calibration=x_calibration)

@@ -8,7 +8,7 @@ import sys
 import numpy as np
 
 from emulator.accumulation import parse_accumulation
-from emulator.data import Dataset, load_data
+from emulator.data import Dataset, load_model_data
 from emulator.errors import DataError
 from emulator.modelio import load_model
 from emulator.network import parse_storage
@@ -50,10 +50,7 @@ def add_arguments(parser) -> None:
 def load_inputs(args) -> tuple:
     """(network, dataset subset, accumulation, storage) from the common arguments."""
     net = load_model(args.model)
-    spec = args.data or net.meta.get("default_data")
-    if not spec:
-        raise DataError(f"Model {net.name!r} names no default data; pass --data.")
-    data = load_data(spec, "test", n_inputs=net.n_inputs)
+    data = load_model_data(net, args.data)
     if args.samples is not None and args.samples < 1:
         raise DataError(f"--samples == {args.samples}, must be >= 1.")
     if args.samples is not None and args.samples < len(data):

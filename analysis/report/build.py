@@ -35,7 +35,7 @@ from typing import Callable
 
 import numpy as np
 
-from emulator.data import Dataset, load_data
+from emulator.data import Dataset, load_model_data
 from emulator.errors import MixaccError
 from emulator.modelio import load_model
 from emulator.network import Network, parse_storage
@@ -122,11 +122,7 @@ def load_inputs(model: "str | Network", data: "str | None", samples: "int | None
     """The network (weights and biases rounded to ``weights_storage`` when given) and the
     first ``samples`` test samples of ``data`` (default: the model's ``default_data``)."""
     network = load_model(model).with_storage(weights_storage)
-    spec = data or network.meta.get("default_data")
-    if not spec:
-        raise ReportError(f"Model {network.name!r} names no default data; give --data.")
-    dataset = load_data(spec, "test", n_inputs=network.n_inputs)
-    return network, dataset.head(samples)
+    return network, load_model_data(network, data).head(samples)
 
 
 def log_histogram(values: np.ndarray, bins: int) -> dict:
