@@ -5,11 +5,11 @@ Specs:
 * ``digits`` — scikit-learn's 8x8 digits (1797 images, 64 features), pixels / 16 so that
   x is in [0, 1] (exact: a power-of-two scaling); test split = every fifth image
   (index % 5 == 0, 360 images), train = the other 1437.
-* ``mnist1d`` — MNIST-1D generated locally by the ``mnist1d`` package with its default
-  arguments (seed 42, 5000 signals of length 40, the first 4000 for train, the last 1000
-  for test). Nothing is downloaded; the generated arrays are cached (atomically) in
-  ``$MIXACC_CACHE_DIR``, else ``$XDG_CACHE_HOME/mixacc``, else ``~/.cache/mixacc``,
-  under a key made from the generator's arguments and version.
+* ``mnist1d`` — MNIST-1D (Greydanus 2020) as the ``mnist1d`` package generates it with its
+  default arguments (seed 42, 5000 signals of length 40, the first 4000 for train, the
+  last 1000 for test), shipped in ``emulator/datasets/`` with the sha256 of every array
+  (checked on load), so that it is bit-identical on every machine: the generator's last
+  bits depend on the CPU. ``python -m emulator.datasets.build mnist1d`` rebuilds it.
 * ``random:N[:SEED]`` — N standard normal rows (seed 0 by default) of the model's input
   width (``n_inputs``); no labels.
 * a path to ``.npy`` (an (N, n) array) or ``.npz`` (``x`` and optional ``y``), read with
@@ -18,23 +18,20 @@ Specs:
 
 from __future__ import annotations
 
-import hashlib
-import json
 import os
-import random as _pyrandom
 import zipfile
 import zlib
 from dataclasses import dataclass
-from functools import lru_cache
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 
+from .datasets.shipped import read_shipped
 from .errors import DataError
 from .registry import Registry
 
-__all__ = ["Dataset", "load_data", "load_model_data", "DATASETS", "SPLITS", "cache_dir", "mnist1d_args"]
+__all__ = ["Dataset", "load_data", "load_model_data", "DATASETS", "SPLITS"]
 
 SPLITS = ("train", "test")
 
@@ -74,14 +71,6 @@ class DataSource:
     load: Callable[[str], tuple[np.ndarray, np.ndarray]]
 
 
-def cache_dir() -> Path:
-    """Where generated data is cached: $MIXACC_CACHE_DIR, $XDG_CACHE_HOME/mixacc or ~/.cache/mixacc."""
-    if os.environ.get("MIXACC_CACHE_DIR"):
-        return Path(os.environ["MIXACC_CACHE_DIR"])
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "mixacc"
-
-
 def _digits(split: str) -> tuple[np.ndarray, np.ndarray]:
     from sklearn.datasets import load_digits
 
@@ -93,79 +82,15 @@ def _digits(split: str) -> tuple[np.ndarray, np.ndarray]:
     return x[keep], y[keep]
 
 
-def mnist1d_args() -> dict:
-    """The mnist1d generator's default arguments (without its download URL)."""
-    from mnist1d.data import get_dataset_args
-
-    args = get_dataset_args(as_dict=True)
-    args.pop("url", None)
-    return args
-
-
-def _mnist1d_key(args: dict) -> str:
-    from importlib.metadata import version
-
-    text = json.dumps({"args": args, "mnist1d": version("mnist1d")}, sort_keys=True)
-    return hashlib.sha256(text.encode()).hexdigest()[:16]
-
-
-def _generate_mnist1d(args: dict) -> dict[str, np.ndarray]:
-    """Run the generator, leaving the global numpy and random states as they were (it
-    seeds them globally)."""
-    from mnist1d.data import make_dataset
-    from mnist1d.utils import ObjectView
-
-    np_state, py_state = np.random.get_state(), _pyrandom.getstate()
-    try:
-        d = make_dataset(ObjectView(dict(args)))
-    finally:
-        np.random.set_state(np_state)
-        _pyrandom.setstate(py_state)
-    return {"x_train": np.asarray(d["x"], np.float64), "y_train": np.asarray(d["y"], np.int64),
-            "x_test": np.asarray(d["x_test"], np.float64), "y_test": np.asarray(d["y_test"], np.int64)}
-
-
-def _read_cache(path: Path) -> "dict[str, np.ndarray] | None":
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            arrays = {k: np.asarray(z[k]) for k in ("x_train", "y_train", "x_test", "y_test")}
-    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, zlib.error):
-        return None
-    return arrays
-
-
-@lru_cache(maxsize=2)
-def _mnist1d_arrays(key: str, args_json: str) -> dict[str, np.ndarray]:
-    from .atomic import write_atomic
-
-    path = cache_dir() / f"mnist1d-{key}.npz"
-    arrays = _read_cache(path) if path.exists() else None
-    if arrays is None:
-        arrays = _generate_mnist1d(json.loads(args_json))
-
-        def write(tmp: Path) -> None:
-            with open(tmp, "wb") as fh:
-                np.savez(fh, **arrays)
-
-        try:
-            write_atomic(path, write)
-        except OSError:
-            pass  # an unwritable cache only costs regeneration next time
-    for a in arrays.values():
-        a.setflags(write=False)
-    return arrays
-
-
 def _mnist1d(split: str) -> tuple[np.ndarray, np.ndarray]:
-    args = mnist1d_args()
-    arrays = _mnist1d_arrays(_mnist1d_key(args), json.dumps(args, sort_keys=True))
+    arrays = read_shipped("mnist1d")
     return arrays[f"x_{split}"].copy(), arrays[f"y_{split}"].copy()
 
 
 DATASETS: Registry[DataSource] = Registry("dataset")
 for _d in (
     DataSource("digits", "scikit-learn 8x8 digits, pixels/16, 64 features, 10 classes (test: index % 5 == 0)", _digits),
-    DataSource("mnist1d", "MNIST-1D (generated locally, seed 42), 40 features, 10 classes, 4000 train / 1000 test", _mnist1d),
+    DataSource("mnist1d", "MNIST-1D (mnist1d package, seed 42, shipped bit-identical), 40 features, 10 classes, 4000 train / 1000 test", _mnist1d),
 ):
     DATASETS.add(_d.name, _d)
 

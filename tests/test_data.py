@@ -10,19 +10,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from emulator import data as data_module
 from emulator.data import Dataset, load_data
 from emulator.errors import DataError
 from emulator.modelio import bundled_models
-
-
-@pytest.fixture
-def fresh_cache(tmp_path, monkeypatch):
-    """An empty cache directory and no in-process memo."""
-    monkeypatch.setenv("MIXACC_CACHE_DIR", str(tmp_path / "cache"))
-    data_module._mnist1d_arrays.cache_clear()
-    yield tmp_path / "cache"
-    data_module._mnist1d_arrays.cache_clear()
 
 
 def test_digits_is_sklearn_digits_over_16_split_by_index():
@@ -39,46 +29,57 @@ def test_digits_is_sklearn_digits_over_16_split_by_index():
     assert (test.name, test.split) == ("digits", "test")
 
 
-def test_mnist1d_is_the_generator_output_and_is_cached(fresh_cache):
-    from mnist1d.data import get_dataset_args, make_dataset
+def test_mnist1d_is_shipped_bit_identical_and_checked():
+    """The splits come from the package, with the sha256 recorded for every array."""
+    from emulator.datasets.shipped import array_sha256, shipped_index
+
+    train, test = load_data("mnist1d", "train"), load_data("mnist1d", "test")
+    assert (len(train), len(test), test.n_features) == (4000, 1000, 40)
+    recorded = shipped_index()["mnist1d"]["sha256"]
+    got = {"x_train": train.x, "y_train": train.y, "x_test": test.x, "y_test": test.y}
+    assert {k: array_sha256(v) for k, v in got.items()} == recorded
+
+
+def test_mnist1d_rebuild_agrees_with_the_shipped_splits():
+    """The generator reproduces the shipped data up to the last bits its floating-point
+    kernels leave to the CPU (different SIMD paths give differences of a few ulps), and
+    leaves the caller's global random states alone."""
+    pytest.importorskip("mnist1d")
+    from emulator.datasets.build import generate
 
     np.random.seed(1234)
     random.seed(99)
     before_np, before_py = np.random.random(), random.random()
     np.random.seed(1234)
     random.seed(99)
-    test = load_data("mnist1d", "test")
+    rebuilt = generate("mnist1d")
     assert (np.random.random(), random.random()) == (before_np, before_py), "global random state was disturbed"
-    reference = make_dataset(get_dataset_args())  # the package's own generator, default arguments (seed 42)
-    np.testing.assert_array_equal(test.x, reference["x_test"])
-    np.testing.assert_array_equal(test.y, reference["y_test"])
-    train = load_data("mnist1d", "train")
-    np.testing.assert_array_equal(train.x, reference["x"])
-    assert (len(train), len(test), test.n_features) == (4000, 1000, 40)
-    files = list(fresh_cache.iterdir())
-    assert len(files) == 1 and files[0].name.startswith("mnist1d-") and files[0].suffix == ".npz"
-    # a fresh process would read the cache: the arrays come back identical, without the generator
-    data_module._mnist1d_arrays.cache_clear()
-    generated = data_module._generate_mnist1d
-    data_module._generate_mnist1d = None  # fails loudly if called
+    for split in ("train", "test"):
+        shipped = load_data("mnist1d", split)
+        np.testing.assert_array_equal(rebuilt[f"y_{split}"], shipped.y)
+        np.testing.assert_allclose(rebuilt[f"x_{split}"], shipped.x, rtol=0, atol=1e-12)
+
+
+def test_altered_shipped_data_is_refused(tmp_path, monkeypatch):
+    from emulator.datasets import shipped
+
+    index = shipped.shipped_index()
+    arrays = dict(shipped.read_shipped("mnist1d"))
+    arrays["x_test"] = arrays["x_test"].copy()
+    arrays["x_test"][3, 7] = np.nextafter(arrays["x_test"][3, 7], np.inf)
+    np.savez_compressed(tmp_path / "mnist1d.npz", **arrays)
+    monkeypatch.setattr(shipped, "SHIPPED_DIR", tmp_path)
+    shipped.read_shipped.cache_clear()
     try:
-        np.testing.assert_array_equal(load_data("mnist1d", "test").x, test.x)
+        with pytest.raises(DataError, match="x_test does not match its recorded sha256"):
+            load_data("mnist1d")
+        (tmp_path / "mnist1d.npz").write_bytes(b"PK\x03\x04 truncated")
+        shipped.read_shipped.cache_clear()
+        with pytest.raises(DataError, match="unreadable"):
+            load_data("mnist1d")
     finally:
-        data_module._generate_mnist1d = generated
-
-
-def test_corrupt_mnist1d_cache_is_regenerated(fresh_cache):
-    from emulator.models.train import data_sha256
-
-    args = data_module.mnist1d_args()
-    path = fresh_cache / f"mnist1d-{data_module._mnist1d_key(args)}.npz"
-    fresh_cache.mkdir()
-    path.write_bytes(b"PK\x03\x04 truncated")
-    x = load_data("mnist1d").x
-    assert path.stat().st_size > 100_000
-    data_module._mnist1d_arrays.cache_clear()
-    np.testing.assert_array_equal(data_module._read_cache(path)["x_test"], x)
-    assert data_sha256(x) == bundled_models()["mnist1d-relu"]["test_data_sha256"]
+        shipped.read_shipped.cache_clear()
+    assert index == shipped.shipped_index()
 
 
 def test_mnist1d_returns_copies():

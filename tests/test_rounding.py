@@ -339,8 +339,8 @@ def test_ties_go_to_even_not_away(fmt, x, want):
 
 def test_no_float32_detour():
     x = 222.5 + 2.0**-20
-    assert round_to(x, "bf16") == 223.0
-    assert float(np.float64(x).astype(ml_dtypes.bfloat16)) == 222.0  # ml_dtypes rounds through float32
+    assert round_to(x, "bf16") == 223.0 == exact_round(Fraction(x), get_format("bf16"))
+    assert round_to(round_to(x, "fp32"), "bf16") == 222.0  # what a float32 detour would give: a tie, then even
     assert round_to(1 + 2.0**-8 + 2.0**-40, "bf16") == 1 + 2.0**-7
     assert round_to(1 + 2.0**-11 + 2.0**-40, "fp16") == 1 + 2.0**-10
     assert round_to(1 + 2.0**-4 + 2.0**-40, "fp8-e4m3fn") == 1 + 2.0**-3

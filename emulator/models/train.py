@@ -125,7 +125,7 @@ def train(recipe: Recipe) -> tuple[Network, float]:
                     **{k: (list(v) if isinstance(v, tuple) else v) for k, v in params.items()}},
         "epochs_run": int(model.n_iter_),
         "final_loss": float(model.loss_),
-        "versions": {p: version(p) for p in ("numpy", "scikit-learn", "mnist1d")},
+        "versions": {p: version(p) for p in ("numpy", "scikit-learn")},
         "weights_sha256": weights_sha256(net),
         "rebuild": f"python -m emulator.models.train --only {recipe.name}",
         "note": recipe.note,

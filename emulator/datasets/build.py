@@ -1,0 +1,129 @@
+"""Rebuild a shipped dataset from its source: ``python -m emulator.datasets.build NAME``.
+
+The shipped ``.npz`` files are the data the bundled models were trained and evaluated
+on. Their sources run floating-point code (interpolation, noise) whose last bits depend
+on the CPU's SIMD paths and on library versions, so a rebuild on another machine may
+differ in the last ulps; the command reports whether the rebuilt arrays hash to the
+shipped ones and how far they are from them. ``--write`` replaces the shipped file and
+its hashes (``index.json``), atomically.
+
+Sources:
+
+* ``mnist1d`` — the ``mnist1d`` package's ``make_dataset`` with its default arguments
+  (seed 42, 5000 signals of length 40: the first 4000 train, the last 1000 test); extra
+  ``mixacc[rebuild]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import io
+import json
+import random as _pyrandom
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+from ..atomic import write_atomic
+from ..errors import DataError
+from ..registry import Registry
+from .shipped import INDEX, SHIPPED_DIR, SPLIT_KEYS, array_sha256, read_shipped
+
+__all__ = ["Source", "SOURCES", "generate", "main"]
+
+
+def _require(module: str):
+    try:
+        return importlib.import_module(module)
+    except ImportError:
+        raise DataError(f"Rebuilding needs the optional package {module!r}: pip install 'mixacc[rebuild]'.") from None
+
+
+def _mnist1d() -> dict[str, np.ndarray]:
+    """The generator's default arguments without its download URL; the global numpy
+    and random states are restored afterwards (the generator seeds them)."""
+    _require("mnist1d")
+    from mnist1d.data import get_dataset_args, make_dataset
+    from mnist1d.utils import ObjectView
+
+    args = get_dataset_args(as_dict=True)
+    args.pop("url", None)
+    np_state, py_state = np.random.get_state(), _pyrandom.getstate()
+    try:
+        d = make_dataset(ObjectView(dict(args)))
+    finally:
+        np.random.set_state(np_state)
+        _pyrandom.setstate(py_state)
+    return {"x_train": np.asarray(d["x"], np.float64), "y_train": np.asarray(d["y"], np.int64),
+            "x_test": np.asarray(d["x_test"], np.float64), "y_test": np.asarray(d["y_test"], np.int64)}
+
+
+@dataclass(frozen=True)
+class Source:
+    """How a shipped dataset is made: ``generate() -> {split key: array}`` and a sentence
+    saying where it comes from (recorded in ``index.json``)."""
+
+    name: str
+    origin: str
+    generate: Callable[[], dict[str, np.ndarray]]
+
+
+SOURCES: Registry[Source] = Registry("dataset source")
+SOURCES.add("mnist1d", Source(
+    "mnist1d", "mnist1d package (Greydanus 2020), make_dataset with default arguments, seed 42", _mnist1d))
+
+
+def generate(name: str) -> dict[str, np.ndarray]:
+    """The arrays of dataset ``name`` regenerated from its source, as float64 / int64."""
+    arrays = SOURCES.get(name).generate()
+    missing = [k for k in SPLIT_KEYS if k not in arrays]
+    if missing:
+        raise DataError(f"Source of {name!r} did not produce {', '.join(missing)}.")
+    return arrays
+
+
+def _write(name: str, arrays: dict[str, np.ndarray]) -> Path:
+    path = SHIPPED_DIR / f"{name}.npz"
+    buf = io.BytesIO()
+    np.savez_compressed(buf, **{k: arrays[k] for k in SPLIT_KEYS})
+    write_atomic(path, lambda tmp: tmp.write_bytes(buf.getvalue()))
+    index = json.loads(INDEX.read_text(encoding="utf-8")) if INDEX.exists() else {}
+    index[name] = {"file": path.name, "source": SOURCES.get(name).origin,
+                   "sha256": {k: array_sha256(arrays[k]) for k in SPLIT_KEYS},
+                   "rebuild": f"python -m emulator.datasets.build {name} --write"}
+    write_atomic(INDEX, lambda tmp: tmp.write_text(json.dumps(index, indent=2) + "\n", encoding="utf-8"))
+    return path
+
+
+def main(argv: "list[str] | None" = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m emulator.datasets.build", description=__doc__.splitlines()[0])
+    parser.add_argument("name", choices=SOURCES.names(), help="the dataset to rebuild")
+    parser.add_argument("--write", action="store_true", help="replace the shipped file and its hashes")
+    args = parser.parse_args(argv)
+    try:
+        arrays = generate(args.name)
+    except DataError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    try:
+        shipped = read_shipped(args.name)
+    except DataError:
+        shipped = None
+    for key in SPLIT_KEYS:
+        if shipped is None:
+            print(f"{key}: {arrays[key].shape} (nothing shipped to compare with)")
+            continue
+        same = array_sha256(arrays[key]) == array_sha256(shipped[key])
+        diff = np.max(np.abs(arrays[key].astype(np.float64) - shipped[key]), initial=0.0)
+        print(f"{key}: {'identical' if same else 'differs'} (largest difference {diff:.3g})")
+    if args.write:
+        print(f"wrote {_write(args.name, arrays)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

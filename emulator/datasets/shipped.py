@@ -1,0 +1,54 @@
+"""Reading the shipped datasets: ``read_shipped(name)`` returns the arrays of
+``<name>.npz`` after checking each one's sha256 against ``index.json``."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import zipfile
+import zlib
+from functools import lru_cache
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import DataError
+
+__all__ = ["SHIPPED_DIR", "INDEX", "SPLIT_KEYS", "array_sha256", "read_shipped", "shipped_index"]
+
+SHIPPED_DIR = Path(__file__).resolve().parent
+INDEX = SHIPPED_DIR / "index.json"
+SPLIT_KEYS = ("x_train", "y_train", "x_test", "y_test")
+
+
+def array_sha256(a: np.ndarray) -> str:
+    """sha256 of an array's values: float64 (or int64 for integers), little-endian, C order."""
+    a = np.asarray(a)
+    dtype = "<i8" if a.dtype.kind in "iub" else "<f8"
+    return hashlib.sha256(np.ascontiguousarray(a, dtype=dtype).tobytes()).hexdigest()
+
+
+@lru_cache(maxsize=1)
+def shipped_index() -> dict:
+    """``index.json``: per dataset its file, source, per-array sha256 and rebuild command."""
+    return json.loads(INDEX.read_text(encoding="utf-8")) if INDEX.exists() else {}
+
+
+@lru_cache(maxsize=4)
+def read_shipped(name: str) -> dict[str, np.ndarray]:
+    """The read-only arrays of the shipped dataset ``name``, each checked against its
+    recorded sha256 (a corrupt or altered file raises :class:`DataError`)."""
+    entry = shipped_index().get(name)
+    if entry is None:
+        raise DataError(f"No shipped dataset {name!r}. Shipped: {', '.join(shipped_index()) or 'none'}.")
+    path = SHIPPED_DIR / entry["file"]
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            arrays = {k: np.asarray(z[k]) for k in SPLIT_KEYS}
+    except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile, zlib.error) as exc:
+        raise DataError(f"{path}: shipped data is unreadable ({type(exc).__name__}); reinstall mixacc.") from None
+    for key, a in arrays.items():
+        if array_sha256(a) != entry["sha256"][key]:
+            raise DataError(f"{path}: {key} does not match its recorded sha256 (altered or corrupt); reinstall mixacc.")
+        a.setflags(write=False)
+    return arrays
