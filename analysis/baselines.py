@@ -1,14 +1,16 @@
 """Baselines for the recompute policy (DESIGN.md "Recompute policy"): uniform low,
 uniform high, and — at the same recompute count per layer and sample as a guided run —
-random selection (seeded) and oracle selection (the components with the largest true
-local error).
+random selection (seeded) and local-oracle selection (the components with the largest
+true local error of their own layer).
 
-Random and oracle runs compute every component in low, recompute the forced ones
+Random and local-oracle runs compute every component in low, recompute the forced ones
 (overflowed, not finite, ŷ = 0, as Algorithm 1 does), then fill the remaining budget:
 in layer k and sample s they recompute as many components as the guided run did there.
-They pay no estimation pass. The oracle ranks by the true local error of the layer
-output, sigma(ŷ_i) against sigma(ỹ_i), ỹ = exact W x̂ + b at the same computed input x̂
-(``ORACLE_ERRORS``: relative, 0/0 = 0 and c/0 = inf, or absolute).
+They pay no estimation pass. The local oracle ranks by the true local error of ONE
+layer's output, sigma(ŷ_i) against sigma(ỹ_i), ỹ = exact W x̂ + b at the same computed
+input x̂ (``ORACLE_ERRORS``: relative, 0/0 = 0 and c/0 = inf, or absolute); it does not
+know how an error propagates to the network output, so it is not the best possible
+selection for the output.
 """
 
 from __future__ import annotations
@@ -18,14 +20,16 @@ from typing import Callable
 
 import numpy as np
 
+from emulator.metrics import relative_error
 from emulator.network import Network
 from emulator.registry import Registry
 
-from ._mixed import LayerStep, MixedRun, Passes, format_list, mixed_forward, take_first
 from .cost import CostModel
+from .methods import LOCAL_ORACLE, RANDOM, UNIFORM_HIGH, UNIFORM_LOW
+from .mixed import LayerStep, MixedRun, Passes, format_list, mixed_forward, take_first
 from .policy import PolicyError, forced
 
-__all__ = ["uniform_low", "uniform_high", "random_selection", "oracle_selection", "ORACLE_ERRORS", "OracleError"]
+__all__ = ["uniform_low", "uniform_high", "random_selection", "local_oracle_selection", "ORACLE_ERRORS", "OracleError"]
 
 
 def _uniform(level: int, method: str, network: Network, x, low, high, storage, cost, passes) -> MixedRun:
@@ -41,13 +45,13 @@ def _uniform(level: int, method: str, network: Network, x, low, high, storage, c
 def uniform_low(network: Network, x, low, high, storage=None, *, cost: "CostModel | str" = "bits",
                 passes: "Passes | None" = None) -> MixedRun:
     """Every component in ``low`` and nothing recomputed (cost relative to ``high``)."""
-    return _uniform(0, "uniform-low", network, x, low, high, storage, cost, passes)
+    return _uniform(0, UNIFORM_LOW, network, x, low, high, storage, cost, passes)
 
 
 def uniform_high(network: Network, x, low, high, storage=None, *, cost: "CostModel | str" = "bits",
                  passes: "Passes | None" = None) -> MixedRun:
     """Every component in ``high`` only (relative cost 1)."""
-    return _uniform(1, "uniform-high", network, x, low, high, storage, cost, passes)
+    return _uniform(1, UNIFORM_HIGH, network, x, low, high, storage, cost, passes)
 
 
 def _budgets(like: MixedRun, n_samples: int) -> list[np.ndarray]:
@@ -80,24 +84,17 @@ def random_selection(network: Network, x, like: MixedRun, seed: int = 0, storage
     """The forced components plus uniformly random others (``seed``), as many per layer
     and sample as in ``like``."""
     rng = np.random.default_rng(seed)
-    return _matched(network, x, like, "random", lambda layer, xhat, p, y: rng.random(y.shape), storage, cost, passes)
+    return _matched(network, x, like, RANDOM, lambda layer, xhat, p, y: rng.random(y.shape), storage, cost, passes)
 
 
 @dataclass(frozen=True)
 class OracleError:
-    """How the oracle measures the true local error e_i of z_i = sigma(ŷ_i) against
+    """How the local oracle measures the true local error e_i of z_i = sigma(ŷ_i) against
     sigma(ỹ_i)."""
 
     name: str
     description: str
     measure: Callable[[np.ndarray, np.ndarray], np.ndarray] = field(repr=False)
-
-
-def _relative(z: np.ndarray, exact: np.ndarray) -> np.ndarray:
-    with np.errstate(all="ignore"):
-        err = np.abs(z - exact)
-        rel = err / np.abs(exact)
-    return np.where(err == 0, 0.0, np.where(np.isnan(rel), np.inf, rel))
 
 
 def _absolute(z: np.ndarray, exact: np.ndarray) -> np.ndarray:
@@ -108,15 +105,15 @@ def _absolute(z: np.ndarray, exact: np.ndarray) -> np.ndarray:
 
 ORACLE_ERRORS: Registry[OracleError] = Registry("oracle error")
 for _row in (
-    OracleError("relative", "|sigma(ŷ) - sigma(ỹ)| / |sigma(ỹ)| (0/0 = 0, c/0 = inf)", _relative),
+    OracleError("relative", "|sigma(ŷ) - sigma(ỹ)| / |sigma(ỹ)| (0/0 = 0, c/0 = inf)", relative_error),
     OracleError("absolute", "|sigma(ŷ) - sigma(ỹ)|", _absolute),
 ):
     ORACLE_ERRORS.add(_row.name, _row)
 
 
-def oracle_selection(network: Network, x, like: MixedRun, error: str = "relative", storage=None, *,
-                     cost: "CostModel | str" = "bits", passes: "Passes | None" = None,
-                     precision: int = 113) -> MixedRun:
+def local_oracle_selection(network: Network, x, like: MixedRun, error: str = "relative", storage=None, *,
+                           cost: "CostModel | str" = "bits", passes: "Passes | None" = None,
+                           precision: int = 113) -> MixedRun:
     """The forced components plus those with the largest true local error (``error``:
     relative or absolute), as many per layer and sample as in ``like``."""
     measure = ORACLE_ERRORS.get(error).measure
@@ -125,4 +122,4 @@ def oracle_selection(network: Network, x, like: MixedRun, error: str = "relative
         f = layer.activation.f
         return -measure(f(y), f(passes_.exact(layer, xhat, precision)))
 
-    return _matched(network, x, like, "oracle", ranking, storage, cost, passes)
+    return _matched(network, x, like, LOCAL_ORACLE, ranking, storage, cost, passes)

@@ -26,6 +26,7 @@ from mpmath import iv
 
 from emulator.activations import Activation, Y, get_activation
 from emulator.errors import ShapeError
+from emulator.metrics import ratio
 
 __all__ = [
     "ratio", "absolute_sums", "condition_numbers", "activation_derivative", "activation_condition",
@@ -40,15 +41,6 @@ ulps, so their absolute error is below 2^-48 max(1, |sigma'|); 2^-40 covers it 2
 _CELL = 2.0**-4  # width of the interval-arithmetic cells (units of y)
 _MAX_CELLS = 256  # wider intervals are enclosed directly, in _WIDE_PIECES pieces
 _WIDE_PIECES = 16
-
-
-def ratio(num, den) -> np.ndarray:
-    """|num| / |den| elementwise with 0/0 = 0 and c/0 = inf (DESIGN.md "Error measures")."""
-    num = np.abs(np.asarray(num, dtype=np.float64))
-    den = np.abs(np.asarray(den, dtype=np.float64))
-    with np.errstate(divide="ignore", invalid="ignore"):
-        out = num / den
-    return np.where(num == 0, 0.0, np.where(den == 0, np.inf, out))
 
 
 def _as_layer_arrays(x, W, b):

@@ -31,8 +31,9 @@ from emulator.errors import MixaccError
 from emulator.network import Network
 from emulator.registry import Registry
 
-from ._mixed import LayerStep, MixedRun, Passes, format_list, mixed_forward, take_first
+from .mixed import LayerStep, MixedRun, Passes, format_list, mixed_forward, take_first
 from .cost import CostModel
+from .methods import GUIDED, MULTI_LEVEL, STATIC
 
 __all__ = [
     "PolicyError", "Criterion", "CRITERIA", "get_criterion", "criterion_names", "scores", "forced", "select",
@@ -134,7 +135,7 @@ def recompute(network: Network, x, low, high, tau: float, criterion: "str | Crit
     """Algorithm 1: every component in ``low``, then the selected ones (see the module
     docstring) recomputed in ``high``; layer k's mixed output feeds layer k + 1.
 
-    Returns a :class:`~analysis._mixed.MixedRun`: ``outputs``, ``masks`` (recomputed
+    Returns a :class:`~analysis.mixed.MixedRun`: ``outputs``, ``masks`` (recomputed
     components per layer), ``layer_fraction``, ``fraction`` and ``cost`` (low pass for
     every component, plus the magnitude pass for ``kappa``, plus the high pass of each
     recomputed one, relative to uniform ``high``)."""
@@ -149,7 +150,7 @@ def recompute(network: Network, x, low, high, tau: float, criterion: "str | Crit
         return LayerStep(np.where(mask, y_high, y), mask.astype(np.int8),
                          {0: _estimate_work(crit, y.size), 1: int(mask.sum())})
 
-    return mixed_forward(network, x, (lo, hi), step, method="guided", criterion=crit.name, tau=tau,
+    return mixed_forward(network, x, (lo, hi), step, method=GUIDED, criterion=crit.name, tau=tau,
                          storage=storage, cost=cost, passes=passes)
 
 
@@ -194,7 +195,7 @@ def recompute_multilevel(network: Network, x, levels: Sequence, tau: float, crit
                 choice = np.where(ovf_j, j + 1, choice).astype(np.int8)
         return LayerStep(pre, choice, work)
 
-    return mixed_forward(network, x, rows, step, method="multi-level", criterion=crit.name, tau=tau,
+    return mixed_forward(network, x, rows, step, method=MULTI_LEVEL, criterion=crit.name, tau=tau,
                          storage=storage, cost=cost, passes=passes)
 
 
@@ -231,5 +232,5 @@ def recompute_static(network: Network, x_calibration, x, low, high, tau: float,
         work = {0: int((~in_high).sum()), 1: int(mask.sum())}
         return LayerStep(np.where(mask, y_high, y), mask.astype(np.int8), work)
 
-    return mixed_forward(network, x, (lo, hi), step, method="static", criterion=crit.name, tau=tau,
+    return mixed_forward(network, x, (lo, hi), step, method=STATIC, criterion=crit.name, tau=tau,
                          storage=storage, cost=cost, passes=passes)

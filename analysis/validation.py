@@ -31,12 +31,13 @@ import numpy as np
 
 from emulator.accumulation import parse_accumulation
 from emulator.errors import DataError
+from emulator.metrics import accuracy, flip_rate, flipped, predicted_class, ratio
 
 from .bounds import ModelConstant, global_bound, local_bound, model_constant, parse_bound
-from .conditioning import absolute_sums, activation_derivative, ratio
+from .conditioning import absolute_sums, activation_derivative
 from .progress import progress
 
-__all__ = ["validate", "Validation", "LayerValidation", "ErrorSummary", "class_labels", "layer_components",
+__all__ = ["validate", "Validation", "LayerValidation", "ErrorSummary", "layer_components",
            "LayerComponents"]
 
 DEFAULT_BATCH = 256
@@ -137,12 +138,6 @@ class Validation:
             "flips": self.flips, "flip_rate": self.flip_rate, "accuracy": self.accuracy,
             "exact_accuracy": self.exact_accuracy, "layers": [layer.to_dict() for layer in self.layers],
         }
-
-
-def class_labels(z: np.ndarray) -> np.ndarray:
-    """Class index of each row of the last layer: arg-max, or (one unit) logit > 0."""
-    z = np.atleast_2d(z)
-    return (z[:, 0] > 0).astype(np.int64) if z.shape[1] == 1 else np.argmax(np.nan_to_num(z, nan=-np.inf), axis=1)
 
 
 def _down(v: np.ndarray) -> np.ndarray:
@@ -318,7 +313,7 @@ def validate(network, x, acc, bound="deterministic", storage=None, *, labels=Non
     local = [_Collector(f[0]) for f in failures]
     glob = [_Collector(f[1]) for f in failures]
     classes = net.meta.get("classes")
-    flips = correct = correct_exact = 0
+    got, want = [], []
     starts = range(0, xs.shape[0], batch_size)
     for start in progress(starts, desc=f"validate {accumulation.spec}", total=len(starts)):
         xb = xs[start:start + batch_size]
@@ -328,14 +323,11 @@ def validate(network, x, acc, bound="deterministic", storage=None, *, labels=Non
             local[k].add(start, lb.y_hat, lb.pre, lb.pre_radius, lb.local_bound, lb.local_predicted, lb.covered)
             glob[k].add(start, lb.z_hat, ref.outputs[k], ref.out_radius[k], lb.global_bound, lb.global_predicted,
                         lb.global_covered, extra_violation=lb.pre_violation)
-        got, want = class_labels(run.outputs[-1]), class_labels(ref.outputs[-1])
-        flips += int((got != want).sum())
-        if labels is not None:
-            lab = np.asarray(labels)[start:start + batch_size]
-            as_label = (lambda idx: np.asarray(classes)[idx]) if classes is not None else (lambda idx: idx)
-            correct += int((as_label(got) == lab).sum())
-            correct_exact += int((as_label(want) == lab).sum())
+        got.append(predicted_class(run.preactivations[-1]))
+        want.append(predicted_class(ref.preactivations[-1]))
     n = xs.shape[0]
+    got, want = np.concatenate(got), np.concatenate(want)
+    flips = flipped(got, want)
     layers = [
         LayerValidation(k, l.n_inputs, l.n_outputs, l.activation.name, c, local[k].summary(),
                         glob[k].summary("preactivation_violations"))
@@ -343,7 +335,7 @@ def validate(network, x, acc, bound="deterministic", storage=None, *, labels=Non
     ]
     return Validation(
         model=net.name, samples=n, accumulation=accumulation.describe(), storage=st.spec if st else None,
-        bound=spec.spec, layers=layers, flips=flips, flip_rate=flips / n,
-        accuracy=correct / n if labels is not None else None,
-        exact_accuracy=correct_exact / n if labels is not None else None, data=data_name,
+        bound=spec.spec, layers=layers, flips=int(flips.sum()), flip_rate=flip_rate(got, want),
+        accuracy=None if labels is None else accuracy(got, labels, classes),
+        exact_accuracy=None if labels is None else accuracy(want, labels, classes), data=data_name,
     )

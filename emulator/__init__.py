@@ -28,5 +28,6 @@ from .reference import ExactForward, exact_forward, exact_layer, exact_linear
 __all__ += ["ExactForward", "exact_forward", "exact_layer", "exact_linear"]
 
 from .linear import linear
+from .metrics import accuracy, flip_rate, predicted_class, relative_error
 
-__all__ += ["linear"]
+__all__ += ["linear", "accuracy", "flip_rate", "predicted_class", "relative_error"]

@@ -32,6 +32,7 @@ from .activations import Activation, get_activation
 from .errors import DataError, FormatSpecError, MixaccError, ModelFileError, ShapeError
 from .formats import Format, get_format
 from .linear import linear
+from .metrics import class_labels, predicted_class
 from .reference import exact_forward
 from .rounding import round_to
 
@@ -294,13 +295,11 @@ class Network:
         return out[-1]
 
     def predict(self, x, acc=None, storage=None) -> np.ndarray:
-        """Class labels: argmax of the last layer (``meta['classes']`` maps indices to
-        labels when present; one output unit: label 1 where the logit is > 0)."""
-        z = np.atleast_2d(self.forward(x, acc=acc, storage=storage))
-        index = (z[:, 0] > 0).astype(np.int64) if z.shape[1] == 1 else np.argmax(z, axis=1)
-        classes = self.meta.get("classes")
-        labels = np.asarray(classes)[index] if classes is not None else index
-        return labels[0] if np.ndim(x) == 1 else labels
+        """Class labels decided on the logits, the last layer's pre-activation
+        (:func:`emulator.metrics.predicted_class`: arg-max, or logit > 0 for one output
+        unit; -1 for a row holding NaN), mapped through ``meta['classes']`` when present."""
+        run = self.forward(x, acc=acc, storage=storage, return_all=True)
+        return class_labels(predicted_class(run.preactivations[-1]), self.meta.get("classes"))
 
 
 def _evaluate_linear(x: np.ndarray, layer: Layer, acc: "Accumulation | None") -> tuple[np.ndarray, np.ndarray]:

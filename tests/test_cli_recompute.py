@@ -40,7 +40,7 @@ def test_table_and_json(files):
                "--tau", "inf", "2", "--criterion", "kappa", "kappa-prime", "--levels", "bf16,fp16,fp32",
                "--static", 4, "--cost", "quadratic", "--json", out)
     assert r.returncode == 0, r.stderr
-    for word in ("uniform-low", "uniform-high", "guided", "random", "oracle", "static", "multi-level", "rel cost"):
+    for word in ("uniform-low", "uniform-high", "guided", "random", "local-oracle", "static", "multi-level", "rel cost"):
         assert word in r.stdout
     record = json.loads(out.read_text())
     assert TOP_KEYS <= set(record)
@@ -49,7 +49,7 @@ def test_table_and_json(files):
     runs = record["runs"]
     assert len(runs) == 2 + 2 * 2 * 5
     assert all(RUN_KEYS <= set(run) for run in runs)
-    assert {run["method"] for run in runs} == {"guided", "random", "oracle", "uniform-low", "uniform-high", "static",
+    assert {run["method"] for run in runs} == {"guided", "random", "local-oracle", "uniform-low", "uniform-high", "static",
                                                "multi-level"}
     low, high = runs[0], runs[1]
     assert low["tau"] is None and high["tau"] is None and low["criterion"] is None

@@ -10,13 +10,14 @@ from fractions import Fraction
 import numpy as np
 import pytest
 
-from analysis._mixed import MixedRun, take_first
-from analysis.baselines import oracle_selection, random_selection, uniform_high, uniform_low
+from analysis.mixed import MixedRun, take_first
+from analysis.baselines import local_oracle_selection, random_selection, uniform_high, uniform_low
 from analysis.cost import Cost
 from analysis.policy import (
     PolicyError, forced, recompute, recompute_multilevel, recompute_static, scores, select, static_assignment,
 )
-from analysis.sweep import METHODS, output_metrics, sweep
+from analysis.methods import METHODS
+from analysis.sweep import output_metrics, sweep
 from emulator.activations import get_activation
 from emulator.errors import MixaccError, UnknownNameError
 from emulator.network import Layer, Network
@@ -229,7 +230,7 @@ def test_two_levels_are_algorithm_1(tau):
 
 
 def _fake_run(masks) -> MixedRun:
-    return MixedRun("guided", "kappa", 1.0, (), np.zeros((1, 1)), tuple(np.array(m, np.int8) for m in masks),
+    return MixedRun("guided", "kappa", 1.0, (), np.zeros((1, 1)), np.zeros((1, 1)), tuple(np.array(m, np.int8) for m in masks),
                     Cost("bits", 1.0, 1.0, (1.0,)))
 
 
@@ -270,7 +271,7 @@ def test_static_applies_per_neuron_formats():
 def test_baselines_match_guided_counts():
     net = tanh_network()
     guided = recompute(net, X, "bf16", "fp32", 3.0)
-    for run in (random_selection(net, X, guided, seed=1), oracle_selection(net, X, guided)):
+    for run in (random_selection(net, X, guided, seed=1), local_oracle_selection(net, X, guided)):
         assert [m.sum(axis=1).tolist() for m in run.masks] == [m.sum(axis=1).tolist() for m in guided.masks]
         assert (run.criterion, run.tau) == ("kappa", 3.0)
 
@@ -295,7 +296,7 @@ def test_oracle_picks_the_true_error_not_the_score():
     guided = recompute(net, x, "fp16", "fp32", 5.0)
     assert guided.masks[0].tolist() == [[True, False]]
     for error in ("relative", "absolute"):
-        assert oracle_selection(net, x, guided, error).masks[0].tolist() == [[False, True]]
+        assert local_oracle_selection(net, x, guided, error).masks[0].tolist() == [[False, True]]
 
 
 def test_uniform_costs():
@@ -320,14 +321,14 @@ def test_guided_cost_by_hand(criterion, passes):
 def test_output_metrics_by_hand():
     exact = np.array([[1.0, 2.0, 0.0], [3.0, 1.0, 0.0], [0.0, 4.0, 1.0]])
     z = np.array([[1.5, 2.0, 0.0], [0.5, 1.0, 0.0], [0.0, 4.0, 1.0]])
-    m = output_metrics(z, exact, labels=[1, 0, 2])
+    m = output_metrics(z, exact, z, exact, labels=[1, 0, 2])
     # predictions z: 1, 1, 1; exact: 1, 0, 1; labels 1, 0, 2 -> accuracy 1/3, flips 1/3
     assert m["accuracy"] == 1 / 3 and m["flip_rate"] == 1 / 3
     # relative errors: 0.5, 0, 0 | 5/6, 0, 0 | 0, 0, 0 -> median 0, max 5/6
     assert m["median_rel_error"] == 0.0 and m["max_rel_error"] == 2.5 / 3.0
-    nan_row = output_metrics(np.array([[np.nan, 1.0]]), np.array([[0.0, 1.0]]), labels=[1])
+    nan_row = output_metrics(*[np.array([[np.nan, 1.0]]), np.array([[0.0, 1.0]])] * 2, labels=[1])
     assert nan_row["accuracy"] == 0.0 and nan_row["flip_rate"] == 1.0 and nan_row["max_rel_error"] == math.inf
-    assert output_metrics(z, exact)["accuracy"] is None
+    assert output_metrics(z, exact, z, exact)["accuracy"] is None
 
 
 def test_sweep_runs_every_method():
@@ -336,7 +337,7 @@ def test_sweep_runs_every_method():
     result = sweep(net, X, "bf16", "fp32", [math.inf, 3.0], ["kappa", "kappa-prime"], labels=[0, 1, 2, 0, 1, 2],
                    levels=["bf16", "fp16", "fp32"], x_calibration=calib)
     methods = [r.method for r in result.runs]
-    assert methods[:2] == ["uniform-low", "uniform-high"] and set(methods) == set(METHODS)
+    assert methods[:2] == ["uniform-low", "uniform-high"] and set(methods) == set(METHODS.names())
     assert len(result.runs) == 2 + 2 * 2 * 5
     low, high = result.runs[0], result.runs[1]
     assert high.flip_rate <= 1 and low.relative_cost == 0.5 and high.recompute_fraction == 1.0
@@ -363,13 +364,13 @@ ERRORS = [
     (lambda: recompute_multilevel(NET, [[1.0, 2.0]], ["fp16"], 1.0), PolicyError, "give at least two formats"),
     (lambda: recompute_multilevel(NET, [[1.0, 2.0]], ["fp32", "fp16"], 1.0), PolicyError,
      "levels must go from least to most precise: fp16"),
-    (lambda: oracle_selection(NET, [[1.0, 2.0]], recompute(NET, [[1.0, 2.0]], "fp16", "fp32", 1.0), "squared"),
+    (lambda: local_oracle_selection(NET, [[1.0, 2.0]], recompute(NET, [[1.0, 2.0]], "fp16", "fp32", 1.0), "squared"),
      UnknownNameError, "Unknown oracle error 'squared'. Possible values are: relative, absolute"),
     (lambda: random_selection(NET, [[1.0, 2.0], [3.0, 4.0]], recompute(NET, [[1.0, 2.0]], "fp16", "fp32", 1.0)),
      PolicyError, "has 1 samples but the input has 2"),
     (lambda: sweep(NET, [[1.0, 2.0]], "fp16", "fp32", [1.0], baselines=["lucky"]), UnknownNameError,
-     "Unknown baseline 'lucky'. Possible values are: random, oracle"),
-    (lambda: output_metrics(np.zeros((2, 3)), np.zeros((2, 3)), labels=[1]), MixaccError, "1 labels for 2 samples"),
+     "Unknown baseline 'lucky'. Possible values are: random, local-oracle"),
+    (lambda: output_metrics(*[np.zeros((2, 3))] * 4, labels=[1]), MixaccError, "1 labels for 2 samples"),
 ]
 
 
@@ -403,4 +404,4 @@ def test_oracle_budget_goes_to_forced_components_first():
     assert recursive_sum(x[0], [1.0, -1.0, -1.0, 1.0, 0.0, 0.0], None, "fp16") == 2.0**-14
     guided = recompute(net, x, "fp16", "fp32", math.inf, "kappa-prime")
     assert guided.masks[0].tolist() == [[False, True]]
-    assert oracle_selection(net, x, guided).masks[0].tolist() == [[False, True]]
+    assert local_oracle_selection(net, x, guided).masks[0].tolist() == [[False, True]]

@@ -12,14 +12,16 @@ EMULATOR_API = {
     "ROUNDING_MODES", "RoundingMode", "ShapeError", "UnknownNameError", "bundled_models", "exact_forward",
     "exact_layer", "exact_linear", "format_names", "from_onnx", "from_sklearn", "from_torch", "get_activation",
     "get_format", "get_rounding", "linear", "load_data", "load_model", "parse_accumulation", "round_to", "save_model",
+    "accuracy", "flip_rate", "predicted_class", "relative_error",
 }
 ANALYSIS_API = {
     "ratio", "absolute_sums", "condition_numbers", "activation_condition", "activation_derivative",
     "max_abs_derivative", "gamma", "gamma_tilde", "model_constant", "local_bound", "global_bound", "parse_bound",
     "validate", "Validation", "layer_components", "LayerComponents", "recompute", "recompute_multilevel",
-    "recompute_static", "CRITERIA", "uniform_low", "uniform_high", "random_selection", "oracle_selection", "sweep",
+    "recompute_static", "CRITERIA", "uniform_low", "uniform_high", "random_selection", "local_oracle_selection", "sweep",
     "sweep_record", "Sweep", "RunSummary", "output_metrics", "COST_MODELS", "Cost", "CostModel", "get_cost_model",
-    "ReportConfig", "build_report", "write_report",
+    "ReportConfig", "build_report", "write_report", "MixedRun", "mixed_forward", "METHODS", "Method", "PRESETS",
+    "Preset", "emulate", "Emulation",
 }
 
 

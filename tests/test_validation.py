@@ -15,10 +15,11 @@ import pytest
 
 import analysis.validation as validation_module
 from analysis.bounds import local_bound
-from analysis.validation import class_labels, validate
+from analysis.validation import validate
 from emulator.data import load_data
 from emulator.errors import DataError, FormatSpecError
 from emulator.linear import linear
+from emulator.metrics import predicted_class
 from emulator.modelio import bundled_models, load_model
 from emulator.network import Layer, Network
 from test_bounds import _stagnation, oracle
@@ -100,8 +101,9 @@ def test_measured_errors_match_an_independent_mpmath_forward_pass():
                 max_global = max(max_global, float(abs(run.outputs[-1][s, i] - exact_in[i])))
     assert result.layers[-1].local.max_abs_error == pytest.approx(max_local, rel=1e-12, abs=1e-300)
     assert result.layers[-1].global_.max_abs_error == pytest.approx(max_global, rel=1e-12, abs=1e-300)
-    assert result.samples == 4 and result.flips == int((class_labels(run.outputs[-1]) != class_labels(
-        net.forward(x, acc="exact"))).sum())
+    exact_logits = net.forward(x, acc="exact", return_all=True).preactivations[-1]
+    assert result.samples == 4 and result.flips == int((predicted_class(run.preactivations[-1]) != predicted_class(
+        exact_logits)).sum())
 
 
 def test_violations_are_detected(monkeypatch, inputs):

@@ -1,50 +1,24 @@
 """``mixacc recompute``: what each tolerance buys — Algorithm 1 (guided recomputation)
-against uniform low / high, random and oracle selection at the same recompute fraction,
+against uniform low / high, random and local-oracle selection at the same recompute fraction,
 and optionally the static and multi-level variants; accuracy, flip rate and output error
 against the exact forward pass, recompute fractions and relative cost."""
 
 from __future__ import annotations
 
 import argparse
-from dataclasses import dataclass
 
 from emulator.errors import DataError, MixaccError
 from emulator.network import parse_storage
-from emulator.registry import Registry
 
 from ..atomic import write_json
 from ..baselines import ORACLE_ERRORS
 from ..cost import cost_model_names
 from ..policy import check_tau, criterion_names
+from ..presets import PRESETS
 from ..provenance import provenance
 from ..sweep import sweep, sweep_record
 
 HELP = "guided recomputation (Algorithm 1) against its baselines: accuracy, flips, error and cost per tau"
-
-
-@dataclass(frozen=True)
-class Preset:
-    """A published configuration: model, weights/biases storage, arithmetic, taus, criteria."""
-
-    name: str
-    model: str
-    weights: str
-    low: str
-    high: str
-    taus: tuple[float, ...]
-    criteria: tuple[str, ...]
-    note: str
-
-
-PRESETS: Registry[Preset] = Registry("preset")
-PRESETS.add("paper", Preset(
-    "paper", "paper-mlp", "e4m3:saturate", "e4m3:recursive:bias=last:saturate", "fp16:recursive:bias=last",
-    (1.0, 0.5, 0.3, 0.1), ("kappa-prime",),
-    "preset 'paper' (El Arar, Filip, Mary, Riccietti): weights and biases rounded to e4m3 (max 240, saturating), "
-    "low e4m3 / high fp16 accumulation, exact products, recursive, bias last. It follows the analysis for the "
-    "identity output layer (kappa_sigma = 1, so negative logits can be recomputed); the released code used the "
-    "ReLU indicator there and never recomputed negative logits.",
-))
 
 
 def _formats_list(text: str) -> list[str]:
@@ -60,19 +34,23 @@ def add_arguments(parser) -> None:
     parser.add_argument("--samples", type=int, metavar="N", help="use the first N test samples (default: all)")
     parser.add_argument("--low", metavar="SPEC", help="low-precision accumulation, e.g. fp16, e4m3:recursive:bias=last")
     parser.add_argument("--high", metavar="SPEC", help="high-precision accumulation, e.g. fp32")
-    parser.add_argument("--tau", type=float, nargs="+", metavar="T", help="tolerances (s_i > tau is recomputed)")
+    parser.add_argument("--tau", type=float, nargs="+", metavar="T",
+                        help="tolerances: s_i > tau is recomputed (with --levels, the multi-level variant takes "
+                             "u_F s_i <= tau instead: its tau is the two-level tau times u_low)")
     parser.add_argument("--criterion", nargs="+", choices=criterion_names(), metavar="C",
                         help=f"score(s): {', '.join(criterion_names())} (default kappa)")
     parser.add_argument("--levels", type=_formats_list, metavar="F1,F2,...",
-                        help="also run the multi-level variant over these formats (cheapest first)")
+                        help="also run the multi-level variant over these formats (cheapest first): component i "
+                             "takes the first F_j with u_Fj s_i <= tau, so with two levels it equals the two-level "
+                             "policy at tau / u_F1")
     parser.add_argument("--static", type=int, metavar="CALIB_SAMPLES",
                         help="also run the static variant, calibrated on this many training samples")
     parser.add_argument("--storage", metavar="FMT", help="storage format for weights, biases, input and outputs")
     parser.add_argument("--cost", default="bits", metavar="bits|quadratic|PATH",
                         help=f"cost model: {', '.join(cost_model_names())} or a JSON table (default bits)")
     parser.add_argument("--seed", type=int, default=0, metavar="S", help="seed of the random baseline (default 0)")
-    parser.add_argument("--oracle-error", default="relative", choices=ORACLE_ERRORS.names(),
-                        help="error the oracle ranks by (default relative)")
+    parser.add_argument("--local-oracle-error", default="relative", choices=ORACLE_ERRORS.names(),
+                        help="error of one layer's output the local-oracle baseline ranks by (default relative)")
     parser.add_argument("--json", metavar="PATH", help="write the runs as JSON")
     parser.add_argument("--preset", choices=PRESETS.names(), help="a published configuration (see the notes it prints)")
 
@@ -152,7 +130,7 @@ def run(args) -> int:
     storage = parse_storage(args.storage)
     test, x_calibration = _split(network, args.data, args.samples, args.static)
     result = sweep(network, test.x, config["low"], config["high"], config["taus"], config["criteria"], labels=test.y,
-                   storage=storage, cost=args.cost, seed=args.seed, oracle_error=args.oracle_error,
+                   storage=storage, cost=args.cost, seed=args.seed, local_oracle_error=args.local_oracle_error,
                    levels=args.levels, x_calibration=x_calibration)
     if config["note"]:
         print(f"note: {config['note']}")
@@ -167,7 +145,7 @@ def run(args) -> int:
         record = sweep_record(
             network, test, result, low=config["low"], high=config["high"], criteria=config["criteria"],
             taus=config["taus"], storage=storage, weights_storage=config["weights_storage"], levels=args.levels,
-            static_calibration_samples=args.static, seed=args.seed, oracle_error=args.oracle_error,
+            static_calibration_samples=args.static, seed=args.seed, local_oracle_error=args.local_oracle_error,
             preset=args.preset, note=config["note"])
         record["provenance"] = provenance({k: v for k, v in record.items() if k != "runs"}, seed=args.seed)
         write_json(args.json, record)

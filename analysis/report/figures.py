@@ -34,20 +34,13 @@ import numpy as np
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from ..methods import GUIDED, METHODS, UNIFORM_HIGH, UNIFORM_LOW
+
 __all__ = [
     "error_vs_bound", "predicted_vs_measured", "kappa_distributions", "tau_sweep", "recompute_fractions",
-    "png_bytes", "METHOD_STYLES",
+    "png_bytes",
 ]
 
-METHOD_STYLES = {
-    "guided": dict(color="#1f77b4", marker="o", linestyle="-"),
-    "random": dict(color="#7f7f7f", marker="s", linestyle="--"),
-    "oracle": dict(color="#2ca02c", marker="^", linestyle=":"),
-    "static": dict(color="#9467bd", marker="v", linestyle="-."),
-    "multi-level": dict(color="#8c564b", marker="P", linestyle="-."),
-    "uniform-low": dict(color="#d62728", marker="X", linestyle="none", markersize=10),
-    "uniform-high": dict(color="#000000", marker="*", linestyle="none", markersize=12),
-}
 
 
 def png_bytes(fig: Figure, dpi: int = 100) -> bytes:
@@ -201,7 +194,7 @@ _CRITERION_STYLES = [dict(marker="o", linestyle="-"), dict(marker="D", linestyle
 
 
 def _series(runs: list[dict]) -> dict[tuple, list[dict]]:
-    """Runs grouped by (method, criterion) — random and oracle carry the criterion of
+    """Runs grouped by (method, criterion) — the matched baselines carry the criterion of
     the guided run they are matched to — each group sorted by recompute fraction."""
     groups: dict[tuple, list[dict]] = {}
     for r in runs:
@@ -210,13 +203,14 @@ def _series(runs: list[dict]) -> dict[tuple, list[dict]]:
 
 
 def _style(method: str, criterion: "str | None", criteria: list) -> tuple[dict, str]:
-    style = dict(METHOD_STYLES.get(method, METHOD_STYLES["guided"]))
-    if criterion is not None and method not in ("uniform-low", "uniform-high"):
+    row = METHODS.get(method)
+    style = dict(row.style)
+    if criterion is not None and not row.uniform:
         style.update(_CRITERION_STYLES[criteria.index(criterion) % len(_CRITERION_STYLES)])
     label = method
-    if method in ("random", "oracle") and len(criteria) > 1:
+    if row.matched and len(criteria) > 1:
         label = f"{method} (matched to {criterion})"
-    elif method not in ("uniform-low", "uniform-high") and criterion is not None:
+    elif not row.uniform and criterion is not None:
         label = f"{method} ({criterion})"
     return style, label
 
@@ -246,9 +240,9 @@ def tau_sweep(runs: list[dict], title: str, *, low: str, high: str) -> Figure:
     labels_err, labels_frac = [], []
     for (method, criterion), group in _series(runs).items():
         style, label = _style(method, criterion, criteria)
-        if method == "uniform-low":
+        if method == UNIFORM_LOW:
             label = f"uniform low ({low})"
-        elif method == "uniform-high":
+        elif method == UNIFORM_HIGH:
             label = f"uniform high ({high})"
         cost = [r["relative_cost"] for r in group]
         err = [r["median_rel_error"] for r in group]
@@ -257,7 +251,7 @@ def tau_sweep(runs: list[dict], title: str, *, low: str, high: str) -> Figure:
         ax_frac.plot(frac, err, label=label, **style)
         if have_accuracy:
             ax_acc.plot(cost, [r.get("accuracy") for r in group], label=label, **style)
-        if method == "guided":
+        if method == GUIDED:
             labels_err += [(r["tau"], x, y) for r, x, y in zip(group, cost, err)]
             labels_frac += [(r["tau"], x, y) for r, x, y in zip(group, frac, err)]
     for ax in (ax_err, ax_frac):
@@ -285,7 +279,7 @@ def tau_sweep(runs: list[dict], title: str, *, low: str, high: str) -> Figure:
 def recompute_fractions(runs: list[dict], title: str) -> Figure:
     """The fraction of components recomputed in high precision per layer, one bar group
     per layer and one bar per (criterion, tau) of the guided method."""
-    guided = [r for r in runs if r["method"] == "guided"]
+    guided = [r for r in runs if r["method"] == GUIDED]
     fig, axes = _figure(1, 1, title, axes_size=(7.5, 3.2), title_lines=0, legend_width=2.2)
     ax = axes[0, 0]
     if not guided:

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+from ..presets import PRESETS
 from .build import ReportConfig
 
 __all__ = ["DEMO", "BUNDLED"]
@@ -20,18 +21,19 @@ fp32 and both criteria, where guided selection clearly beats random selection at
 recompute fraction."""
 
 
+_PAPER = PRESETS.get("paper")
+
+
 def _model(name: str) -> ReportConfig:
     return ReportConfig(model=name, samples=None, accs=_FORMATS, **_SWEEP)
 
 
 BUNDLED: dict[str, ReportConfig] = {
     **{name: _model(name) for name in ("mnist1d-tanh", "mnist1d-relu", "digits-tanh", "digits-relu")},
-    "paper-mlp": ReportConfig(
-        model="paper-mlp", samples=None, weights_storage="e4m3:saturate",
-        accs=("e4m3:recursive:bias=last:saturate", "fp16:recursive:bias=last", "fp8-e4m3fn"),
-        low="e4m3:recursive:bias=last:saturate", high="fp16:recursive:bias=last", taus=(1.0, 0.5, 0.3, 0.1),
-        criteria=("kappa-prime",), point_samples=50,
-        title="mixacc report: paper-mlp in the authors' configuration (e4m3 storage, e4m3 / fp16 accumulation)",
+    _PAPER.model: ReportConfig(
+        model=_PAPER.model, samples=None, weights_storage=_PAPER.weights, accs=(_PAPER.low, _PAPER.high, "fp8-e4m3fn"),
+        low=_PAPER.low, high=_PAPER.high, taus=_PAPER.taus, criteria=_PAPER.criteria, point_samples=50,
+        title=f"mixacc report: {_PAPER.model} in the authors' configuration (e4m3 storage, e4m3 / fp16 accumulation)",
     ),
 }
 """One report per bundled model, ``reports/<name>/``, on the model's whole test split:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from ..methods import GUIDED, METHODS
+
 __all__ = ["summary_lines"]
 
 
@@ -33,9 +35,9 @@ def summary_lines(report: dict, out: "str | Path") -> list[str]:
         lines.append(f"  tau sweep, low {sweep['low']} / high {sweep['high']} ({sweep['cost_model']} cost):")
         several = len(sweep["criterion"]) > 1
         for r in sweep["runs"]:
-            if r["method"] in ("guided", "uniform-low", "uniform-high"):
+            if r["method"] == GUIDED or METHODS.get(r["method"]).uniform:
                 tau = "" if r["tau"] is None else f" tau={r['tau']:g}"
-                tau += f" ({r['criterion']})" if several and r["method"] == "guided" else ""
+                tau += f" ({r['criterion']})" if several and r["method"] == GUIDED else ""
                 lines.append(
                     f"    {r['method'] + tau:<32} recomputed {_pct(r['recompute_fraction']):>6}  cost {r['relative_cost']:.3f}"
                     f"  accuracy {_pct(r['accuracy'])}  median output rel. error {_sci(r['median_rel_error'])}"

@@ -124,13 +124,15 @@ class MixedRun:
     """A mixed-precision forward pass. ``formats`` lists the arithmetics (low first,
     high last); ``choices[k]`` (N, m_k) gives each component's format index, so
     ``masks[k] = choices[k] > 0`` are the recomputed ones; ``outputs`` (N, m_L) the network
-    output; ``cost`` the cost against uniform ``formats[-1]``."""
+    output and ``logits`` the last layer's mixed pre-activation; ``cost`` the cost against
+    uniform ``formats[-1]``."""
 
     method: str
     criterion: "str | None"
     tau: "float | None"
     formats: tuple[Accumulation, ...]
     outputs: np.ndarray
+    logits: np.ndarray
     choices: tuple[np.ndarray, ...]
     cost: Cost
 
@@ -174,7 +176,7 @@ def mixed_forward(network: Network, x, formats: Sequence[Accumulation], step: St
         z = st.round(z)
     passes = passes or Passes()
     fmts = [accumulation_format(f) for f in formats]
-    choices, work = [], []
+    choices, work, pre = [], [], None
     for k, layer in enumerate(net.layers):
         result = step(k, layer, z, passes)
         if result.pre.shape != (z.shape[0], layer.n_outputs):
@@ -184,11 +186,13 @@ def mixed_forward(network: Network, x, formats: Sequence[Accumulation], step: St
             counts[fmts[j]] = counts.get(fmts[j], 0) + int(count)
         work.append(LayerWork(layer.n_inputs, counts))
         choices.append(_frozen(np.asarray(result.choice, dtype=np.int8)))
-        z = layer.activation.f(result.pre)
+        pre = result.pre
+        z = layer.activation.f(pre)
         if st is not None:
             z = st.round(z)
     run_costs = run_cost(work, [l.n_outputs for l in net.layers], z.shape[0], fmts[-1], model)
-    return MixedRun(method, criterion, tau, tuple(formats), _frozen(z), tuple(choices), run_costs)
+    return MixedRun(method, criterion, tau, tuple(formats), _frozen(z), _frozen(np.asarray(pre)), tuple(choices),
+                    run_costs)
 
 
 def take_first(keys: np.ndarray, counts: np.ndarray, first: "np.ndarray | None" = None) -> np.ndarray:

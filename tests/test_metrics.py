@@ -1,0 +1,91 @@
+"""Output metrics: one rule for the predicted class (on the logits, NaN rows predict no
+class), relative errors and flip rates, used alike by predict, emulate, validate and the
+recompute sweep."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from analysis.emulation import emulate
+from analysis.sweep import sweep
+from analysis.validation import validate
+from emulator.errors import DataError
+from emulator.metrics import accuracy, class_labels, flip_rate, predicted_class, ratio, relative_error
+from emulator.network import Layer, Network
+
+
+@pytest.mark.parametrize("logits, want", [
+    ([[1.0, np.nan, 3.0], [np.nan, np.nan, np.nan]], [-1, -1]),
+    ([[1.0, 5.0, 3.0], [2.0, 2.0, -1.0]], [1, 0]),
+    ([[0.3], [-0.3], [0.0], [np.nan]], [1, 0, 0, -1]),
+    ([[-np.inf, -1.0], [np.inf, np.inf]], [1, 0]),
+])
+def test_predicted_class(logits, want):
+    assert predicted_class(np.array(logits)).tolist() == want
+
+
+def test_predicted_class_of_one_row_is_a_scalar():
+    assert predicted_class(np.array([0.1, 0.7])) == 1
+
+
+@pytest.mark.parametrize("num, den, want", [
+    (0.0, 0.0, 0.0), (1.0, 0.0, math.inf), (-3.0, 2.0, 1.5), (np.nan, 1.0, math.inf), (1.0, np.nan, math.inf),
+    (np.inf, 1.0, math.inf), (np.inf, np.inf, math.inf), (2.0, -np.inf, 0.0),
+])
+def test_ratio_rules(num, den, want):
+    assert ratio(num, den) == want
+
+
+def test_relative_error_rules():
+    got = relative_error([1.0, 0.0, np.nan, 3.0, np.inf], [1.0, 0.0, 2.0, 0.0, 1.0])
+    assert got.tolist() == [0.0, 0.0, math.inf, math.inf, math.inf]
+    assert relative_error(1.5, 2.0) == 0.25
+
+
+def test_flip_rate_and_accuracy():
+    pred, exact = np.array([0, 2, -1, 1]), np.array([0, 1, 1, 1])
+    assert flip_rate(pred, exact) == 0.5
+    assert accuracy(pred, [0, 2, 1, 0]) == 0.5
+    assert accuracy(pred, [7, 9, 8, 8], classes=[7, 8, 9]) == 0.75
+    assert class_labels(pred, ["a", "b", "c"]).tolist() == ["a", "c", None, "b"]
+    with pytest.raises(DataError, match="3 labels for 4 samples"):
+        accuracy(pred, [0, 1, 2])
+
+
+def _sigmoid_classifier() -> Network:
+    """One sigmoid output unit: class 1 where the logit x_0 - x_1 is > 0."""
+    return Network([Layer([[1.0, -1.0]], None, "sigmoid")], "wake-word", {"classes": [0, 1]})
+
+
+# exact logit 2^-5 - 2^-6 = 2^-6 > 0; in fp8-e4m3fn, 1 + 2^-5 rounds to 1 and the sum to -2^-6
+X_FLIP = np.array([[1 + 2.0**-5, 1 + 2.0**-6]])
+
+
+def test_one_output_classifier_decides_on_the_logit():
+    net = _sigmoid_classifier()
+    assert net.forward(X_FLIP, acc="fp8-e4m3fn")[0, 0] > 0  # a sigmoid output is always > 0
+    assert net.predict(X_FLIP).tolist() == [1]
+    assert net.predict(X_FLIP, acc="fp8-e4m3fn").tolist() == [0]
+    v = validate(net, X_FLIP, "fp8-e4m3fn", labels=[1])
+    assert (v.flips, v.flip_rate, v.accuracy, v.exact_accuracy) == (1, 1.0, 0.0, 1.0)
+    e = emulate(net, X_FLIP, "fp8-e4m3fn", labels=[1])
+    assert (e.flips, e.accuracy, e.exact_accuracy) == (1, 0.0, 1.0)
+    runs = {r.method: r for r in sweep(net, X_FLIP, "fp8-e4m3fn", "fp32", [math.inf], labels=[1]).runs}
+    assert (runs["uniform-low"].flip_rate, runs["uniform-low"].accuracy) == (1.0, 0.0)
+    assert (runs["uniform-high"].flip_rate, runs["uniform-high"].accuracy) == (0.0, 1.0)
+
+
+def test_a_nan_row_predicts_no_class_everywhere():
+    """fp8-e4m3fn overflows to NaN at 500: the row predicts no class, is wrong and flipped
+    in predict, emulate, validate and the sweep alike."""
+    net = Network([Layer([[1.0, 0.0], [0.0, 1.0], [0.0, 0.5]], None, "identity")], "three", {"classes": [5, 6, 7]})
+    x = np.array([[500.0, 1.0], [1.0, 3.0]])
+    assert net.predict(x, acc="fp8-e4m3fn").tolist() == [-1, 6]
+    assert net.predict(x).tolist() == [5, 6]
+    v = validate(net, x, "fp8-e4m3fn", labels=[5, 6])
+    e = emulate(net, x, "fp8-e4m3fn", labels=[5, 6])
+    low = sweep(net, x, "fp8-e4m3fn", "fp32", [math.inf], labels=[5, 6]).runs[0]
+    assert (v.flip_rate, v.accuracy) == (e.flip_rate, e.accuracy) == (low.flip_rate, low.accuracy) == (0.5, 0.5)
