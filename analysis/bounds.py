@@ -74,7 +74,7 @@ from emulator.rounding import get_rounding, round_to
 from .conditioning import max_abs_derivative
 
 __all__ = [
-    "BoundSpec", "parse_bound", "unit_roundoff", "underflow_unit", "gamma", "growth", "gamma_tilde",
+    "BoundSpec", "parse_bound", "PROBABILISTIC_ASSUMPTION", "unit_roundoff", "underflow_unit", "gamma", "growth", "gamma_tilde",
     "failure_probability", "Counts", "Structure", "STRUCTURES", "ModelConstant", "model_constant",
     "up_add", "up_mul", "upper_abs_matmul", "local_bound", "GlobalBound", "global_bound",
     "activation_eval_error", "storage_error", "predicted_relative_error", "ACTIVATION_EVAL_ERROR",
@@ -91,6 +91,12 @@ is over 100 times that). tests/test_bounds.py checks it against mpmath for every
 # ----------------------------------------------------------------------------- bound kinds
 
 
+PROBABILISTIC_ASSUMPTION = (
+    "the rounding errors of a component are independent (or mean independent) random variables of mean zero: "
+    "true of stochastic rounding, an assumption (not a proof) under round-to-nearest and directed rounding"
+)
+
+
 @dataclass(frozen=True)
 class BoundSpec:
     """``deterministic`` or ``probabilistic`` with its lambda > 0."""
@@ -101,6 +107,11 @@ class BoundSpec:
     @property
     def spec(self) -> str:
         return self.kind if self.lam is None else f"{self.kind}:{self.lam:g}"
+
+    @property
+    def assumption(self) -> "str | None":
+        """What a probabilistic bound assumes (None: a deterministic bound is a proof)."""
+        return PROBABILISTIC_ASSUMPTION if self.kind == "probabilistic" else None
 
 
 def parse_bound(spec: "str | BoundSpec") -> BoundSpec:
@@ -315,7 +326,8 @@ class ModelConstant:
     = ``bias_exact`` or ``bias_inexact`` as b_i is representable in ``bias_format`` or
     not. ``first_order`` is the paper's c u (sum of k u over the product path);
     ``failure`` the probability that a probabilistic bound fails for one component
-    (0 for deterministic bounds)."""
+    (0 for deterministic bounds); ``output_max`` the largest finite value of the format
+    the result is held in (F, G for promote, float64 for exact)."""
 
     spec: str
     bound: str
@@ -330,18 +342,27 @@ class ModelConstant:
     first_order: float
     failure: float
     bias_format: Format
+    output_max: float
 
     @property
     def constant(self) -> float:
         """c(n) = max over the terms, so that the bound is c(n) a_i + underflow."""
         return max(self.product, self.bias_inexact)
 
+    @property
+    def vacuous(self) -> bool:
+        """c(n) >= 1: the bound c(n) a_i is valid but no smaller than |ỹ_i| <= a_i, so it
+        cannot tell ŷ_i from 0; the first-order estimate c u kappa is then outside the
+        range where (1 + u)^k - 1 ~ k u holds."""
+        return not self.constant < 1
+
     def describe(self) -> dict:
         return {
             "n": self.n, "bound": self.bound, "product_path": vars(self.product_path), "bias_path": vars(self.bias_path),
             "roundings": vars(self.roundings), "c_product": self.product, "c_bias_exact": self.bias_exact,
             "c_bias_inexact": self.bias_inexact, "underflow": self.underflow, "first_order": self.first_order,
-            "failure_probability": self.failure,
+            "failure_probability": self.failure, "vacuous": self.vacuous, "first_order_in_range": not self.vacuous,
+            "output_max": self.output_max,
         }
 
 
@@ -394,9 +415,10 @@ def _model_constant(acc: Accumulation, n: int, has_bias: bool, spec: BoundSpec) 
     if spec.kind == "probabilistic":
         failure = failure_probability(spec.lam, max(units["F"][1], units["P"][1]), n + int(has_bias))
     bias_fmt = units[structure.bias_format][0]
+    out_fmt = _FP64 if acc.is_exact else (acc.wide or acc.fmt)
     return ModelConstant(
         acc.spec, spec.spec, n, prod_path, bias_path, ops, c_prod, c_bias, c_bias_inexact, underflow,
-        _float_up(first), failure, bias_fmt,
+        _float_up(first), failure, bias_fmt, float(out_fmt.max),
     )
 
 
@@ -456,22 +478,32 @@ def _representable(b: np.ndarray, fmt: Format) -> np.ndarray:
     return round_to(b, fmt) == b
 
 
-def local_bound(x_hat, weight, bias, acc, bound="deterministic") -> np.ndarray:
+def local_bound(x_hat, weight, bias, acc, bound="deterministic", *, return_capped: bool = False):
     """Upper bound on |ŷ_i - ỹ_i|, ŷ the accumulation ``acc`` of W x̂ + b and ỹ its exact
-    value at the same input: c_prod |W||x̂| + c_bias |b| + underflow (see module
-    docstring), rounded up. Shape (N, m) for x̂ (N, n), (m,) for (n,). Non-finite x̂
-    give inf."""
+    value at the same input: min(c_prod |W||x̂| + c_bias |b| + underflow, max_out + a_i)
+    (see module docstring), rounded up. The cap holds for every component that did not
+    overflow: |ŷ_i| <= max_out (the largest value of the result's format) and
+    |ỹ_i| <= a_i = |b_i| + sum_j |w_ij x̂_j|; it is what is left when the constant is
+    vacuous (c >= 1). Shape (N, m) for x̂ (N, n), (m,) for (n,). Non-finite x̂ give inf.
+    With ``return_capped`` also the mask of components where the cap is the bound."""
     W = np.asarray(weight, dtype=np.float64)
     x_hat = np.asarray(x_hat, dtype=np.float64)
     if W.ndim != 2 or x_hat.shape[-1] != W.shape[1]:
         raise ShapeError(f"x̂ of shape {x_hat.shape} does not fit W of shape {W.shape}.")
     c = model_constant(acc, W.shape[1], bias is not None, bound)
-    out = up_mul(c.product, upper_abs_matmul(np.abs(x_hat), W))
+    sums = upper_abs_matmul(np.abs(x_hat), W)
+    out = up_mul(c.product, sums)
+    magnitude = sums
     if bias is not None:
-        b = np.asarray(bias, dtype=np.float64)
+        b = np.abs(np.asarray(bias, dtype=np.float64))
         cb = np.where(_representable(b, c.bias_format), c.bias_exact, c.bias_inexact)
-        out = up_add(out, up_mul(cb, np.abs(b)))
-    return up_add(out, c.underflow)
+        out = up_add(out, up_mul(cb, b))
+        magnitude = up_add(magnitude, b)
+    out = up_add(out, c.underflow)
+    cap = up_add(magnitude, c.output_max)
+    capped = cap < out
+    out = np.where(capped, cap, out)
+    return (out, capped) if return_capped else out
 
 
 def activation_eval_error(v, y, activation=None) -> np.ndarray:
@@ -516,17 +548,20 @@ def storage_error(v, storage) -> np.ndarray:
 @dataclass(frozen=True)
 class GlobalBound:
     """Bounds against the exact forward pass: ``pre`` on |ŷ - y| and ``out`` on the
-    layer output |ẑ - sigma(y)| (after the float64 activation and storage rounding)."""
+    layer output |ẑ - sigma(y)| (after the float64 activation and storage rounding);
+    ``capped`` marks the outputs whose bound is the activation's range cap."""
 
     pre: np.ndarray
     out: np.ndarray
+    capped: np.ndarray
 
 
 def global_bound(y_hat, local, weight, activation, input_bound=None, storage=None) -> GlobalBound:
     """Propagate through one layer: E = |W| D + local (D = ``input_bound``, None for an
     input the reference shares), L = max |sigma'| on [ŷ - E, ŷ + E] (it contains y),
-    Delta = L E + float64 activation error + storage error, all rounded up. Non-finite
-    ŷ give inf."""
+    Delta = L E + float64 activation error + storage error, all rounded up. A bounded
+    activation (``image`` [lo, hi] contains sigma(y)) caps Delta at
+    max(ẑ - lo, hi - ẑ), ẑ the computed output. Non-finite ŷ give inf."""
     from emulator.activations import get_activation
 
     y_hat = np.asarray(y_hat, dtype=np.float64)
@@ -548,7 +583,14 @@ def global_bound(y_hat, local, weight, activation, input_bound=None, storage=Non
     if storage is not None:
         out = up_add(out, storage_error(v, storage))
     out = np.where(finite & np.isfinite(pre), out, np.inf)
-    return GlobalBound(pre, out)
+    capped = np.zeros(out.shape, dtype=bool)
+    if act.image is not None:
+        low, high = act.image
+        z_hat = storage.round(v) if storage is not None else v
+        cap = np.where(finite, np.maximum(up_add(z_hat, -low), up_add(high, -z_hat)), np.inf)
+        capped = cap < out
+        out = np.where(capped, cap, out)
+    return GlobalBound(pre, out, capped)
 
 
 def predicted_relative_error(kappa_sigma, kappa, cu: float, eps_in=0.0) -> np.ndarray:

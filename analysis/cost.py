@@ -1,10 +1,18 @@
-"""The cost model of mixed-precision inference (DESIGN.md "Cost model").
+"""The cost model of mixed-precision inference (docs/method.md#the-cost-model).
 
-An inner product of length n accumulated in format F costs n · c(F). A layer's work is
-counted as the number of inner products done in each format (one per component and
-sample and pass), so a run costs sum_k n_k sum_F count_{k,F} c(F), and its relative
-cost is that divided by the same network run in uniform high precision:
-N sum_k m_k n_k c(H).
+One multiply-add step in format F costs c(F). An inner product of length n under an
+accumulation spec costs (:func:`inner_product_cost`)
+
+    n c(F)                          every order but promote,
+    n c(F) + ceil(n / B) c(G)       promote:B:G (each block sum added into G),
+
+F the accumulator format. A product rounded to a product format P is part of its
+multiply-add step and is not charged apart (an exact product, i.e. a fused multiply-add,
+is charged the same c(F)); activations, storage rounding and the bias addition are not
+charged. A layer's work is the number of inner products done under each accumulation
+spec (one per component, sample and pass), so a run costs
+sum_k sum_acc count_{k,acc} cost(acc, n_k), and its relative cost is that divided by the
+same network run in uniform high precision: N sum_k m_k cost(H, n_k).
 
 Cost models (``COST_MODELS``, or a JSON table): ``bits`` — c(F) = storage bits (fp8 8,
 fp16/bf16 16, tf32 19, fp32 32, fp64 64); ``quadratic`` — c(F) = p^2 (multiplier area);
@@ -25,7 +33,7 @@ from emulator.registry import Registry
 
 __all__ = [
     "CostError", "CostModel", "COST_MODELS", "get_cost_model", "cost_model_names", "accumulation_format",
-    "LayerWork", "Cost", "run_cost",
+    "inner_product_cost", "LayerWork", "Cost", "run_cost",
 ]
 
 
@@ -109,17 +117,28 @@ def accumulation_format(acc: "Accumulation | str") -> Format:
     return acc.fmt
 
 
+def inner_product_cost(acc: "Accumulation | str", n: int, model: "CostModel | str" = "bits") -> float:
+    """Cost of one inner product of length ``n`` under ``acc``: n c(F), plus
+    ceil(n / B) c(G) for promote:B:G (see the module docstring)."""
+    acc = parse_accumulation(acc)
+    model = get_cost_model(model)
+    cost = n * model(accumulation_format(acc))
+    if acc.order == "promote":
+        cost += -(-n // acc.block) * model(acc.wide)
+    return float(cost)
+
+
 @dataclass(frozen=True)
 class LayerWork:
-    """The inner products one layer computed: ``counts[F]`` inner products of length
-    ``n`` accumulated in format F (summed over samples, components and passes)."""
+    """The inner products one layer computed: ``counts[acc]`` inner products of length
+    ``n`` under accumulation ``acc`` (summed over samples, components and passes)."""
 
     n: int
-    counts: Mapping[Format, int]
+    counts: Mapping[Accumulation, int]
 
     def cost(self, model: CostModel) -> float:
-        """sum_F counts[F] · n · c(F)."""
-        return float(sum(count * self.n * model(fmt) for fmt, count in self.counts.items()))
+        """sum_acc counts[acc] · cost(acc, n)."""
+        return float(sum(count * inner_product_cost(acc, self.n, model) for acc, count in self.counts.items()))
 
 
 @dataclass(frozen=True)
@@ -141,14 +160,13 @@ class Cost:
                 "layers": list(self.layers)}
 
 
-def run_cost(work: "list[LayerWork]", components: "list[int]", samples: int, high: "Format | str",
+def run_cost(work: "list[LayerWork]", components: "list[int]", samples: int, high: "Accumulation | str",
              model: "CostModel | str" = "bits") -> Cost:
     """Cost of the per-layer ``work`` of a run on ``samples`` inputs, against uniform
-    ``high``: reference = samples · sum_k m_k n_k c(high), m_k = ``components[k]``."""
+    ``high``: reference = samples · sum_k m_k cost(high, n_k), m_k = ``components[k]``."""
     model = get_cost_model(model)
     if len(work) != len(components):
         raise CostError(f"{len(work)} layers of work but {len(components)} component counts.")
-    high = get_format(high)
     layers = tuple(w.cost(model) for w in work)
-    reference = float(sum(samples * m * w.n * model(high) for w, m in zip(work, components)))
+    reference = float(sum(samples * m * inner_product_cost(high, w.n, model) for w, m in zip(work, components)))
     return Cost(model.name, float(sum(layers)), reference, layers)

@@ -175,7 +175,7 @@ def mixed_forward(network: Network, x, formats: Sequence[Accumulation], step: St
     if st is not None:
         z = st.round(z)
     passes = passes or Passes()
-    fmts = [accumulation_format(f) for f in formats]
+    rows = format_list(formats)
     choices, work, pre = [], [], None
     for k, layer in enumerate(net.layers):
         result = step(k, layer, z, passes)
@@ -183,14 +183,14 @@ def mixed_forward(network: Network, x, formats: Sequence[Accumulation], step: St
             raise MixaccError(f"{method}: layer {k} step returned shape {result.pre.shape}.")
         counts: dict = {}
         for j, count in result.work.items():
-            counts[fmts[j]] = counts.get(fmts[j], 0) + int(count)
+            counts[rows[j]] = counts.get(rows[j], 0) + int(count)
         work.append(LayerWork(layer.n_inputs, counts))
         choices.append(_frozen(np.asarray(result.choice, dtype=np.int8)))
         pre = result.pre
         z = layer.activation.f(pre)
         if st is not None:
             z = st.round(z)
-    run_costs = run_cost(work, [l.n_outputs for l in net.layers], z.shape[0], fmts[-1], model)
+    run_costs = run_cost(work, [l.n_outputs for l in net.layers], z.shape[0], rows[-1], model)
     return MixedRun(method, criterion, tau, tuple(formats), _frozen(z), _frozen(np.asarray(pre)), tuple(choices),
                     run_costs)
 

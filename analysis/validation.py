@@ -37,7 +37,7 @@ from .bounds import ModelConstant, global_bound, local_bound, model_constant, pa
 from .conditioning import absolute_sums, activation_derivative
 from .progress import progress
 
-__all__ = ["validate", "Validation", "LayerValidation", "ErrorSummary", "layer_components",
+__all__ = ["validate", "Validation", "LayerValidation", "ErrorSummary", "layer_components", "rank_correlation",
            "LayerComponents"]
 
 DEFAULT_BATCH = 256
@@ -58,6 +58,10 @@ class ErrorSummary:
     max_bound: "float | None"
     median_bound: "float | None"
     failure_probability: float
+    spearman_pairs: int = 0
+    spearman_excluded: int = 0
+    vacuous: bool = False
+    capped: int = 0
     closest: "dict | None" = None
     worst_relative: "dict | None" = None
     extra: dict = field(default_factory=dict)
@@ -72,7 +76,9 @@ class ErrorSummary:
             "violation_rate": self.violation_rate, "failure_probability": self.failure_probability,
             "max_abs_error": self.max_abs_error, "max_rel_error": self.max_rel_error,
             "median_rel_error": self.median_rel_error, "median_tightness": self.median_tightness,
-            "spearman_predicted_vs_measured": self.spearman_predicted_vs_measured, "max_bound": self.max_bound,
+            "spearman_predicted_vs_measured": self.spearman_predicted_vs_measured,
+            "spearman_pairs": self.spearman_pairs, "spearman_excluded": self.spearman_excluded,
+            "vacuous": self.vacuous, "capped": self.capped, "max_bound": self.max_bound,
             "median_bound": self.median_bound, "closest_to_bound": self.closest, "worst_relative": self.worst_relative,
             **self.extra,
         }
@@ -112,6 +118,7 @@ class Validation:
     accuracy: "float | None" = None
     exact_accuracy: "float | None" = None
     data: "str | None" = None
+    bound_assumption: "str | None" = None
 
     @property
     def violations_local(self) -> int:
@@ -126,6 +133,17 @@ class Validation:
         return self.violations_local + self.violations_global
 
     @property
+    def failure_probability(self) -> float:
+        """Upper bound on the probability that a component's bound fails (the largest over
+        layers, local and global; 0 for deterministic bounds)."""
+        return max(max(layer.local.failure_probability, layer.global_.failure_probability) for layer in self.layers)
+
+    @property
+    def vacuous_layers(self) -> list[int]:
+        """Layers whose local bound is vacuous (c >= 1)."""
+        return [layer.index for layer in self.layers if layer.local.vacuous]
+
+    @property
     def output(self) -> ErrorSummary:
         """Global errors of the network output (the last layer)."""
         return self.layers[-1].global_
@@ -133,11 +151,35 @@ class Validation:
     def to_dict(self) -> dict:
         return {
             "model": self.model, "data": self.data, "samples": self.samples, "accumulation": self.accumulation,
-            "storage": self.storage, "bound": self.bound, "violations": self.violations,
+            "storage": self.storage, "bound": self.bound, "bound_assumption": self.bound_assumption,
+            "failure_probability": self.failure_probability, "vacuous_layers": self.vacuous_layers,
+            "violations": self.violations,
             "violations_local": self.violations_local, "violations_global": self.violations_global,
             "flips": self.flips, "flip_rate": self.flip_rate, "accuracy": self.accuracy,
             "exact_accuracy": self.exact_accuracy, "layers": [layer.to_dict() for layer in self.layers],
         }
+
+
+def rank_correlation(predicted: np.ndarray, measured: np.ndarray) -> tuple["float | None", int, int]:
+    """(Spearman's rho of predicted against measured errors, pairs used, pairs excluded).
+
+    Excluded: pairs where both are exactly 0 (inactive components, which would count as
+    perfectly concordant without saying anything) and pairs holding NaN. Infinite values
+    (sign flips, the worst components) are kept and rank last, tied among themselves.
+    rho is None with fewer than 3 pairs or when either side is constant."""
+    from scipy.stats import rankdata
+
+    predicted, measured = np.asarray(predicted, np.float64), np.asarray(measured, np.float64)
+    keep = ~((predicted == 0) & (measured == 0)) & ~np.isnan(predicted) & ~np.isnan(measured)
+    p, m = predicted[keep], measured[keep]
+    excluded = int(keep.size - keep.sum())
+    if p.size < 3:
+        return None, int(p.size), excluded
+    rp, rm = rankdata(p), rankdata(m)
+    if np.ptp(rp) == 0 or np.ptp(rm) == 0:
+        return None, int(p.size), excluded
+    rho = float(np.corrcoef(rp, rm)[0, 1])
+    return (rho if np.isfinite(rho) else None), int(p.size), excluded
 
 
 def _down(v: np.ndarray) -> np.ndarray:
@@ -153,20 +195,21 @@ def _certain_lower(computed: np.ndarray, reference: np.ndarray, radius: np.ndarr
 class _Collector:
     """Streams one layer's measurements (local or global) over batches."""
 
-    def __init__(self, failure: float):
-        self.failure = failure
-        self.total = self.uncovered = self.violations = self.extra_violations = 0
+    def __init__(self, failure: float, vacuous: bool):
+        self.failure, self.vacuous = failure, vacuous
+        self.total = self.uncovered = self.violations = self.extra_violations = self.capped = 0
         self.max_abs = self.max_rel = 0.0
         self.rel, self.pred, self.tight, self.bound = [], [], [], []
         self.closest: "dict | None" = None
         self.worst_rel: "dict | None" = None
 
-    def add(self, offset, computed, reference, radius, bound, predicted, covered, extra_violation=None):
+    def add(self, offset, computed, reference, radius, bound, predicted, covered, capped, extra_violation=None):
         abs_err = np.abs(computed - reference)
         rel = ratio(abs_err, reference)
         lower = _certain_lower(computed, reference, radius)
         self.total += covered.size
         self.uncovered += int((~covered).sum())
+        self.capped += int((covered & capped).sum())
         self.violations += int((covered & (lower > bound)).sum())
         if extra_violation is not None:
             self.extra_violations += int((covered & extra_violation).sum())
@@ -195,15 +238,9 @@ class _Collector:
                             "bound": float(b[k]), "measured_over_bound": float(closeness[k])}
 
     def summary(self, extra_key: "str | None" = None) -> ErrorSummary:
-        from scipy.stats import spearmanr
-
         cat = (lambda parts: np.concatenate(parts) if parts else np.empty(0))
         rel, pred, tight, bound = cat(self.rel), cat(self.pred), cat(self.tight), cat(self.bound)
-        both = np.isfinite(rel) & np.isfinite(pred)
-        rho = None
-        if both.sum() >= 3 and np.ptp(rel[both]) > 0 and np.ptp(pred[both]) > 0:
-            value = float(spearmanr(pred[both], rel[both]).statistic)
-            rho = value if np.isfinite(value) else None
+        rho, pairs, excluded = rank_correlation(pred, rel)
         finite_bound = bound[np.isfinite(bound)]
         tight = tight[np.isfinite(tight)]
         extra = {extra_key: self.extra_violations} if extra_key else {}
@@ -214,7 +251,8 @@ class _Collector:
             median_tightness=float(np.median(tight)) if tight.size else None, spearman_predicted_vs_measured=rho,
             max_bound=float(np.max(bound)) if bound.size else None,
             median_bound=float(np.median(finite_bound)) if finite_bound.size else None,
-            failure_probability=self.failure, closest=self.closest, worst_relative=self.worst_rel, extra=extra,
+            failure_probability=self.failure, closest=self.closest, worst_relative=self.worst_rel,
+            spearman_pairs=pairs, spearman_excluded=excluded, vacuous=self.vacuous, capped=self.capped, extra=extra,
         )
 
 
@@ -233,10 +271,12 @@ class LayerComponents:
     pre: np.ndarray
     pre_radius: np.ndarray
     local_bound: np.ndarray
+    local_capped: np.ndarray
     local_predicted: np.ndarray
     covered: np.ndarray
     global_pre: np.ndarray
     global_bound: np.ndarray
+    global_capped: np.ndarray
     global_predicted: np.ndarray
     global_covered: np.ndarray
     pre_violation: np.ndarray
@@ -260,7 +300,7 @@ def layer_components(rounded, run, ref, accumulation, spec, storage, precision: 
         safe_x = np.where(in_ok[:, None], x_hat, 0.0)
         pre, pre_radius, _, _ = exact_layer(safe_x, layer, precision)
         covered = in_ok[:, None] & ~np.asarray(run.overflow[k], dtype=bool) & np.isfinite(y_hat)
-        bnd = local_bound(safe_x, layer.weight, layer.bias, accumulation, spec)
+        bnd, bnd_capped = local_bound(safe_x, layer.weight, layer.bias, accumulation, spec, return_capped=True)
         a_hat = absolute_sums(safe_x, layer.weight, layer.bias)
         g = global_bound(y_hat, bnd, layer.weight, layer.activation, input_bound, storage)
         with np.errstate(all="ignore"):
@@ -271,9 +311,9 @@ def layer_components(rounded, run, ref, accumulation, spec, storage, precision: 
             predicted_abs = np.abs(activation_derivative(layer.activation, y_hat)) * spread + u_store * np.abs(v)
         g_covered = covered & np.isfinite(g.out)
         yield LayerComponents(
-            y_hat=y_hat, z_hat=z_hat, pre=pre, pre_radius=pre_radius, local_bound=bnd,
+            y_hat=y_hat, z_hat=z_hat, pre=pre, pre_radius=pre_radius, local_bound=bnd, local_capped=bnd_capped,
             local_predicted=c.first_order * ratio(a_hat, y_hat), covered=covered, global_pre=g.pre,
-            global_bound=g.out, global_predicted=ratio(predicted_abs, v), global_covered=g_covered,
+            global_bound=g.out, global_capped=g.capped, global_predicted=ratio(predicted_abs, v), global_covered=g_covered,
             pre_violation=_certain_lower(y_hat, ref.preactivations[k], ref.pre_radius[k]) > g.pre,
         )
         in_ok = in_ok & np.all(np.isfinite(z_hat), axis=1)
@@ -310,8 +350,9 @@ def validate(network, x, acc, bound="deterministic", storage=None, *, labels=Non
     for layer, c in zip(rounded.layers, constants):
         failures.append((c.failure, min(1.0, upstream + c.failure)))
         upstream += layer.n_outputs * c.failure
-    local = [_Collector(f[0]) for f in failures]
-    glob = [_Collector(f[1]) for f in failures]
+    vacuous = [c.vacuous for c in constants]
+    local = [_Collector(f[0], v) for f, v in zip(failures, vacuous)]
+    glob = [_Collector(f[1], any(vacuous[:k + 1])) for k, f in enumerate(failures)]
     classes = net.meta.get("classes")
     got, want = [], []
     starts = range(0, xs.shape[0], batch_size)
@@ -320,9 +361,10 @@ def validate(network, x, acc, bound="deterministic", storage=None, *, labels=Non
         run = net.forward(xb, acc=accumulation, storage=st, return_all=True)
         ref = exact_forward(rounded, run.input, precision)
         for k, lb in enumerate(layer_components(rounded, run, ref, accumulation, spec, st, precision, constants)):
-            local[k].add(start, lb.y_hat, lb.pre, lb.pre_radius, lb.local_bound, lb.local_predicted, lb.covered)
+            local[k].add(start, lb.y_hat, lb.pre, lb.pre_radius, lb.local_bound, lb.local_predicted, lb.covered,
+                         lb.local_capped)
             glob[k].add(start, lb.z_hat, ref.outputs[k], ref.out_radius[k], lb.global_bound, lb.global_predicted,
-                        lb.global_covered, extra_violation=lb.pre_violation)
+                        lb.global_covered, lb.global_capped, extra_violation=lb.pre_violation)
         got.append(predicted_class(run.preactivations[-1]))
         want.append(predicted_class(ref.preactivations[-1]))
     n = xs.shape[0]
@@ -335,7 +377,7 @@ def validate(network, x, acc, bound="deterministic", storage=None, *, labels=Non
     ]
     return Validation(
         model=net.name, samples=n, accumulation=accumulation.describe(), storage=st.spec if st else None,
-        bound=spec.spec, layers=layers, flips=int(flips.sum()), flip_rate=flip_rate(got, want),
+        bound=spec.spec, bound_assumption=spec.assumption, layers=layers, flips=int(flips.sum()), flip_rate=flip_rate(got, want),
         accuracy=None if labels is None else accuracy(got, labels, classes),
         exact_accuracy=None if labels is None else accuracy(want, labels, classes), data=data_name,
     )

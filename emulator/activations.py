@@ -1,8 +1,9 @@
 """Activation functions as data: each row carries sigma and sigma' in float64 (numpy),
 sigma at any precision (mpmath, under the caller's ``workprec``), its sympy expression,
-the closed-form condition number kappa_sigma(y) = |y sigma'(y) / sigma(y)| (0/0 = 0), and
+the closed-form condition number kappa_sigma(y) = |y sigma'(y) / sigma(y)| (0/0 = 0),
 the points where sigma'' vanishes (so the largest |sigma'| on an interval is taken at
-its ends or at those points).
+its ends or at those points) and, for bounded activations, the closed interval
+``image`` that contains sigma(y) for every real y.
 
 Names: relu, leaky_relu[:alpha] (alpha = 0.01), identity, tanh, sigmoid, gelu (erf
 form), gelu_tanh, silu, softplus, elu[:alpha] (alpha = 1), or ``sympy:EXPR`` — any
@@ -44,6 +45,7 @@ class Activation:
     kappa: Callable[[np.ndarray], np.ndarray] = field(repr=False)
     mp: Callable[[mpmath.mpf], mpmath.mpf] = field(repr=False)
     critical_points: tuple[float, ...] | None = ()
+    image: tuple[float, float] | None = None
 
     def __call__(self, y):
         return self.f(np.asarray(y, dtype=np.float64))
@@ -153,9 +155,10 @@ for _row in (
     Activation("identity", Y, f=lambda y: y + 0.0, df=lambda y: np.ones_like(y), kappa=lambda y: np.ones_like(y),
                mp=lambda y: y),
     Activation("tanh", sympy.tanh(Y), f=np.tanh, df=lambda y: 1.0 - np.tanh(y) ** 2, kappa=_tanh_kappa,
-               mp=mpmath.tanh, critical_points=(0.0,)),
+               mp=mpmath.tanh, critical_points=(0.0,), image=(-1.0, 1.0)),
     Activation("sigmoid", 1 / (1 + sympy.exp(-Y)), f=_sig, df=lambda y: _sig(y) * _sig(-y),
-               kappa=lambda y: np.abs(y) * _sig(-y), mp=lambda y: 1 / (1 + mpmath.exp(-y)), critical_points=(0.0,)),
+               kappa=lambda y: np.abs(y) * _sig(-y), mp=lambda y: 1 / (1 + mpmath.exp(-y)), critical_points=(0.0,),
+               image=(0.0, 1.0)),
     Activation("gelu", Y / 2 * (1 + sympy.erf(Y / sympy.sqrt(2))), f=lambda y: 0.5 * y * special.erfc(-y / np.sqrt(2.0)),
                df=lambda y: 0.5 * special.erfc(-y / np.sqrt(2.0)) + y * np.exp(-0.5 * y * y) / np.sqrt(2.0 * np.pi),
                kappa=_gelu_kappa, mp=lambda y: y / 2 * mpmath.erfc(-y / mpmath.sqrt(2)), critical_points=_GELU_CRIT),

@@ -5,11 +5,12 @@ import json
 
 import pytest
 
+from emulator.accumulation import parse_accumulation
+
 from analysis.cost import (
-    COST_MODELS, CostError, LayerWork, accumulation_format, get_cost_model, run_cost,
+    COST_MODELS, CostError, LayerWork, accumulation_format, get_cost_model, inner_product_cost, run_cost,
 )
 from emulator.errors import MixaccError, UnknownNameError
-from emulator.formats import get_format
 
 BITS = {"fp8-e4m3fn": 8, "fp8-e5m2": 8, "e4m3": 8, "fp16": 16, "bf16": 16, "tf32": 19, "fp32": 32, "fp64": 64}
 PRECISION = {"fp8-e4m3fn": 4, "fp8-e5m2": 3, "e4m3": 4, "fp16": 11, "bf16": 8, "tf32": 11, "fp32": 24, "fp64": 53}
@@ -55,7 +56,7 @@ HAND = [
 @pytest.mark.parametrize("model, table, total, reference", HAND)
 def test_run_cost_by_hand(tmp_path, model, table, total, reference):
     spec = _table(tmp_path, table) if table else model
-    work = [LayerWork(4, {get_format("fp16"): 12, get_format("fp32"): 2})]
+    work = [LayerWork(4, {parse_accumulation("fp16"): 12, parse_accumulation("fp32"): 2})]
     cost = run_cost(work, [3], 2, "fp32", spec)
     assert (cost.total, cost.reference) == (total, reference)
     assert cost.relative == total / reference
@@ -64,10 +65,21 @@ def test_run_cost_by_hand(tmp_path, model, table, total, reference):
 
 def test_two_layers_add_up():
     # layer 0: n = 3, m = 2, all 5 samples in fp16; layer 1: n = 2, m = 1, all in fp32
-    work = [LayerWork(3, {get_format("fp16"): 10}), LayerWork(2, {get_format("fp32"): 5})]
+    work = [LayerWork(3, {parse_accumulation("fp16"): 10}), LayerWork(2, {parse_accumulation("fp32"): 5})]
     cost = run_cost(work, [2, 1], 5, "fp32", "bits")
     assert cost.layers == (10 * 3 * 16, 5 * 2 * 32)
     assert cost.reference == 5 * (2 * 3 * 32 + 1 * 2 * 32)
+
+
+def test_promote_pays_for_its_wide_additions():
+    """promote:B:G adds ceil(n / B) block sums in G to the n steps in F; rounded products
+    are not charged apart."""
+    assert inner_product_cost("fp16:promote:128:fp32", 300, "bits") == 300 * 16 + 3 * 32
+    assert inner_product_cost("e4m3:promote:32:fp16", 64, "quadratic") == 64 * 16 + 2 * 121
+    assert inner_product_cost("fp16:products=fp8-e4m3fn", 10, "bits") == inner_product_cost("fp16", 10, "bits") == 160
+    cost = run_cost([LayerWork(300, {parse_accumulation("fp16:promote:128:fp32"): 2})], [1], 2,
+                    "fp16:promote:128:fp32")
+    assert cost.relative == 1.0 and cost.total == 2 * (300 * 16 + 3 * 32)
 
 
 def test_accumulation_format_is_the_accumulator():

@@ -191,3 +191,23 @@ def test_bad_input(kwargs, exc, fragment):
     args = {"acc": "fp16", **kwargs}
     with pytest.raises(exc, match=fragment):
         validate(net, np.ones((2, 3)), **args)
+
+
+def test_rank_correlation_excludes_zero_pairs_and_ranks_inf_last():
+    from analysis.validation import rank_correlation
+
+    predicted = np.array([0.0, 0.0, 0.0, 0.0, 1.0, 2.0, 3.0, 4.0])
+    measured = np.array([0.0, 0.0, 0.0, 0.0, 4.0, 3.0, 2.0, 1.0])
+    rho, pairs, excluded = rank_correlation(predicted, measured)
+    assert (rho, pairs, excluded) == (-1.0, 4, 4)  # the inactive pairs would have made it look concordant
+    rho, pairs, excluded = rank_correlation(np.array([1.0, 2.0, 3.0, np.inf]), np.array([1.0, 2.0, np.inf, np.nan]))
+    assert (rho, pairs, excluded) == (1.0, 3, 1)
+    rho, _, _ = rank_correlation(np.array([1.0, 2.0, np.inf]), np.array([np.inf, 2.0, 1.0]))
+    assert rho == -1.0
+    assert rank_correlation(np.zeros(5), np.zeros(5)) == (None, 0, 5)
+
+
+def test_relu_spearman_counts_the_excluded_inactive_units(inputs):
+    net, data = inputs("digits-relu", 40)
+    first = validate(net, data.x, "fp16").layers[0].global_
+    assert first.spearman_excluded > 0 and first.spearman_pairs + first.spearman_excluded == first.components

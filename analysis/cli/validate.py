@@ -83,6 +83,28 @@ def _print_table(result) -> None:
         print("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
 
 
+def bound_notes(result) -> list[str]:
+    """What the bounds are worth: the failure probability and assumption of a
+    probabilistic bound, and the layers whose bound is vacuous or capped."""
+    notes = []
+    if result.bound_assumption:
+        p = result.failure_probability
+        notes.append(f"probabilistic bound {result.bound}: each component's bound fails with probability <= {p:.3g}; "
+                     f"it assumes {result.bound_assumption}")
+        if p >= 1:
+            notes.append("warning: the failure probability is >= 1, so the probabilistic bound guarantees nothing "
+                         "here; raise lambda (e.g. probabilistic:6) or use the deterministic bound")
+    for layer in result.layers:
+        if layer.local.vacuous:
+            notes.append(f"layer {layer.index}: the bound is vacuous (c = {layer.constant.constant:.3g} >= 1: it cannot "
+                         f"tell the result from 0); capped at max + a_i for {layer.local.capped} components; the "
+                         "first-order prediction is outside its range")
+        if layer.global_.capped:
+            notes.append(f"layer {layer.index}: the global bound of {layer.global_.capped} outputs is the "
+                         f"{layer.activation} range cap")
+    return notes
+
+
 def threshold_failures(result, max_rel_error: "float | None", max_flip_rate: "float | None") -> list[str]:
     """One message per threshold the result breaks."""
     out = []
@@ -112,6 +134,8 @@ def run(args) -> int:
     accuracy = "" if result.accuracy is None else f"; accuracy {result.accuracy:.4f} (exact {result.exact_accuracy:.4f})"
     print(f"violations: {result.violations} (local {result.violations_local}, global {result.violations_global}); "
           f"flip rate {result.flip_rate:.4g} ({result.flips} of {result.samples}){accuracy}")
+    for line in bound_notes(result):
+        print(line)
     failures = threshold_failures(result, args.max_rel_error, args.max_flip_rate)
     if result.violations and bound.kind == "deterministic":
         failures.insert(0, f"{result.violations} certain violations of the deterministic bound: the bound or the "

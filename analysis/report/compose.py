@@ -40,7 +40,8 @@ def _summary_table(validations: list[dict]) -> Table:
         for layer in v["layers"]:
             loc, glo = layer["local"], layer["global"]
             rows.append([
-                _acc_spec(v), layer["index"], f"{layer['inputs']} -> {layer['outputs']}", layer["activation"],
+                _acc_spec(v), f"{layer['index']}{' (vacuous)' if loc.get('vacuous') else ''}",
+                f"{layer['inputs']} -> {layer['outputs']}", layer["activation"],
                 loc["components"], loc["violations"], glo["violations"], loc["max_rel_error"], glo["max_rel_error"],
                 glo["median_rel_error"], loc["median_tightness"], glo["median_tightness"],
                 loc["spearman_predicted_vs_measured"], glo["spearman_predicted_vs_measured"],
@@ -86,6 +87,16 @@ def _validation_section(v: dict, images: dict[str, bytes]) -> Section:
                f"the {v['bound']} bound.")
     if uncovered:
         verdict += f" {uncovered} components overflowed and are outside the bounds."
+    vacuous = v.get("vacuous_layers") or []
+    if vacuous:
+        verdict += (f" In layer{'s' if len(vacuous) > 1 else ''} {', '.join(map(str, vacuous))} the bound is vacuous "
+                    "(its constant c >= 1: valid, but no smaller than the value itself); it is capped at max + a_i "
+                    "and, for bounded activations, at the activation's range, and the first-order predictions there "
+                    "are outside their range.")
+    if v.get("bound_assumption"):
+        verdict += (f" The probabilistic bound fails for a component with probability at most "
+                    f"{v['failure_probability']:.3g}{' (it guarantees nothing)' if v['failure_probability'] >= 1 else ''}; "
+                    f"it assumes {v['bound_assumption']}.")
     drawn = (f"Points: the components of the first {v['points']['samples']} samples (at most "
              f"{v['points']['limit']} drawn per panel, violations always drawn); the summary numbers cover all "
              f"{v['samples']} samples.")
