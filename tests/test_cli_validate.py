@@ -44,11 +44,39 @@ def test_validate_writes_the_table_and_json(run_cli, tmp_path):
 def test_validate_seeded_subset_and_probabilistic(run_cli, tmp_path):
     out = tmp_path / "p.json"
     code, stdout, stderr = run_cli("validate", "mnist1d-tanh", "--samples", "5", "--seed", "3", "--acc", "bf16",
-                                   "--bound", "probabilistic:4", "--storage", "bf16", "--json", out, timeout=300)
+                                   "--bound", "probabilistic:8", "--storage", "bf16", "--json", out, timeout=300)
     assert code == 0, stderr
     record = json.loads(out.read_text())
-    assert record["bound"] == "probabilistic:4" and record["storage"] == "bf16" and record["samples"] == 5
+    assert record["bound"] == "probabilistic:8" and record["storage"] == "bf16" and record["samples"] == 5
     assert record["provenance"]["seed"] == 3
+    assert "fails with probability <= " in stdout and "not a proof) under round-to-nearest" in stdout
+    assert "warning" not in stdout
+    assert "independent" in record["bound_assumption"] and 0 < record["failure_probability"] < 1
+
+
+def test_probabilistic_bound_that_guarantees_nothing_says_so(run_cli, tmp_path):
+    out = tmp_path / "p.json"
+    code, stdout, stderr = run_cli("validate", "digits-tanh", "--samples", "3", "--acc", "fp8-e4m3fn",
+                                   "--bound", "probabilistic:1", "--json", out, timeout=300)
+    assert code == 0, stderr
+    assert "probability <= 1;" in stdout and "warning: the failure probability is >= 1" in stdout
+    record = json.loads(out.read_text())
+    assert record["failure_probability"] == 1.0 and record["layers"][0]["local"]["failure_probability"] == 1.0
+
+
+def test_vacuous_bounds_are_flagged_and_capped(run_cli, tmp_path):
+    """fp8-e4m3fn over n = 784 inputs: c = (1 + 2^-4)^785 - 1 >> 1, valid but vacuous."""
+    out = tmp_path / "v.json"
+    code, stdout, stderr = run_cli("validate", "paper-mlp", "--samples", "3", "--acc", "fp8-e4m3fn", "--storage",
+                                   "fp8-e4m3fn:saturate", "--json", out, timeout=300)
+    assert code == 0, stderr
+    assert "layer 1: the bound is vacuous" in stdout and "first-order prediction is outside its range" in stdout
+    record = json.loads(out.read_text())
+    assert 1 in record["vacuous_layers"] and record["violations"] == 0
+    layer = record["layers"][1]
+    assert layer["constant"]["vacuous"] and not layer["constant"]["first_order_in_range"]
+    assert layer["local"]["vacuous"] and layer["global"]["vacuous"] and layer["local"]["capped"] > 0
+    assert not record["layers"][0]["local"]["vacuous"] or record["layers"][0]["constant"]["c_product"] >= 1
 
 
 def test_thresholds_exit_1_saying_which(run_cli):
