@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import importlib
 import pickle
+import re
 import sys
 import zipfile
 from collections.abc import Mapping
@@ -220,6 +221,17 @@ def from_torch(obj, activations: "Sequence[str] | str | None" = None, name: str 
     raise ModelFileError(f"from_torch takes an nn.Sequential or a state dict, got {type(obj).__name__}.")
 
 
+_ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
+_UNSUPPORTED = re.compile(r"Unsupported global: GLOBAL ([\w.]+)")
+
+
+def _pickled_what(message: str) -> str:
+    """What torch's weights-only unpickler refused, from its (multi-line, ANSI-coloured)
+    message: the class it would have had to import, or a generic phrase."""
+    found = _UNSUPPORTED.search(_ANSI.sub("", message))
+    return f"it pickles a {found.group(1)} object" if found else "it holds pickled objects"
+
+
 def load_torch_file(path: Path, activations=None, **_) -> Network:
     """A state dict saved with ``torch.save``, read with ``weights_only=True`` (pickled
     modules are refused, not executed)."""
@@ -227,8 +239,8 @@ def load_torch_file(path: Path, activations=None, **_) -> Network:
     try:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-        raise ModelFileError(f"{path}: refused: not a plain state dict; weights_only loading rejected it ({first[:120]}).") from None
+        raise ModelFileError(f"{path}: refused: {_pickled_what(str(exc))}, not a plain state dict (only tensors are "
+                             "loaded, weights_only=True); save module.state_dict() instead.") from None
     except (RuntimeError, EOFError, OSError, ValueError, zipfile.BadZipFile) as exc:
         raise ModelFileError(f"{path}: corrupt or truncated PyTorch file ({type(exc).__name__}).") from None
     if not isinstance(state, Mapping):

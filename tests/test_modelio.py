@@ -237,8 +237,10 @@ BAD_FILES = [
     ("pickle file", lambda t: _pickle_file(t, "m.pkl"), ModelFileError, "refused: pickle files are never loaded"),
     ("pickle named npz", lambda t: _pickle_file(t, "m.npz"), ModelFileError, "refused: pickle files are never loaded"),
     ("joblib file", lambda t: _pickle_file(t, "m.joblib"), ModelFileError, "refused"),
-    ("pickled torch module", _torch_module_file, ModelFileError, "refused: not a plain state dict"),
-    ("malicious torch pickle", _torch_malicious, ModelFileError, "refused: not a plain state dict"),
+    ("pickled torch module", _torch_module_file, ModelFileError,
+     "refused: it pickles a torch.nn.modules.container.Sequential object, not a plain state dict (only tensors are "
+     "loaded, weights_only=True); save module.state_dict() instead."),
+    ("malicious torch pickle", _torch_malicious, ModelFileError, "not a plain state dict (only tensors are loaded"),
     ("state dict without activations", _torch_state_dict, ModelFileError, "does not name its activations"),
     ("state dict with batch norm", _torch_conv_state_dict, ModelFileError, "unsupported state-dict entry '1.running_mean'"),
     ("corrupt onnx", _onnx_garbage, ModelFileError, "corrupt or truncated ONNX"),
@@ -257,7 +259,7 @@ def test_bad_model_files(tmp_path, build, exc, fragment):
         load_model(spec)
     message = str(info.value)
     assert fragment in message, message
-    assert "\n" not in message
+    assert "\n" not in message and "\x1b" not in message
     assert not (tmp_path / "EXECUTED").exists(), "a pickle was executed"
 
 
