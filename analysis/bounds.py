@@ -80,7 +80,6 @@ __all__ = [
     "activation_eval_error", "storage_error", "predicted_relative_error", "ACTIVATION_EVAL_ERROR",
 ]
 
-U64 = 2.0**-53
 TINY64 = 2.0**-1074
 ACTIVATION_EVAL_ERROR = 2.0**-44
 """|fl64(sigma(y)) - sigma(y)| <= 2^-44 (|fl64(sigma(y))| + |y|) + 2^-1000 is assumed of the

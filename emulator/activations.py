@@ -26,7 +26,7 @@ from scipy import special
 from .errors import FormatSpecError, UnknownNameError
 from .registry import Registry
 
-__all__ = ["Activation", "ACTIVATIONS", "get_activation", "activation_names", "SYMPY_FUNCTIONS", "Y"]
+__all__ = ["Activation", "ACTIVATIONS", "get_activation", "SYMPY_FUNCTIONS", "Y"]
 
 Y = sympy.Symbol("y", real=True)
 SQRT_2_OVER_PI = float(np.sqrt(2.0 / np.pi))
@@ -250,6 +250,3 @@ def get_activation(spec: "str | Activation | sympy.Expr") -> Activation:
         raise UnknownNameError("activation", spec, [*ACTIVATIONS.names(), "leaky_relu:ALPHA", "elu:ALPHA", "sympy:EXPR"])
     return _parse(spec.strip())
 
-
-def activation_names() -> list[str]:
-    return ACTIVATIONS.names()

@@ -22,6 +22,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from .errors import ModelFileError
+from .layout import network_from_arrays
 from .network import Layer, Network
 
 __all__ = [
@@ -191,8 +192,6 @@ def _from_state_dict(state: Mapping, activations, name: str) -> Network:
             raise ModelFileError(f"{where}: entry {key!r} is not a floating-point tensor ({exc}).") from None
 
     if any(str(k).startswith("layer") and str(k).endswith(".activation") for k in state):
-        from .modelio import network_from_arrays
-
         return network_from_arrays({str(k): convert(k, v) for k, v in state.items()}, where, name)
     prefixes: dict[str, dict[str, np.ndarray]] = {}
     for key, value in state.items():

@@ -49,3 +49,42 @@ def test_emulator_never_imports_analysis():
                 names = [node.module]
             offenders += [f"{path.name}: {n}" for n in names if n == "analysis" or n.startswith("analysis.")]
     assert offenders == []
+
+
+def _package_imports(package) -> dict[str, set[str]]:
+    """Module -> modules of the same package it imports (anywhere in its body)."""
+    root = Path(package.__file__).parent
+    name = package.__name__
+    graph: dict[str, set[str]] = {}
+    for path in root.rglob("*.py"):
+        rel = path.relative_to(root).with_suffix("")
+        parts = [name, *rel.parts] if rel.name != "__init__" else [name, *rel.parts[:-1]]
+        module = ".".join(parts)
+        here = parts if rel.name == "__init__" else parts[:-1]
+        deps = set()
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.ImportFrom):
+                base = node.module or ""
+                if node.level:
+                    base = ".".join([*here[:len(here) - node.level + 1], *([base] if base else [])])
+                if base == name or base.startswith(name + "."):
+                    deps.add(base)
+                    deps.update(f"{base}.{a.name}" for a in node.names)
+        graph[module] = deps
+    packages = {".".join([name, *p.relative_to(root).parent.parts]).rstrip(".") for p in root.rglob("__init__.py")}
+    return {m: {d for d in deps if d in graph and d != m and d not in packages} for m, deps in graph.items()
+            if m not in packages}
+
+
+def test_no_import_cycles_between_modules():
+    """No module imports itself through others (packages' re-exports aside)."""
+    for package in (emulator, analysis):
+        graph = _package_imports(package)
+        for start in graph:
+            seen, stack = set(), list(graph[start])
+            while stack:
+                module = stack.pop()
+                assert module != start, f"{start} imports itself through {sorted(seen)}"
+                if module not in seen:
+                    seen.add(module)
+                    stack.extend(graph[module])
