@@ -18,7 +18,7 @@ followed by optional ``key=value`` items: ``products=fp16|exact``, ``rounding=..
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -59,8 +59,14 @@ _BIAS = ("first", "last")
 @dataclass(frozen=True)
 class Accumulation:
     """An accumulation model (see module docstring). ``fmt`` is a format (name or row) or
-    ``"exact"``; ``order`` may carry its parameters (``"blocked:32"``,
-    ``"promote:128:fp32"``); ``products`` is ``"exact"`` or a format."""
+    ``"exact"``; ``order`` is an order name, or carries its parameters
+    (``"blocked:32"``, ``"promote:128:fp32"``), which are then held in ``block`` (B or
+    K) and ``wide`` (G); ``products`` is ``"exact"`` or a format.
+
+    Rows are canonical, so equal models compare equal and ``dataclasses.replace`` works:
+    ``pairwise`` always adds the bias last (``bias="last"``); ``seed`` is kept only with
+    stochastic rounding (None otherwise); an exact row keeps only its ``precision`` and
+    an emulated one the default precision."""
 
     fmt: "Format | str"
     order: str = "recursive"
@@ -71,42 +77,67 @@ class Accumulation:
     bias: str = "first"
     seed: int | None = None
     precision: int = EXACT_DEFAULT_PRECISION
-    block: int = field(init=False, default=0)
-    wide: "Format | None" = field(init=False, default=None)
+    block: int = 0
+    wide: "Format | str | None" = None
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__
         if isinstance(self.fmt, str) and self.fmt.strip().split(":")[0] == "exact":
-            set_(self, "fmt", "exact")
             if self.precision < 53:
                 raise FormatSpecError(f"exact precision == {self.precision}, must be >= 53 bits.")
-        else:
-            set_(self, "fmt", get_format(self.fmt))
+            for name, value in (("fmt", "exact"), ("order", "recursive"), ("products", "exact"),
+                                ("rounding", get_rounding("nearest")), ("saturate", False), ("subnormals", True),
+                                ("bias", "first"), ("seed", None), ("block", 0), ("wide", None)):
+                set_(self, name, value)
+            return
+        set_(self, "fmt", get_format(self.fmt))
         set_(self, "products", "exact" if self.products in (None, "exact") else get_format(self.products))
         set_(self, "rounding", get_rounding(self.rounding))
+        set_(self, "precision", EXACT_DEFAULT_PRECISION)
         if self.bias not in _BIAS:
             raise FormatSpecError(f"bias == {self.bias!r}, must be one of {', '.join(_BIAS)}.")
         if self.seed is not None:
             if isinstance(self.seed, bool) or not isinstance(self.seed, (int, np.integer)):
                 raise FormatSpecError(f"seed == {self.seed!r}, must be an integer or None.")
-            set_(self, "seed", int(self.seed))
+            set_(self, "seed", int(self.seed) if self.rounding.name == "stochastic" else None)
+        self._set_order()
+        if self.order == "pairwise":
+            set_(self, "bias", "last")
+
+    def _set_order(self) -> None:
+        """Split ``order`` into its name, ``block`` and ``wide``, checking what the
+        order takes."""
+        set_ = object.__setattr__
         name, *args = str(self.order).split(":")
         row = ORDERS.get(name)
-        want = len(row.params) + row.wide_format
-        if len(args) != want:
-            usage = ":".join([name, *row.params, *(["G"] if row.wide_format else [])])
-            raise FormatSpecError(f"Order {self.order!r} takes the form {usage}.")
+        usage = ":".join([name, *row.params, *(["G"] if row.wide_format else [])])
+        block, wide = self.block, self.wide
+        if args:
+            if len(args) != len(row.params) + row.wide_format:
+                raise FormatSpecError(f"Order {self.order!r} takes the form {usage}.")
+            if row.params:
+                try:
+                    block = int(args[0])
+                except ValueError:
+                    raise FormatSpecError(
+                        f"{row.params[0]} == {args[0]!r} in {self.order!r}, must be an integer >= 1.") from None
+            if row.wide_format:
+                wide = args[-1]
+            if (self.block and self.block != block) or (self.wide is not None and get_format(self.wide) != get_format(wide)):
+                raise FormatSpecError(f"Order {self.order!r} disagrees with block={self.block}, wide={self.wide}.")
         if row.params:
-            try:
-                block = int(args[0])
-            except ValueError:
-                raise FormatSpecError(f"{row.params[0]} == {args[0]!r} in {self.order!r}, must be an integer >= 1.") from None
-            if block < 1:
-                raise FormatSpecError(f"{row.params[0]} == {block} in {self.order!r}, must be >= 1.")
-            set_(self, "block", block)
-        if row.wide_format:
-            set_(self, "wide", get_format(args[1]))
+            if isinstance(block, bool) or not isinstance(block, (int, np.integer)) or block < 1:
+                raise FormatSpecError(f"{row.params[0]} == {block} in {self.order!r}, must be an integer >= 1 "
+                                      f"(the order takes the form {usage}).")
+        elif block:
+            raise FormatSpecError(f"Order {name!r} takes no block size (got {block}).")
+        if row.wide_format and wide is None:
+            raise FormatSpecError(f"Order {self.order!r} takes the form {usage}.")
+        if not row.wide_format and wide is not None:
+            raise FormatSpecError(f"Order {name!r} takes no wide format (got {wide}).")
         set_(self, "order", name)
+        set_(self, "block", int(block))
+        set_(self, "wide", None if wide is None else get_format(wide))
 
     @property
     def is_exact(self) -> bool:
@@ -132,7 +163,7 @@ class Accumulation:
             items.append(f"products={self.products.name}")
         if self.rounding.name != "nearest":
             items.append(f"rounding={self.rounding.name}")
-        if self.bias != "first":
+        if self.bias != "first" and self.order != "pairwise":
             items.append(f"bias={self.bias}")
         if self.seed is not None:
             items.append(f"seed={self.seed}")

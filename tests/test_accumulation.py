@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -30,11 +32,36 @@ def test_fields_are_normalised():
     assert a.fmt == get_format("e4m3") and a.fmt.max == 240
     assert (a.order, a.block, a.wide) == ("promote", 128, get_format("fp32"))
     assert a.products == get_format("fp8-e5m2")
-    assert (a.rounding.name, a.bias, a.seed, a.saturate, a.subnormals) == ("up", "last", 7, True, False)
+    assert (a.rounding.name, a.bias, a.seed, a.saturate, a.subnormals) == ("up", "last", None, True, False)
     assert a.order_spec == "promote:128:fp32"
     assert not a.is_exact and parse_accumulation("exact:160").precision == 160
     assert Accumulation("fp16", order="fused:8") == parse_accumulation("fp16:fused:8")
-    assert Accumulation("fp16", seed=np.int64(3)).seed == 3 and type(Accumulation("fp16", seed=np.int64(3)).seed) is int
+    a = Accumulation("fp16", rounding="stochastic", seed=np.int64(3))
+    assert a.seed == 3 and type(a.seed) is int
+
+
+@pytest.mark.parametrize("spec, same", [
+    ("bf16:pairwise", "bf16:pairwise:bias=last"),
+    ("fp16:seed=3", "fp16"),
+    ("fp16:rounding=up:seed=3", "fp16:rounding=up"),
+    ("fp16:blocked:032", "fp16:blocked:32"),
+    ("e4m3:promote:128:e8m23", "e4m3:promote:128:e8m23"),
+])
+def test_specs_are_canonical(spec, same):
+    a, b = parse_accumulation(spec), parse_accumulation(same)
+    assert a == b and a.spec == b.spec and hash(a) == hash(b)
+
+
+@pytest.mark.parametrize("spec", SPECS)
+def test_replace_round_trips(spec):
+    a = parse_accumulation(spec)
+    assert dataclasses.replace(a) == a
+    if not a.is_exact:
+        stochastic = dataclasses.replace(a, rounding="stochastic", seed=3)
+        assert (stochastic.seed, stochastic.order, stochastic.block, stochastic.wide) == (3, a.order, a.block, a.wide)
+        assert parse_accumulation(stochastic.spec) == stochastic
+        assert dataclasses.replace(a, seed=3) == a  # a seed means nothing without stochastic rounding
+    assert dataclasses.replace(parse_accumulation("fp16:blocked:32"), block=8).spec == "fp16:blocked:8"
 
 
 def test_every_order_is_parsed():
@@ -52,7 +79,7 @@ ERRORS = [
     ("fp16:zigzag", UnknownNameError, "Unknown accumulation order 'zigzag'. Possible values are: recursive, pairwise"),
     ("fp16:blocked", FormatSpecError, "takes the form blocked:B"),
     ("fp16:blocked:x", FormatSpecError, "B == 'x' in 'blocked:x', must be an integer >= 1"),
-    ("fp16:fused:0", FormatSpecError, "K == 0 in 'fused:0', must be >= 1"),
+    ("fp16:fused:0", FormatSpecError, "K == 0 in 'fused:0', must be an integer >= 1 (the order takes the form fused:K)"),
     ("fp16:promote:8", FormatSpecError, "takes the form promote:B:G"),
     ("fp16:promote:8:fp99", UnknownNameError, "Unknown format 'fp99'"),
     ("fp16:recursive:3", FormatSpecError, "takes the form recursive"),

@@ -3,6 +3,7 @@ how tight are they, and do the condition numbers rank the components' errors?"""
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 
 import numpy as np
@@ -60,8 +61,8 @@ def load_inputs(args) -> tuple:
             idx = np.sort(np.random.default_rng(args.seed).choice(len(data), args.samples, replace=False))
             data = Dataset(data.x[idx], None if data.y is None else data.y[idx], data.name, data.split)
     acc = parse_accumulation(getattr(args, "acc", None) or "fp16")
-    if not acc.is_exact and acc.rounding.name == "stochastic" and acc.seed is None and args.seed is not None:
-        acc = parse_accumulation(f"{acc.spec}:seed={args.seed}")
+    if acc.seed is None and args.seed is not None:
+        acc = dataclasses.replace(acc, seed=args.seed)
     return net, data, acc, parse_storage(args.storage)
 
 
