@@ -66,6 +66,7 @@ import mpmath
 import numpy as np
 
 from emulator.accumulation import Accumulation, parse_accumulation
+from emulator.arrays import real_array
 from emulator.errors import FormatSpecError, ShapeError
 from emulator.formats import Format, get_format
 from emulator.registry import Registry
@@ -485,9 +486,9 @@ def local_bound(x_hat, weight, bias, acc, bound="deterministic", *, return_cappe
     |ỹ_i| <= a_i = |b_i| + sum_j |w_ij x̂_j|; it is what is left when the constant is
     vacuous (c >= 1). Shape (N, m) for x̂ (N, n), (m,) for (n,). Non-finite x̂ give inf.
     With ``return_capped`` also the mask of components where the cap is the bound."""
-    W = np.asarray(weight, dtype=np.float64)
-    x_hat = np.asarray(x_hat, dtype=np.float64)
-    if W.ndim != 2 or x_hat.shape[-1] != W.shape[1]:
+    W = real_array(weight, "W", ndim=2)
+    x_hat = real_array(x_hat, "x̂", ndim=(1, 2))
+    if x_hat.shape[-1] != W.shape[1]:
         raise ShapeError(f"x̂ of shape {x_hat.shape} does not fit W of shape {W.shape}.")
     c = model_constant(acc, W.shape[1], bias is not None, bound)
     sums = upper_abs_matmul(np.abs(x_hat), W)

@@ -25,6 +25,7 @@ import sympy
 from mpmath import iv
 
 from emulator.activations import Activation, Y, get_activation
+from emulator.arrays import real_array
 from emulator.errors import ShapeError
 from emulator.metrics import ratio
 
@@ -44,12 +45,12 @@ _WIDE_PIECES = 16
 
 
 def _as_layer_arrays(x, W, b):
-    x = np.asarray(x, dtype=np.float64)
-    W = np.asarray(W, dtype=np.float64)
-    if W.ndim != 2 or x.ndim not in (1, 2) or x.shape[-1] != W.shape[1]:
+    x = real_array(x, "x", ndim=(1, 2))
+    W = real_array(W, "W", ndim=2)
+    if x.shape[-1] != W.shape[1]:
         raise ShapeError(f"x of shape {x.shape} does not fit W of shape {W.shape} (need x (N, n) or (n,), W (m, n)).")
     if b is not None:
-        b = np.asarray(b, dtype=np.float64)
+        b = real_array(b, "b", ndim=1)
         if b.shape != (W.shape[0],):
             raise ShapeError(f"b of shape {b.shape} does not fit W of shape {W.shape} (need ({W.shape[0]},)).")
     return x, W, b

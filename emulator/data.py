@@ -28,6 +28,7 @@ from typing import Callable
 import numpy as np
 
 from .datasets.shipped import read_shipped
+from .arrays import real_array
 from .errors import DataError
 from .registry import Registry
 
@@ -129,15 +130,7 @@ def _load_array_file(path: Path) -> tuple[np.ndarray, "np.ndarray | None"]:
 
 
 def _checked(x, y, name: str) -> tuple[np.ndarray, "np.ndarray | None"]:
-    x = np.asarray(x)
-    if x.dtype.kind not in "fiub":
-        raise DataError(f"Data {name!r}: x must hold real numbers, got dtype {x.dtype}.")
-    if x.ndim != 2 or x.shape[0] == 0 or x.shape[1] == 0:
-        raise DataError(f"Data {name!r}: x must have shape (N, n) with N, n >= 1, got {x.shape}.")
-    x = np.array(x, dtype=np.float64)
-    bad = ~np.isfinite(x)
-    if bad.any():
-        raise DataError(f"Data {name!r}: x contains NaN or Inf (first at row {int(np.argwhere(bad)[0][0])}).")
+    x = real_array(x, f"Data {name!r}: x", ndim=2, nonempty=True, finite=True, copy=True)
     if y is not None:
         y = np.asarray(y)
         if y.dtype.kind not in "fiub":

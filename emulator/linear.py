@@ -43,6 +43,7 @@ import numpy as np
 
 from . import _accumulate as K
 from .accumulation import Accumulation, parse_accumulation
+from .arrays import real_array
 from .errors import DataError, ShapeError
 from .formats import Format
 from .rounding import kernel_params, overflow_magnitude, stream_bits
@@ -93,39 +94,21 @@ def linear(x, W, b=None, acc: "str | Accumulation" = "fp16", *, return_overflow:
 # validation
 
 
-def _as_real(name: str, value, where: str) -> np.ndarray:
-    arr = np.asarray(value)
-    if arr.dtype.kind not in "biuf":
-        raise DataError(f"{name} must hold real numbers, got dtype {arr.dtype} {where}.")
-    out = np.asarray(arr, dtype=np.float64)
-    if arr.dtype.kind in "iu" or arr.dtype.itemsize > 8:
-        with np.errstate(invalid="ignore", over="ignore"):
-            same = (out.astype(arr.dtype) == arr) | np.isnan(out)
-        if not np.all(same):
-            raise DataError(f"{name} has values that float64 cannot hold exactly {where}.")
-    return out
-
-
 def _checked(x, W, b):
-    where = "in linear(x, W, b)"
-    w = _as_real("W", W, where)
-    if w.ndim != 2:
-        raise ShapeError(f"W must have shape (m, n), got {w.shape} {where}.")
+    w = real_array(W, "W in linear(x, W, b)", ndim=2)
     m, n = w.shape
-    xs = _as_real("x", x, where)
-    if xs.ndim not in (1, 2):
-        raise ShapeError(f"x must have shape (N, n) or (n,), got {xs.shape} {where}.")
+    xs = real_array(x, "x in linear(x, W, b)", ndim=(1, 2))
     single = xs.ndim == 1
     xs = xs.reshape(1, -1) if single else xs
     if xs.shape[1] != n:
-        raise ShapeError(f"x has {xs.shape[1]} inputs but W has {n} columns (W shape {w.shape}) {where}.")
+        raise ShapeError(f"x has {xs.shape[1]} inputs but W has {n} columns (W shape {w.shape}) in linear(x, W, b).")
     if n > MAX_INPUTS:
-        raise ShapeError(f"n == {n} inputs, must be <= 2^{K.MAX_TERMS_LOG2} {where}.")
+        raise ShapeError(f"n == {n} inputs, must be <= 2^{K.MAX_TERMS_LOG2} in linear(x, W, b).")
     bias = None
     if b is not None:
-        bias = _as_real("b", b, where)
+        bias = real_array(b, "b in linear(x, W, b)", ndim=1)
         if bias.shape != (m,):
-            raise ShapeError(f"b must have shape ({m},) to match W {w.shape}, got {bias.shape} {where}.")
+            raise ShapeError(f"b must have shape ({m},) to match W {w.shape}, got {bias.shape} in linear(x, W, b).")
     return xs, w, bias, single
 
 

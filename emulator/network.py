@@ -28,8 +28,9 @@ from typing import Iterator, NamedTuple, Sequence
 import numpy as np
 
 from .accumulation import Accumulation, parse_accumulation
+from .arrays import real_array
 from .activations import Activation, get_activation
-from .errors import DataError, FormatSpecError, MixaccError, ModelFileError, ShapeError
+from .errors import FormatSpecError, MixaccError, ModelFileError, ShapeError
 from .formats import Format, get_format
 from .linear import linear
 from .metrics import class_labels, predicted_class
@@ -82,26 +83,6 @@ def parse_storage(spec: "str | Format | Storage | None") -> "Storage | None":
     return Storage(get_format(name), saturate=bool(flags))
 
 
-def _readonly(a: np.ndarray) -> np.ndarray:
-    a.setflags(write=False)
-    return a
-
-
-def _finite_array(value, where: str, ndim: int) -> np.ndarray:
-    """``value`` as a fresh read-only float64 array of ``ndim`` dimensions, all finite."""
-    a = np.asarray(value)
-    if a.dtype.kind not in "fiu":
-        raise ModelFileError(f"{where} must hold real numbers, got dtype {a.dtype}.")
-    if a.ndim != ndim:
-        raise ShapeError(f"{where} must have {ndim} dimension{'s' if ndim > 1 else ''}, got shape {a.shape}.")
-    a = np.array(a, dtype=np.float64, order="C", copy=True)  # one layout: same arrays, same BLAS path, same bits
-    bad = ~np.isfinite(a)
-    if bad.any():
-        first = tuple(int(i) for i in np.argwhere(bad)[0])
-        raise ModelFileError(f"{where} contains NaN or Inf ({int(bad.sum())} entries, first at {list(first)}).")
-    return _readonly(a)
-
-
 class Layer:
     """One layer z = sigma(W x + b): ``weight`` (m, n), ``bias`` (m,) or None, and an
     activation (a row of ``emulator.activations`` or anything ``get_activation`` takes).
@@ -110,10 +91,10 @@ class Layer:
     __slots__ = ("weight", "bias", "activation")
 
     def __init__(self, weight, bias, activation: "Activation | str", *, where: str = "layer"):
-        w = _finite_array(weight, f"{where}.weight", 2)
+        w = real_array(weight, f"{where}.weight", ndim=2, finite=True, copy=True, readonly=True)
         if w.size == 0:
             raise ShapeError(f"{where}.weight has shape {w.shape}; a layer needs at least one input and one output.")
-        b = None if bias is None else _finite_array(bias, f"{where}.bias", 1)
+        b = None if bias is None else real_array(bias, f"{where}.bias", ndim=1, finite=True, copy=True, readonly=True)
         if b is not None and b.shape[0] != w.shape[0]:
             raise ShapeError(f"{where}.bias has length {b.shape[0]}, but the weight has {w.shape[0]} rows.")
         try:
@@ -217,22 +198,14 @@ class Network:
         return f"Network({self.name!r}: {self.architecture})"
 
     def check_input(self, x) -> np.ndarray:
-        """``x`` as a float64 (N, n_inputs) array (a single (n_inputs,) sample becomes one
-        row); raises :class:`DataError` if its width does not match or it is not finite."""
-        a = np.asarray(x)
-        label = f"model {self.name!r}" if self.name else "the model"
-        if a.dtype.kind not in "fiub":
-            raise DataError(f"Input data must hold real numbers, got dtype {a.dtype}.")
-        if a.ndim not in (1, 2):
-            raise DataError(f"Input data must have shape (N, {self.n_inputs}) or ({self.n_inputs},), got {a.shape}.")
-        width = a.shape[-1]
-        if width != self.n_inputs:
-            raise DataError(f"Input data has {width} features but {label} takes {self.n_inputs} inputs.")
-        a = np.array(a, dtype=np.float64, ndmin=2, order="C", copy=True)
-        bad = ~np.isfinite(a)
-        if bad.any():
-            raise DataError(f"Input data contains NaN or Inf (first at row {int(np.argwhere(bad)[0][0])}).")
-        return a
+        """``x`` as a fresh float64 (N, n_inputs) array (a single (n_inputs,) sample becomes
+        one row), checked by :func:`emulator.arrays.real_array` (finite real numbers); a
+        width that does not match raises :class:`ShapeError`."""
+        a = real_array(x, "Input data", ndim=(1, 2), finite=True, copy=True)
+        if a.shape[-1] != self.n_inputs:
+            label = f"model {self.name!r}" if self.name else "the model"
+            raise ShapeError(f"Input data has {a.shape[-1]} features but {label} takes {self.n_inputs} inputs.")
+        return a.reshape(1, -1) if a.ndim == 1 else a
 
     def with_storage(self, storage: "str | Format | Storage | None") -> "Network":
         """A copy whose weights and biases are rounded to the storage format (nearest;

@@ -45,7 +45,8 @@ from mpmath import libmp
 
 from . import _exactdot as K
 from .activations import Y, Activation, get_activation
-from .errors import DataError, FormatSpecError, MixaccError, ModelFileError, ShapeError
+from .arrays import real_array
+from .errors import FormatSpecError, MixaccError, ModelFileError, ShapeError
 from .registry import Registry
 
 __all__ = ["exact_linear", "exact_layer", "exact_forward", "ExactForward", "PATHS", "DEFAULT_TOL", "FAST_TOL_MIN"]
@@ -235,21 +236,6 @@ def _check_tol(tol) -> float:
     return t
 
 
-def _finite(a: np.ndarray, what: str) -> None:
-    bad = ~np.isfinite(a)
-    if bad.any():
-        where = tuple(int(i) for i in np.argwhere(bad)[0])
-        raise DataError(f"{what} has a non-finite entry {float(a[where])!r} at index {list(where)}.")
-
-
-def _float_array(a, what: str) -> np.ndarray:
-    try:
-        out = np.ascontiguousarray(a, dtype=np.float64)
-    except (TypeError, ValueError):
-        raise DataError(f"{what} is not a numeric array.") from None
-    return out
-
-
 @dataclass(frozen=True)
 class _Layer:
     W: np.ndarray  # (m, n) C-contiguous
@@ -260,19 +246,15 @@ class _Layer:
 
 
 def _layer(W, b, act, where: str) -> _Layer:
-    W = _float_array(W, f"{where} weight")
-    if W.ndim != 2 or 0 in W.shape:
-        raise ShapeError(f"{where} weight has shape {W.shape}, expected a non-empty (outputs, inputs) matrix.")
+    W = real_array(W, f"{where} weight", ndim=2, nonempty=True, finite=True)
     if W.shape[1] > K.MAX_TERMS:
         raise ShapeError(f"{where} has {W.shape[1]} inputs, at most {K.MAX_TERMS} are supported.")
-    _finite(W, f"{where} weight")
     if b is None:
         b = np.zeros(W.shape[0])
     else:
-        b = _float_array(b, f"{where} bias")
+        b = real_array(b, f"{where} bias", ndim=1, finite=True)
         if b.shape != (W.shape[0],):
             raise ShapeError(f"{where} bias has shape {b.shape}, expected ({W.shape[0]},).")
-        _finite(b, f"{where} bias")
     act = get_activation(act)
     return _Layer(W, np.ascontiguousarray(W.T), b, act, _model(act))
 
@@ -296,14 +278,11 @@ def _layers(network) -> list[_Layer]:
 
 
 def _input(x, n: int) -> tuple[np.ndarray, bool]:
-    X = _float_array(x, "x")
-    if X.ndim not in (1, 2):
-        raise ShapeError(f"x has shape {X.shape}, expected (inputs,) or (samples, inputs).")
+    X = real_array(x, "x", ndim=(1, 2), finite=True)
     single = X.ndim == 1
     X = np.ascontiguousarray(X.reshape(1, -1) if single else X)
     if X.shape[1] != n:
         raise ShapeError(f"x has {X.shape[1]} features per sample, the first layer takes {n}.")
-    _finite(X, "x")
     return X, single
 
 

@@ -23,6 +23,7 @@ import numpy as np
 from numba import njit
 
 from ._bits import bits_f64, f64_bits
+from .arrays import real_array
 from .errors import MixaccError
 from .formats import Format, get_format
 from .registry import Registry
@@ -204,10 +205,8 @@ def round_to(x, fmt: "str | Format", rounding: "str | RoundingMode" = "nearest",
     """
     f = get_format(fmt)
     mode = get_rounding(rounding)
-    arr = np.asarray(x)
-    if arr.dtype.kind not in "fiub":
-        raise MixaccError(f"round_to needs real numbers, got an array of dtype {arr.dtype}.")
-    flat = np.ascontiguousarray(arr, dtype=np.float64).reshape(-1)
+    arr = real_array(x, "round_to input")
+    flat = arr.reshape(-1)
     out = np.empty_like(flat)
     _round_array(flat, out, kernel_params(f, saturate, subnormals), mode.code, _stream_key(rng, mode.code))
     if arr.ndim == 0:

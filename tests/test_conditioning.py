@@ -80,7 +80,7 @@ def test_kappa_zero_over_zero_and_cancellation():
     [
         ((np.ones(3), np.ones((2, 4)), None), ShapeError, "does not fit W"),
         ((np.ones(4), np.ones((2, 4)), np.ones(3)), ShapeError, "b of shape (3,)"),
-        ((np.ones((2, 2, 4)), np.ones((2, 4)), None), ShapeError, "does not fit W"),
+        ((np.ones((2, 2, 4)), np.ones((2, 4)), None), ShapeError, "x must have 1 or 2 dimensions, got shape (2, 2, 4)"),
     ],
 )
 def test_bad_shapes(args, exc, fragment):

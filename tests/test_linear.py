@@ -549,16 +549,16 @@ def test_nan_and_inf_follow_ieee_arithmetic(x, w, b, spec, expected, overflow):
 
 
 ERRORS = [  # (x, W, b, acc, exception, message fragment)
-    (np.ones((2, 3)) * 1j, np.ones((2, 3)), None, "fp16", DataError, "x must hold real numbers, got dtype complex128"),
-    (np.array([["a", "b"]]), np.ones((2, 2)), None, "fp16", DataError, "x must hold real numbers"),
-    (np.ones((2, 3)), np.ones(3), None, "fp16", ShapeError, "W must have shape (m, n), got (3,)"),
-    (np.ones((2, 3, 1)), np.ones((2, 3)), None, "fp16", ShapeError, "x must have shape (N, n) or (n,), got (2, 3, 1)"),
+    (np.ones((2, 3)) * 1j, np.ones((2, 3)), None, "fp16", DataError, "x in linear(x, W, b) must hold real numbers, got dtype complex128"),
+    (np.array([["a", "b"]]), np.ones((2, 2)), None, "fp16", DataError, "x in linear(x, W, b) must hold real numbers"),
+    (np.ones((2, 3)), np.ones(3), None, "fp16", ShapeError, "W in linear(x, W, b) must have 2 dimensions, got shape (3,)"),
+    (np.ones((2, 3, 1)), np.ones((2, 3)), None, "fp16", ShapeError, "x in linear(x, W, b) must have 1 or 2 dimensions, got shape (2, 3, 1)"),
     (np.ones((2, 3)), np.ones((2, 4)), None, "fp16", ShapeError, "x has 3 inputs but W has 4 columns"),
     (np.ones(4), np.ones((2, 3)), None, "fp16", ShapeError, "x has 4 inputs but W has 3 columns"),
     (np.ones((2, 3)), np.ones((2, 3)), np.ones(3), "fp16", ShapeError, "b must have shape (2,)"),
-    (np.ones((2, 3)), np.ones((2, 3)), np.ones((2, 1)), "fp16", ShapeError, "got (2, 1)"),
-    (np.array([[2**60 + 1, 0]]), np.ones((1, 2)), None, "fp16", DataError, "x has values that float64 cannot hold"),
-    (np.ones((1, 2)), np.ones((1, 2)), np.array(["x"]), "fp16", DataError, "b must hold real numbers"),
+    (np.ones((2, 3)), np.ones((2, 3)), np.ones((2, 1)), "fp16", ShapeError, "b in linear(x, W, b) must have 1 dimension, got shape (2, 1)"),
+    (np.array([[2**60 + 1, 0]]), np.ones((1, 2)), None, "fp16", DataError, "x in linear(x, W, b) has values that float64 cannot hold exactly (first at [0, 0]"),
+    (np.ones((1, 2)), np.ones((1, 2)), np.array(["x"]), "fp16", DataError, "b in linear(x, W, b) must hold real numbers"),
     (np.ones((1, 2)), np.ones((1, 2)), None, "fp9", UnknownNameError, "Unknown format 'fp9'"),
     (np.ones((1, 2)), np.ones((1, 2)), None, "fp16:zigzag", UnknownNameError, "Unknown accumulation order"),
 ]

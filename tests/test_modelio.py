@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 
 from emulator.data import load_data
-from emulator.errors import ModelFileError, ShapeError, UnknownNameError
+from emulator.errors import DataError, ModelFileError, ShapeError, UnknownNameError
 from emulator.modelio import BUNDLED_DIR, bundled_models, from_sklearn, load_model, save_model
 from emulator.network import Layer, Network
 
@@ -225,9 +225,9 @@ BAD_FILES = [
      "m.npz: layer0.bias has length 4, but the weight has 3 rows"),
     ("shapes do not chain", lambda t: _layer_file(t, **{"layer1.weight": np.ones((2, 4))}), ShapeError,
      "layer1.weight takes 4 inputs but layer0 gives 3 outputs (shapes do not chain)"),
-    ("NaN weight", lambda t: _layer_file(t, **{"layer1.weight": np.array([[1, 2, np.nan]] * 2)}), ModelFileError,
+    ("NaN weight", lambda t: _layer_file(t, **{"layer1.weight": np.array([[1, 2, np.nan]] * 2)}), DataError,
      "layer1.weight contains NaN or Inf (2 entries, first at [0, 2])"),
-    ("Inf bias", lambda t: _layer_file(t, **{"layer0.bias": np.array([0, -np.inf, 0])}), ModelFileError,
+    ("Inf bias", lambda t: _layer_file(t, **{"layer0.bias": np.array([0, -np.inf, 0])}), DataError,
      "layer0.bias contains NaN or Inf"),
     ("unknown activation", lambda t: _layer_file(t, **{"layer1.activation": np.array("swish9")}), ModelFileError,
      "layer1.activation: Unknown activation 'swish9'. Possible values are: relu"),
@@ -247,7 +247,7 @@ BAD_FILES = [
     ("truncated onnx", _onnx_truncated, ModelFileError, "corrupt or truncated ONNX"),
     ("unsupported onnx op", _onnx_softmax, ModelFileError, "unsupported ONNX op 'Softmax' (node 'probs')"),
     ("onnx bias length", _onnx_bad_bias, ShapeError, "g: layer0.bias has length 4, but the weight has 3 rows"),
-    ("onnx NaN weight", _onnx_nan, ModelFileError, "layer0.weight contains NaN or Inf"),
+    ("onnx NaN weight", _onnx_nan, DataError, "layer0.weight contains NaN or Inf"),
     ("skops of another estimator", _skops_other, ModelFileError, "LinearRegression is not supported"),
 ]
 

@@ -74,9 +74,9 @@ LAYER_ERRORS = [
     (dict(weight=np.ones((3, 0)), bias=None, activation="relu"), ShapeError, "at least one input"),
     (dict(weight=GOOD_W, bias=np.ones(2), activation="relu"), ShapeError, "layer.bias has length 2, but the weight has 3 rows"),
     (dict(weight=GOOD_W, bias=np.ones((3, 1)), activation="relu"), ShapeError, "layer.bias must have 1 dimension"),
-    (dict(weight=np.array([[1.0, np.nan]]), bias=None, activation="relu"), ModelFileError, "layer.weight contains NaN or Inf"),
-    (dict(weight=GOOD_W, bias=np.array([0, np.inf, 0]), activation="relu"), ModelFileError, "layer.bias contains NaN or Inf"),
-    (dict(weight=np.array([["a", "b"]]), bias=None, activation="relu"), ModelFileError, "must hold real numbers"),
+    (dict(weight=np.array([[1.0, np.nan]]), bias=None, activation="relu"), DataError, "layer.weight contains NaN or Inf"),
+    (dict(weight=GOOD_W, bias=np.array([0, np.inf, 0]), activation="relu"), DataError, "layer.bias contains NaN or Inf"),
+    (dict(weight=np.array([["a", "b"]]), bias=None, activation="relu"), DataError, "layer.weight must hold real numbers"),
     (dict(weight=GOOD_W, bias=None, activation="swish9"), ModelFileError, "layer.activation: Unknown activation 'swish9'"),
     (dict(weight=GOOD_W, bias=None, activation="leaky_relu:x"), ModelFileError, "alpha 'x' is not a number"),
 ]
@@ -119,9 +119,9 @@ def test_network_errors(layers, exc, fragment):
 
 
 INPUT_ERRORS = [
-    (np.ones((4, 5)), DataError, "Input data has 5 features but model 'small' takes 6 inputs"),
-    (np.ones(7), DataError, "has 7 features"),
-    (np.ones((2, 3, 6)), DataError, "must have shape (N, 6)"),
+    (np.ones((4, 5)), ShapeError, "Input data has 5 features but model 'small' takes 6 inputs"),
+    (np.ones(7), ShapeError, "has 7 features"),
+    (np.ones((2, 3, 6)), ShapeError, "Input data must have 1 or 2 dimensions, got shape (2, 3, 6)"),
     (np.array([[np.nan] * 6]), DataError, "contains NaN or Inf"),
     (np.array([["x"] * 6]), DataError, "must hold real numbers"),
 ]

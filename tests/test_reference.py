@@ -539,11 +539,11 @@ W3 = np.ones((2, 3))
 NET = net_of((3, 2), ("tanh",))
 BAD = [
     (lambda: exact_linear(np.ones(4), W3), ShapeError, "x has 4 features per sample, the first layer takes 3"),
-    (lambda: exact_linear(np.ones((2, 2, 3)), W3), ShapeError, "x has shape (2, 2, 3)"),
-    (lambda: exact_linear([[1.0, np.nan, 0.0]], W3), DataError, "x has a non-finite entry nan at index [0, 1]"),
-    (lambda: exact_linear(["a", "b", "c"], W3), DataError, "x is not a numeric array"),
-    (lambda: exact_linear(np.ones(3), np.ones(3)), ShapeError, "weight has shape (3,)"),
-    (lambda: exact_linear(np.ones(3), np.full((2, 3), np.inf)), DataError, "weight has a non-finite entry inf"),
+    (lambda: exact_linear(np.ones((2, 2, 3)), W3), ShapeError, "x must have 1 or 2 dimensions, got shape (2, 2, 3)"),
+    (lambda: exact_linear([[1.0, np.nan, 0.0]], W3), DataError, "x contains NaN or Inf (1 entries, first at [0, 1])"),
+    (lambda: exact_linear(["a", "b", "c"], W3), DataError, "x must hold real numbers, got dtype <U1"),
+    (lambda: exact_linear(np.ones(3), np.ones(3)), ShapeError, "weight must have 2 dimensions, got shape (3,)"),
+    (lambda: exact_linear(np.ones(3), np.full((2, 3), np.inf)), DataError, "weight contains NaN or Inf (6 entries, first at [0, 0])"),
     (lambda: exact_linear(np.ones(3), W3, np.ones(3)), ShapeError, "bias has shape (3,), expected (2,)"),
     (lambda: exact_linear(np.ones(3), W3, precision=10), FormatSpecError, "precision == 10, must be between 53"),
     (lambda: exact_linear(np.ones(3), W3, precision=113.5), FormatSpecError, "precision == 113.5, must be an integer"),
