@@ -21,7 +21,7 @@ import numpy as np
 from emulator.accumulation import Accumulation, parse_accumulation
 from emulator.errors import MixaccError
 from emulator.linear import linear
-from emulator.network import Layer, Network, parse_storage
+from emulator.network import Layer, Network
 from emulator.reference import exact_linear
 
 from .cost import Cost, CostModel, LayerWork, accumulation_format, get_cost_model, run_cost
@@ -169,11 +169,7 @@ def mixed_forward(network: Network, x, formats: Sequence[Accumulation], step: St
     """Run ``step`` layer by layer: z_k = storage(sigma_k(step(k).pre)), z_0 = storage(x).
     Weights and biases are rounded to ``storage`` first, as in ``Network.forward``."""
     model = get_cost_model(cost)
-    st = parse_storage(storage)
-    net = network.with_storage(st)
-    z = net.check_input(x)
-    if st is not None:
-        z = st.round(z)
+    net, z, st = network.prepare(x, storage)
     passes = passes or Passes()
     rows = format_list(formats)
     choices, work, pre = [], [], None

@@ -221,6 +221,17 @@ class Network:
             layers.append(Layer(w, b, layer.activation, where=where))
         return Network(layers, self.name, {**self.meta, "storage": st.spec})
 
+    def prepare(self, x, storage=None) -> "tuple[Network, np.ndarray, Storage | None]":
+        """What every forward pass starts from: (this network with its weights and biases
+        rounded to ``storage``, the checked (N, n) input rounded to it, the parsed
+        storage). Weights or input that overflow a storage format without ``:saturate``
+        raise :class:`FormatSpecError`."""
+        xs = self.check_input(x)
+        st = parse_storage(storage)
+        if st is not None:
+            xs = st.round_finite(xs, "input data")
+        return self.with_storage(st), xs, st
+
     def _accumulations(self, acc) -> "list[Accumulation | None] | Accumulation":
         if acc is None:
             return [None] * len(self)
@@ -240,11 +251,7 @@ class Network:
         :class:`ForwardResult` of every layer.
         """
         single = np.ndim(x) == 1
-        xs = self.check_input(x)
-        st = parse_storage(storage)
-        net = self.with_storage(st)
-        if st is not None:
-            xs = st.round_finite(xs, "input data")
+        net, xs, st = self.prepare(x, storage)
         plan = self._accumulations(acc)
         if isinstance(plan, Accumulation):
             pre, out = _exact_pass(net, xs, plan.precision)

@@ -19,7 +19,7 @@ from analysis.policy import (
 from analysis.methods import METHODS
 from analysis.sweep import output_metrics, sweep
 from emulator.activations import get_activation
-from emulator.errors import MixaccError, UnknownNameError
+from emulator.errors import FormatSpecError, MixaccError, UnknownNameError
 from emulator.network import Layer, Network
 
 # (p, emin, largest finite) of the formats used here, from DESIGN.md's table
@@ -405,3 +405,18 @@ def test_oracle_budget_goes_to_forced_components_first():
     guided = recompute(net, x, "fp16", "fp32", math.inf, "kappa-prime")
     assert guided.masks[0].tolist() == [[False, True]]
     assert local_oracle_selection(net, x, guided).masks[0].tolist() == [[False, True]]
+
+
+def test_mixed_forward_treats_storage_like_forward():
+    """Input that overflows the storage format is refused alike by Network.forward and by
+    every mixed pass (they share Network.prepare); with :saturate both clamp it."""
+    net = tanh_network()
+    x = X.copy()
+    x[0, 0] = 1e6
+    with pytest.raises(FormatSpecError, match="input data: 1 values overflow storage format fp8-e4m3fn") as forward:
+        net.forward(x, acc="fp16", storage="fp8-e4m3fn")
+    with pytest.raises(FormatSpecError) as mixed:
+        recompute(net, x, "fp16", "fp32", 1.0, storage="fp8-e4m3fn")
+    assert str(mixed.value) == str(forward.value)
+    saturated = uniform_low(net, x, "fp16", "fp32", storage="fp8-e4m3fn:saturate")
+    np.testing.assert_array_equal(saturated.outputs, net.forward(x, acc="fp16", storage="fp8-e4m3fn:saturate"))
