@@ -1,4 +1,4 @@
-"""The cost model of mixed-precision inference (DESIGN.md "Cost model").
+"""The cost model of mixed-precision inference (docs/method.md#the-cost-model).
 
 An inner product of length n accumulated in format F costs n · c(F). A layer's work is
 counted as the number of inner products done in each format (one per component and
