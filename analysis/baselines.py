@@ -1,4 +1,4 @@
-"""Baselines for the recompute policy (DESIGN.md "Recompute policy"): uniform low,
+"""Baselines for the recompute policy (docs/method.md#baselines): uniform low,
 uniform high, and — at the same recompute count per layer and sample as a guided run —
 random selection (seeded) and local-oracle selection (the components with the largest
 true local error of their own layer).

@@ -13,7 +13,7 @@ Overflow is outside the model: components whose accumulation overflowed (the emu
 overflow mask) are not covered and are reported separately.
 
 Local bound. Write the exact value as the sum of its terms t: the products
-p_j = w_ij x̂_j and the bias b_i. Every accumulation model of DESIGN.md computes
+p_j = w_ij x̂_j and the bias b_i. Every accumulation model (docs/method.md#accumulation-models) computes
 ŷ_i = sum_t t (1 + theta_t) + e_i, where 1 + theta_t is the product of the (1 + delta)
 of the roundings on term t's path to the result (at most k_F in F, k_G in the wide format
 G, k_P in the product format P) and e_i collects the eta's of every rounding, each
@@ -39,7 +39,7 @@ T * 2 exp(-lambda^2 (1 - u)^2 / 2) (the paper's Q(lambda, n) = 1 - n (1 - P(lamb
 Here the F and P roundings of a path are taken probabilistically with
 u = max(u_F, u_P); the G roundings and the eta terms stay deterministic.
 
-Global bound (DESIGN.md "Propagation"): with |x̂ - x| <= D,
+Global bound (docs/method.md#global-propagation): with |x̂ - x| <= D,
 
     |ŷ - y| <= |W| D + local bound,   Delta <= L |ŷ - y| + (float64 sigma) + (storage),
 

@@ -1,5 +1,5 @@
-"""Condition numbers of a layer z = sigma(W x + b) (DESIGN.md "Condition numbers and
-bounds"; El Arar, Filip, Mary, Riccietti, arXiv 2503.15568).
+"""Condition numbers of a layer z = sigma(W x + b) (docs/method.md#condition-numbers;
+El Arar, Filip, Mary, Riccietti, arXiv 2503.15568).
 
 * Inner product: the absolute sums a_i = |b_i| + sum_j |w_ij| |x_j| and the condition
   numbers kappa_i = a_i / |y_i| (0/0 = 0, c/0 = inf).

@@ -1,5 +1,5 @@
 """The recompute policy: Algorithm 1 of El Arar, Filip, Mary, Riccietti (arXiv 2503.15568)
-and its variants (DESIGN.md "Recompute policy").
+and its variants (docs/method.md#the-recompute-policy).
 
 For each layer, low format L, high format H, tolerance tau, at the computed input x̂:
 

@@ -84,7 +84,7 @@ class RunSummary:
     run: MixedRun = field(repr=False, compare=False)
 
     def describe(self) -> dict:
-        """The JSON record of the issue: method, criterion, tau, metrics, fractions, cost."""
+        """The JSON record of the run: method, criterion, tau, metrics, fractions, cost."""
         out = {
             "method": self.method, "criterion": self.criterion, "tau": self.tau, "accuracy": self.accuracy,
             "flip_rate": self.flip_rate, "median_rel_error": self.median_rel_error,

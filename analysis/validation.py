@@ -1,6 +1,6 @@
 """Do the componentwise bounds hold, how tight are they, and do the condition numbers
 predict which components go wrong? Measured against the exact reference, component by
-component, layer by layer (DESIGN.md "Error measures").
+component, layer by layer (docs/method.md#error-measures, docs/method.md#validation).
 
 For layer l and component i of every sample:
 

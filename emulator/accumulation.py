@@ -2,7 +2,7 @@
 
 An :class:`Accumulation` names the accumulator format F (or ``exact``), the summation
 order, the product format, the rounding mode and the bias placement — the semantics of
-DESIGN.md "Accumulation models". Compact strings (the CLI's ``--acc``)::
+docs/method.md#accumulation-models. Compact strings (the CLI's ``--acc``)::
 
     fp16                      recursive, exact products, nearest, bias first
     bf16:pairwise             balanced binary tree, bias added last

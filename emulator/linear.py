@@ -1,6 +1,6 @@
 """Emulated y = W x + b with every addition rounded as an accumulation model says.
 
-``linear(x, W, b, acc)`` follows DESIGN.md "Accumulation models" for component i, with
+``linear(x, W, b, acc)`` follows docs/method.md#accumulation-models for component i, with
 p_j = w_ij x_j exact (``products="exact"``: the product enters the sum unrounded) or
 p_j = round_P(w_ij x_j):
 

@@ -1,6 +1,6 @@
 """Model files: load and save networks, and the bundled models.
 
-The native layout (DESIGN.md "Model files"), in ``.npz`` and ``.safetensors``:
+The native layout (docs/method.md#model-files), in ``.npz`` and ``.safetensors``:
 ``layer{k}.weight`` (out x in), optional ``layer{k}.bias`` (out,) and
 ``layer{k}.activation`` (a string) for k = 0..L-1, plus optional ``name`` and ``meta``
 (a JSON object). In ``.safetensors`` the strings live in the header's metadata.

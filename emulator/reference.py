@@ -1,5 +1,5 @@
 """The exact reference: the forward pass in exact arithmetic, every returned value with a
-certified bound on its distance to the exact value (DESIGN.md, "Reference").
+certified bound on its distance to the exact value (docs/method.md#the-exact-reference).
 
 Layer k computes y = W z + b and z' = sigma(y); nothing is rounded between layers (the
 input of layer k+1 is the exact sigma(y) of layer k). Each value v is returned as the

@@ -1,5 +1,5 @@
 """Bounds: constants against exact rational arithmetic, the local bound of every
-accumulation model against an independent oracle of DESIGN.md's semantics written here
+accumulation model against an independent oracle of docs/method.md#accumulation-models written here
 with fractions.Fraction (every rounding exact-then-rounded once), adversarial inputs that
 make the rounding errors add up, the propagation through layers against mpmath, and the
 probabilistic bound's failure rate under stochastic rounding."""
@@ -59,7 +59,7 @@ def round_frac(q: Fraction, fmt, mode: str = "nearest", subnormals: bool = True,
 
 
 def oracle(x, w, b, acc, rng=None) -> Fraction:
-    """ŷ = sum_j w_j x_j + b accumulated as DESIGN.md "Accumulation models" says."""
+    """ŷ = sum_j w_j x_j + b accumulated as docs/method.md#accumulation-models says."""
     acc = parse_accumulation(acc)
     if acc.is_exact:
         total = sum((Fraction(float(wj)) * Fraction(float(xj)) for wj, xj in zip(w, x)), Fraction(0))

@@ -1,5 +1,5 @@
 """``mixacc validate`` and ``mixacc emulate`` as subprocesses: exit codes, the table, the
-JSON keys the issue lists (written atomically), thresholds, and one-line errors."""
+documented JSON keys (written atomically), thresholds, and one-line errors."""
 
 from __future__ import annotations
 

@@ -1,6 +1,6 @@
 """emulator.linear against an exact oracle written here, bit for bit.
 
-The oracle follows DESIGN.md "Accumulation models" literally, one component at a time,
+The oracle follows docs/method.md#accumulation-models literally, one component at a time,
 in rational arithmetic (``Fraction``). It rounds a rational v to a format by looking up
 v's two neighbours among the format's values: for formats of 16 bits or less, every
 finite value is listed by decoding all encodings with numpy / ml_dtypes (independent of
@@ -370,7 +370,7 @@ def test_catastrophic_cancellation(spec):
                                   "e4m3:promote:2:fp16", "fp16:products=fp8-e4m3fn", "fp16:products=e4m3:saturate"])
 def test_near_overflow(spec):
     """Sums around the largest finite value: 65504 + 16 is the tie that overflows fp16,
-    448 + 16 the tie that stays 448 in e4m3fn (DESIGN.md)."""
+    448 + 16 the tie that stays 448 in e4m3fn (docs/method.md#overflow)."""
     top = {"fp16": 65504.0, "fp8-e4m3fn": 448.0, "e4m3": 240.0}[spec.split(":")[0]]
     half = {"fp16": 16.0, "fp8-e4m3fn": 16.0, "e4m3": 8.0}[spec.split(":")[0]]
     steps = np.array([[half, 0.0, 1.0], [half, half, -half], [-half, 2 * half, 0.5], [half * 1.0001, 0, 0],

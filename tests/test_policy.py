@@ -22,7 +22,7 @@ from emulator.activations import get_activation
 from emulator.errors import FormatSpecError, MixaccError, UnknownNameError
 from emulator.network import Layer, Network
 
-# (p, emin, largest finite) of the formats used here, from DESIGN.md's table
+# (p, emin, largest finite) of the formats used here, from docs/method.md#formats
 FORMATS = {"bf16": (8, -126, float.fromhex("0x1.FEp127")), "fp16": (11, -14, 65504.0),
            "fp32": (24, -126, float.fromhex("0x1.FFFFFEp127")), "fp64": (53, -1022, float.fromhex("0x1.FFFFFFFFFFFFFp1023"))}
 

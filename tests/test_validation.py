@@ -1,6 +1,6 @@
 """validate(): zero certain violations of the deterministic bounds over a representative
-subset of bundled models x formats x orders x products (the whole grid runs as a script,
-see the issue's closing note); measured errors against an independent mpmath forward
+subset of bundled models x formats x orders x products (the whole grid is too slow for
+the suite); measured errors against an independent mpmath forward
 pass; violations, overflow and probabilistic failure rates accounted as documented; the
 emulator against the Fraction oracle of test_bounds (the semantics the bounds assume)."""
 

@@ -6,7 +6,7 @@ vectorised numpy loop over k that rounds after each step with numpy's own cast,
 ``acc = (acc + x[:, k, None] * W[:, k]).astype(float16)`` (fp16 only; it double-rounds
 through the float64 sum, so it is a speed reference, not a correct emulation); and the
 same loop rounding with mixacc's ``round_to`` (correct for sums of two float64 values,
-every format). Target (issue 3): recursive fp16 at (N, n, m) = (1024, 784, 784) in at
+every format). Target: recursive fp16 at (N, n, m) = (1024, 784, 784) in at
 most 1 ns per multiply-add, at least 10x faster than the plain numpy loop and within 100x
 of float32 matmul.
 """
