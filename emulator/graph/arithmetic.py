@@ -1,0 +1,250 @@
+"""The arithmetics a graph runs in (docs/method.md#graphs): one engine
+(``emulator.graph.engine``), several ways to sum.
+
+Every sum of a graph is an *accumulation site* (:class:`Site`): the contraction of a Gemm,
+MatMul, Einsum or Conv, the sum of a reduction or pooling, the denominator of a softmax,
+the mean and variance sums of a normalisation. An arithmetic decides how each site is
+summed (``contract``) and how everything else is computed (``math``, a namespace of
+elementwise and shape functions) and stored (``store``):
+
+* :class:`Native` — float64 everywhere (numpy), nothing rounded unless a storage
+  format is given;
+* :class:`Emulated` — each site accumulated under its accumulation spec by
+  ``emulator.linear.linear`` (bit-exact, every model of the MLP case), the rest in
+  float64, every operator's floating-point output rounded once to the storage format
+  (the "accumulate in FMT, store in STORAGE" model), except the outputs of operators that
+  are a sum (they stay values of the accumulator format, as an MLP's pre-activations do);
+* the exact arithmetic (``emulator.graph.exact``) — certified enclosures, never rounded.
+
+A contraction is ``y[..., i] = sum_j x[..., j] w[..., i, j] (+ b_i)``: ``w`` either shared
+(one (m, n) matrix, as weights are) or batched with ``x`` (activation x activation, as in
+Q K^T); a plain sum is a contraction with ``w = ones``.
+"""
+
+from __future__ import annotations
+
+import fnmatch
+from dataclasses import dataclass
+from typing import Mapping
+
+import numpy as np
+
+from ..accumulation import Accumulation, parse_accumulation
+from ..errors import FormatSpecError, ShapeError
+from ..network import Storage, parse_storage
+from .ir import Node
+
+__all__ = ["Site", "AccumulationPlan", "Arithmetic", "Native", "Emulated", "SiteRecord"]
+
+
+@dataclass(frozen=True)
+class Site:
+    """An accumulation site: the node, the role of the sum inside it (``""`` for the
+    node's main contraction, ``sum`` for a softmax denominator, ``mean`` / ``var`` for a
+    normalisation) and its stable name, ``node`` or ``node.role``."""
+
+    node: str
+    op: str
+    role: str = ""
+
+    @property
+    def name(self) -> str:
+        return f"{self.node}.{self.role}" if self.role else self.node
+
+
+class AccumulationPlan:
+    """Which accumulation spec each site gets: one spec for all, or a mapping whose keys
+    are operator types (``MatMul``), site-name patterns (``*attention*``, fnmatch) or
+    ``*``; the first key that matches a site wins (operator types before patterns). A
+    site no key matches runs in float64. Values are specs, rows or None (float64)."""
+
+    def __init__(self, acc: "str | Accumulation | Mapping | AccumulationPlan | None"):
+        if isinstance(acc, AccumulationPlan):
+            self.default, self.by_op, self.by_pattern = acc.default, acc.by_op, acc.by_pattern
+            return
+        self.by_op: dict[str, "Accumulation | None"] = {}
+        self.by_pattern: list[tuple[str, "Accumulation | None"]] = []
+        self.default: "Accumulation | None" = None
+        if acc is None:
+            return
+        if not isinstance(acc, Mapping):
+            self.default = parse_accumulation(acc)
+            return
+        from .ops import OPS
+
+        for key, value in acc.items():
+            if not isinstance(key, str) or not key:
+                raise FormatSpecError(f"Accumulation plan key {key!r}: must be an operator type or a site pattern.")
+            row = None if value is None else parse_accumulation(value)
+            if key == "*":
+                self.default = row
+            elif key in OPS:
+                self.by_op[key] = row
+            else:
+                self.by_pattern.append((key, row))
+
+    def resolve(self, site: Site) -> "Accumulation | None":
+        if site.op in self.by_op:
+            return self.by_op[site.op]
+        for pattern, row in self.by_pattern:
+            if fnmatch.fnmatchcase(site.name, pattern):
+                return row
+        return self.default
+
+    @property
+    def is_exact(self) -> bool:
+        return self.default is not None and self.default.is_exact and not self.by_op and not self.by_pattern
+
+    def describe(self) -> dict:
+        spec = (lambda a: None if a is None else a.spec)
+        return {"default": spec(self.default), "by_op": {k: spec(v) for k, v in self.by_op.items()},
+                "by_pattern": {k: spec(v) for k, v in self.by_pattern}}
+
+
+@dataclass
+class SiteRecord:
+    """What an emulated site computed on one batch: its operands as the site saw them
+    (``x`` (rows, n); ``w`` (m, n) shared, or (groups, m, n) batched with ``x`` then
+    (groups, rows, n)), its bias, its output and overflow mask (rows, m) or
+    (groups, rows, m), and the spec it ran under."""
+
+    site: Site
+    acc: "Accumulation | None"
+    x: np.ndarray
+    w: np.ndarray
+    bias: "np.ndarray | None"
+    y: np.ndarray
+    overflow: np.ndarray
+    batched: bool
+
+
+class Arithmetic:
+    """The interface the engine and the operators use (see the module docstring).
+
+    ``math`` is the namespace of non-accumulating functions (``emulator.graph.math``'s
+    float64 one here); ``contract`` evaluates a site; ``store`` rounds a computed tensor
+    to the storage format; ``lift`` turns a constant array into this arithmetic's tensor;
+    ``records`` collects :class:`SiteRecord` when ``record`` is set."""
+
+    name = "native"
+
+    def __init__(self, storage=None, *, record: bool = False):
+        from . import math as graph_math
+
+        self.storage: "Storage | None" = parse_storage(storage)
+        self.math = graph_math.FLOAT64
+        self.record = record
+        self.records: list[SiteRecord] = []
+        self.overflow: dict[str, np.ndarray] = {}
+
+    def lift(self, array: np.ndarray):
+        return array
+
+    def store(self, tensor):
+        """round_S(tensor) for float tensors when a storage format is set."""
+        if self.storage is None or not isinstance(tensor, np.ndarray) or tensor.dtype != np.float64:
+            return tensor
+        return self.storage.round(tensor)
+
+    def spec(self, site: Site) -> "Accumulation | None":
+        """The accumulation a site runs under (None: float64)."""
+        return None
+
+    def contract(self, site: Site, x, w, bias=None, *, batched: bool = False):
+        """y[..., i] = sum_j x[..., j] w[i, j] + b_i (``w`` shared), or, ``batched``,
+        y[..., t, i] = sum_j x[..., t, j] w[..., i, j] + b_i."""
+        x, w, bias, lead = _contraction_operands(site, x, w, bias, batched)
+        acc = self.spec(site)
+        if batched:
+            ys, ovfs = [], []
+            for g in range(x.shape[0]):
+                y, ovf = self._sum(acc, x[g], w[g], bias)
+                ys.append(y)
+                ovfs.append(ovf)
+            y, ovf = np.stack(ys), np.stack(ovfs)
+        else:
+            y, ovf = self._sum(acc, x, w, bias)
+        if self.record:
+            self.records.append(SiteRecord(site, acc, x, w, bias, y, ovf, batched))
+        self.overflow[site.name] = ovf.reshape(*lead, ovf.shape[-1])
+        return y.reshape(*lead, y.shape[-1])
+
+    def divide(self, site: Site, total, count):
+        """total / count (a number of terms, or an array of them), the division of a mean,
+        rounded once in the site's accumulator format (the output format of the spec: F,
+        or G for promote; nearest for stochastic specs); float64 where the site has none."""
+        acc = self.spec(site)
+        count = np.asarray(count, dtype=np.float64)
+        if acc is None:
+            return np.divide(total, count)
+        from ..division import divide_rounded
+
+        fmt = acc.wide or acc.fmt
+        mode = acc.rounding if acc.rounding.deterministic else "nearest"
+        return divide_rounded(total, count, fmt, mode, saturate=acc.saturate, subnormals=acc.subnormals)
+
+    def _sum(self, acc: "Accumulation | None", x: np.ndarray, w: np.ndarray, bias) -> tuple[np.ndarray, np.ndarray]:
+        with np.errstate(over="ignore", invalid="ignore"):
+            y = x @ w.T
+            if bias is not None:
+                y = y + bias
+        return y, ~np.isfinite(y)
+
+
+class Native(Arithmetic):
+    """float64 sums (numpy matmul), float64 everything else; storage rounding of every
+    operator's output when a storage format is given."""
+
+    name = "native"
+
+
+class Emulated(Arithmetic):
+    """Each site accumulated under the plan's spec by ``emulator.linear.linear``
+    (float64 where the plan gives none), storage rounding as :class:`Native`."""
+
+    name = "emulated"
+
+    def __init__(self, plan, storage=None, *, record: bool = False):
+        super().__init__(storage, record=record)
+        self.plan = AccumulationPlan(plan)
+        for row in [self.plan.default, *self.plan.by_op.values(), *(r for _, r in self.plan.by_pattern)]:
+            if row is not None and row.is_exact:
+                raise FormatSpecError("An exact site inside an emulated plan is not supported; run the whole graph "
+                                      "exactly (acc='exact') or give a format.")
+
+    def spec(self, site: Site) -> "Accumulation | None":
+        return self.plan.resolve(site)
+
+    def _sum(self, acc, x, w, bias):
+        if acc is None:
+            return super()._sum(acc, x, w, bias)
+        from ..linear import linear
+
+        y, ovf = linear(x, w, bias, acc, return_overflow=True)
+        return np.asarray(y, dtype=np.float64), np.asarray(ovf, dtype=bool)
+
+
+def _contraction_operands(site: Site, x, w, bias, batched: bool):
+    """(x, w, bias, leading shape) in the shapes the sums take: shared ``w`` (m, n) with
+    x flattened to (rows, n); batched w (..., m, n) with x (..., t, n), both flattened to
+    (groups, ., n)."""
+    x = np.asarray(x, dtype=np.float64)
+    w = np.asarray(w, dtype=np.float64)
+    if x.ndim < 1 or w.ndim < 2 or x.shape[-1] != w.shape[-1]:
+        raise ShapeError(f"Site {site.name!r}: operands of shapes {x.shape} and {w.shape} do not contract "
+                         f"(last axes must match).")
+    m = w.shape[-2]
+    if bias is not None:
+        bias = np.broadcast_to(np.asarray(bias, dtype=np.float64), (m,))
+    if not batched:
+        if w.ndim != 2:
+            raise ShapeError(f"Site {site.name!r}: shared weights must be (m, n), got {w.shape}.")
+        lead = x.shape[:-1]
+        return np.ascontiguousarray(x.reshape(-1, x.shape[-1])), np.ascontiguousarray(w), bias, lead
+    if x.ndim < 2:
+        raise ShapeError(f"Site {site.name!r}: a batched contraction needs x (..., t, n), got {x.shape}.")
+    batch = np.broadcast_shapes(x.shape[:-2], w.shape[:-2])
+    xb = np.broadcast_to(x, (*batch, *x.shape[-2:])).reshape(-1, *x.shape[-2:])
+    wb = np.broadcast_to(w, (*batch, *w.shape[-2:])).reshape(-1, *w.shape[-2:])
+    return np.ascontiguousarray(xb), np.ascontiguousarray(wb), bias, (*batch, x.shape[-2])
+
