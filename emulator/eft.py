@@ -1,6 +1,8 @@
 """Error-free transformations in float64 (numba-compiled scalars).
 
-* ``two_sum(a, b) = (s, e)``: s = fl(a + b) and s + e = a + b exactly (Knuth).
+* ``two_sum(a, b) = (s, e)``: s = fl(a + b) and s + e = a + b exactly (Knuth) when s is
+  finite and no intermediate overflows, e.g. when |a| >= |b| or |a|, |b| <= 2^1023
+  (beyond, s - a can overflow: two_sum(-1.5 * 2^971, max) has e = NaN).
 * ``fast_two_sum(a, b) = (s, e)``: the same when |a| >= |b| or a = 0 (Dekker).
 * ``two_prod(a, b) = (p, e)``: p = fl(a b) and e = fl(a b - p) by one fused multiply-add;
   p + e = a b exactly when ``two_prod_exact_ok(a, b, p)``: a zero operand, or

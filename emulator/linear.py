@@ -240,10 +240,8 @@ def _round_value(v, fmt: Format, a: Accumulation, rbits: int):
     if mode == K.NEAREST:
         up = 2 * rem > quantum or (2 * rem == quantum and trunc % 2 == 1)
     elif mode == K.STOCHASTIC:
-        te, kk = q - 53, rbits >> 11
-        if te < -1074:
-            kk, te = kk >> (-1074 - te), -1074
-        up = rem > kk * Fraction(2) ** te
+        # tau exact: the kernels floor it to a multiple of 2^-1074, exact only for their float64 terms
+        up = rem > (rbits >> 11) * Fraction(2) ** (q - 53)
     else:
         up = rem > 0 and ((mode == K.UP and not neg) or (mode == K.DOWN and neg))
     result = (trunc + up) * quantum

@@ -1,6 +1,6 @@
 """Network and forward pass: validation, native / emulated / exact / per-layer passes and
-storage rounding, each against an oracle written here (Fractions, mpmath, numpy's
-correctly rounded float64 -> float16 cast, ml_dtypes for e4m3 on float32 values)."""
+storage rounding, each against an oracle (the Fraction oracles of tests/oracles.py, mpmath,
+numpy's correctly rounded float64 -> float16 cast, ml_dtypes for e4m3 on float32 values)."""
 
 from __future__ import annotations
 
@@ -15,24 +15,7 @@ import pytest
 from emulator.errors import DataError, FormatSpecError, ModelFileError, ShapeError, UnknownNameError
 from emulator.network import ForwardResult, Layer, Network, parse_storage
 
-FP16 = dict(p=11, emin=-14, largest=65504.0)
-
-
-def round_fraction(q: Fraction, p: int, emin: int, largest: float) -> float:
-    """Round-to-nearest-even of the exact rational q to a format with precision p and
-    minimum exponent emin; overflow (after rounding) gives inf."""
-    if q == 0:
-        return 0.0
-    a = abs(q)
-    e = a.numerator.bit_length() - a.denominator.bit_length()
-    if Fraction(2) ** e > a:
-        e -= 1
-    quantum = Fraction(2) ** (max(e, emin) - p + 1)
-    n, r = divmod(a / quantum, 1)
-    n = int(n) + (r > Fraction(1, 2) or (r == Fraction(1, 2) and int(n) % 2 == 1))
-    v = n * quantum
-    mag = math.inf if v > Fraction(largest) else float(v)
-    return -mag if q < 0 else mag
+from oracles import accumulate_matrix, exact_affine, rn_affine
 
 
 def f32_values(rng, shape, scale=1.0) -> np.ndarray:
@@ -48,22 +31,6 @@ def small_net(seed=0, acts=("relu", "identity"), widths=(6, 5, 3), bias=(True, T
         b = f32_values(rng, widths[k + 1], scale) if bias[k] else None
         layers.append(Layer(w, b, act))
     return Network(layers, "small")
-
-
-def recursive_oracle(x_row, W, b, fmt=FP16) -> np.ndarray:
-    """s_0 = round(b_i), s_j = round(s_{j-1} + w_ij x_j) with exact products."""
-    out = []
-    for i in range(W.shape[0]):
-        s = round_fraction(Fraction(b[i]), **fmt) if b is not None else 0.0
-        for j in range(W.shape[1]):
-            s = round_fraction(Fraction(s) + Fraction(W[i, j]) * Fraction(x_row[j]), **fmt)
-        out.append(s)
-    return np.array(out)
-
-
-def exact_pre(x_row, W, b) -> list[Fraction]:
-    return [sum((Fraction(W[i, j]) * Fraction(x_row[j]) for j in range(W.shape[1])),
-                Fraction(b[i]) if b is not None else Fraction(0)) for i in range(W.shape[0])]
 
 
 # ---- validation --------------------------------------------------------------------
@@ -175,7 +142,7 @@ def test_native_forward_within_float64_bound_of_exact():
         n = layer.n_inputs + 1
         gamma = Fraction(n, 2**53) / (1 - Fraction(n, 2**53))
         for r in range(z.shape[0]):
-            exact = exact_pre(z[r], layer.weight, layer.bias)
+            exact = exact_affine(layer.weight, z[r], layer.bias)
             for i, e in enumerate(exact):
                 a = abs(Fraction(layer.bias[i])) + sum(abs(Fraction(layer.weight[i, j]) * Fraction(z[r, j])) for j in range(z.shape[1]))
                 assert abs(Fraction(pre[r, i]) - e) <= gamma * a
@@ -253,7 +220,7 @@ def test_emulated_forward_is_recursive_fp16_layer_by_layer():
     res = net.forward(x, acc="fp16", return_all=True)
     z = x
     for layer, pre, out in zip(net.layers, res.preactivations, res.outputs):
-        expected = np.array([recursive_oracle(row, layer.weight, layer.bias) for row in z])
+        expected = accumulate_matrix(z, layer.weight, layer.bias, "fp16")[0]
         np.testing.assert_array_equal(pre, expected)
         z = layer.activation.f(expected)
         np.testing.assert_array_equal(out, z)
@@ -267,7 +234,7 @@ def test_emulated_forward_with_storage_and_per_layer_override():
     h = lambda a: a.astype(np.float16).astype(np.float64)  # noqa: E731
     z = h(x)
     l0, l1 = net.layers
-    pre0 = np.array([recursive_oracle(row, h(l0.weight), h(l0.bias)) for row in z])
+    pre0 = accumulate_matrix(z, h(l0.weight), h(l0.bias), "fp16")[0]
     np.testing.assert_array_equal(res.preactivations[0], pre0)
     z1 = h(l0.activation.f(pre0))
     np.testing.assert_array_equal(res.outputs[0], z1)
@@ -283,10 +250,10 @@ def test_per_layer_exact_entry_is_correctly_rounded_and_not_stored():
     res = net.forward(x, acc=["exact", "fp16"], storage="fp16", return_all=True)
     h = lambda a: a.astype(np.float16).astype(np.float64)  # noqa: E731
     l0, l1 = net.layers
-    pre0 = np.array([[float(v) for v in exact_pre(row, h(l0.weight), h(l0.bias))] for row in h(x)])
+    pre0 = rn_affine(h(x), h(l0.weight), h(l0.bias))
     np.testing.assert_array_equal(res.preactivations[0], pre0)
     np.testing.assert_array_equal(res.outputs[0], np.maximum(pre0, 0.0))
-    pre1 = np.array([recursive_oracle(row, h(l1.weight), h(l1.bias)) for row in res.outputs[0]])
+    pre1 = accumulate_matrix(res.outputs[0], h(l1.weight), h(l1.bias), "fp16")[0]
     np.testing.assert_array_equal(res.preactivations[1], pre1)
     np.testing.assert_array_equal(res.outputs[1], h(pre1))
 
@@ -310,8 +277,7 @@ def test_exact_forward_relu_matches_fractions():
     for r in range(x.shape[0]):
         z = [Fraction(v) for v in x[r]]
         for k, layer in enumerate(net.layers):
-            pre = [sum((Fraction(layer.weight[i, j]) * z[j] for j in range(len(z))),
-                       Fraction(layer.bias[i])) for i in range(layer.n_outputs)]
+            pre = exact_affine(layer.weight, z, layer.bias)
             z = [max(p, Fraction(0)) for p in pre] if layer.activation.name == "relu" else pre
             assert list(res.preactivations[k][r]) == [float(p) for p in pre]
             assert list(res.outputs[k][r]) == [float(v) for v in z]

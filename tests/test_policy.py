@@ -1,8 +1,8 @@
 """Algorithm 1, its multi-level and static variants, the baselines and the sweep metrics.
 
 Hand-made layers whose right selection is worked out in the comments; recomputed values
-are checked against a recursive sum written here with fractions.Fraction (every addition
-rounded once, to nearest even, from the exact value)."""
+are checked against the recursive sum of tests/oracles.py (fractions.Fraction, every
+addition rounded once, to nearest even, from the exact value)."""
 
 import math
 from fractions import Fraction
@@ -22,37 +22,7 @@ from emulator.activations import get_activation
 from emulator.errors import FormatSpecError, MixaccError, UnknownNameError
 from emulator.network import Layer, Network
 
-# (p, emin, largest finite) of the formats used here, from docs/method.md#formats
-FORMATS = {"bf16": (8, -126, float.fromhex("0x1.FEp127")), "fp16": (11, -14, 65504.0),
-           "fp32": (24, -126, float.fromhex("0x1.FFFFFEp127")), "fp64": (53, -1022, float.fromhex("0x1.FFFFFFFFFFFFFp1023"))}
-
-
-def round_fraction(q: Fraction, fmt: str) -> float:
-    """q rounded to nearest (ties to even) in ``fmt``; beyond the largest finite: ±inf."""
-    p, emin, largest = FORMATS[fmt]
-    if q == 0:
-        return 0.0
-    a = abs(q)
-    e = a.numerator.bit_length() - a.denominator.bit_length()
-    e += 1 if Fraction(2) ** (e + 1) <= a else 0
-    e -= 1 if Fraction(2) ** e > a else 0
-    quantum = Fraction(2) ** (max(e, emin) - p + 1)
-    n, rem = divmod(a / quantum, 1)
-    if rem > Fraction(1, 2) or (rem == Fraction(1, 2) and n % 2 == 1):
-        n += 1
-    value = n * quantum
-    magnitude = math.inf if value > Fraction(largest) else float(value)
-    return math.copysign(magnitude, q)
-
-
-def recursive_sum(x, w, b, fmt: str) -> float:
-    """s_0 = round(b), s_j = round(s_{j-1} + w_j x_j) with the product exact."""
-    s = round_fraction(Fraction(b), fmt) if b is not None else 0.0
-    for xj, wj in zip(x, w):
-        if math.isinf(s):
-            return s
-        s = round_fraction(Fraction(s) + Fraction(wj) * Fraction(xj), fmt)
-    return s
+from oracles import accumulate, accumulate_matrix, exact_affine
 
 
 def one_layer(weight, activation="identity", bias=None) -> Network:
@@ -71,15 +41,15 @@ CANCEL = dict(weight=[[1.0, -1.0], [1.0, 1.0]], x=[1.0, 0.999])
 def test_cancellation_recomputed_well_conditioned_not(criterion):
     run = recompute(one_layer(CANCEL["weight"]), [CANCEL["x"]], "fp16", "fp32", 100.0, criterion)
     assert run.masks[0].tolist() == [[True, False]]
-    want = [recursive_sum(CANCEL["x"], CANCEL["weight"][0], None, "fp32"),
-            recursive_sum(CANCEL["x"], CANCEL["weight"][1], None, "fp16")]
+    want = [accumulate(CANCEL["x"], CANCEL["weight"][0], None, "fp32").value,
+            accumulate(CANCEL["x"], CANCEL["weight"][1], None, "fp16").value]
     assert run.outputs.tolist() == [want]
 
 
 def test_scores_by_hand():
     # kappa on the cancelling row: acc_fp16(|1| + |0.999|) / |acc_fp16(1 - 0.999)|
-    y = np.array([recursive_sum(CANCEL["x"], CANCEL["weight"][0], None, "fp16")])
-    a = np.array([recursive_sum(CANCEL["x"], [1.0, 1.0], None, "fp16")])
+    y = np.array([accumulate(CANCEL["x"], CANCEL["weight"][0], None, "fp16").value])
+    a = np.array([accumulate(CANCEL["x"], [1.0, 1.0], None, "fp16").value])
     identity, relu = get_activation("identity"), get_activation("relu")
     assert scores(y, identity, "kappa", a)[0] == a[0] / y[0]
     assert scores(y, identity, "kappa-prime")[0] == 1 / y[0]
@@ -94,7 +64,7 @@ def test_overflow_recomputed_at_any_tau():
     run = recompute(net, [[60000.0, 60000.0]], "fp16", "fp32", math.inf)
     assert run.masks[0].tolist() == [[True, False]]
     assert run.outputs[0, 0] == 120000.0
-    assert run.outputs[0, 1] == recursive_sum([60000.0, 60000.0], [1e-3, 1e-3], None, "fp16")
+    assert run.outputs[0, 1] == accumulate([60000.0, 60000.0], [1e-3, 1e-3], None, "fp16").value
 
 
 def test_zero_result_recomputed_at_any_tau():
@@ -197,7 +167,7 @@ LEVEL_W = [[1, 1, 0, 0, 0, 0], [0, 0, 1, 1, 0, 0], [0, 0, 0, 0, 1, 1]]
 def test_multilevel_by_hand():
     run = recompute_multilevel(one_layer(LEVEL_W), [LEVEL_X], ["bf16", "fp32", "fp64"], 2.0**-6)
     assert run.choices[0].tolist() == [[0, 1, 2]]
-    want = [recursive_sum(LEVEL_X, w, None, f) for w, f in zip(LEVEL_W, ["bf16", "fp32", "fp64"])]
+    want = [accumulate(LEVEL_X, w, None, f).value for w, f in zip(LEVEL_W, ["bf16", "fp32", "fp64"])]
     assert run.outputs.tolist() == [want]
     # bits: bf16 pass + magnitude pass on 3 rows, one row in fp32, one in fp64; n = 6
     assert run.cost.total == 6 * (2 * 3 * 16 + 32 + 64)
@@ -290,8 +260,9 @@ def test_oracle_picks_the_true_error_not_the_score():
     # with the same budget of one, recomputes row 1.
     x = [[1.0, 0.75, 1.0, 2.0**-12]]
     net = one_layer([[1.0, -1.0, 0.0, 0.0], [0.0, 0.0, 1.0, 1.0]])
-    exact = [sum(Fraction(w) * Fraction(v) for w, v in zip(row, x[0])) for row in [[1, -1, 0, 0], [0, 0, 1, 1]]]
-    low = [recursive_sum(x[0], row, None, "fp16") for row in [[1, -1, 0, 0], [0, 0, 1, 1]]]
+    W = [[1, -1, 0, 0], [0, 0, 1, 1]]
+    exact = exact_affine(W, x[0])
+    low = accumulate_matrix(x[0], W, None, "fp16")[0]
     assert Fraction(low[0]) == exact[0] and Fraction(low[1]) != exact[1]
     guided = recompute(net, x, "fp16", "fp32", 5.0)
     assert guided.masks[0].tolist() == [[True, False]]
@@ -401,7 +372,7 @@ def test_oracle_budget_goes_to_forced_components_first():
     # only (budget 1); the oracle must spend that budget on the forced row, not on row 0.
     net = one_layer([[1.0, -1.0, -1.0, 1.0, 0.0, 0.0], [0.0, 0.0, 0.0, 0.0, 1.0, -1.0]], "relu")
     x = [[1.0, 2.0**-13, 1.0, 2.0**-14, 1.0, 1.0]]
-    assert recursive_sum(x[0], [1.0, -1.0, -1.0, 1.0, 0.0, 0.0], None, "fp16") == 2.0**-14
+    assert accumulate(x[0], [1.0, -1.0, -1.0, 1.0, 0.0, 0.0], None, "fp16").value == 2.0**-14
     guided = recompute(net, x, "fp16", "fp32", math.inf, "kappa-prime")
     assert guided.masks[0].tolist() == [[False, True]]
     assert local_oracle_selection(net, x, guided).masks[0].tolist() == [[False, True]]

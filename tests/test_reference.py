@@ -1,5 +1,5 @@
-"""The exact reference against oracles written here: exact rational sums (``Fraction``,
-rounded by CPython's correctly rounded int division) for linear layers, and a forward
+"""The exact reference against oracles: exact rational sums (``Fraction``, rounded by
+CPython's correctly rounded int division; tests/oracles.py) for linear layers, and a forward
 pass at 500 bits (exact rational inner products, activations in their textbook mpmath
 forms, not the module's) for everything else.
 
@@ -25,38 +25,12 @@ from emulator.errors import DataError, FormatSpecError, ModelFileError, ShapeErr
 from emulator.reference import (DEFAULT_TOL, FAST_TOL_MIN, ExactForward, _model, _mp_enclose, exact_forward,
                                 exact_layer, exact_linear)
 
+from oracles import dd_split, exact_affine, fraction, rn_affine
+
 ORACLE_BITS = 500
 
 
 # ---------------------------------------------------------------- oracles
-
-def frac(v) -> Fraction:
-    """The exact value of a float64 or an mpmath number."""
-    if isinstance(v, mpmath.mpf):
-        sign, man, exp, _ = v._mpf_
-        return Fraction(-int(man) if sign else int(man)) * (Fraction(2) ** int(exp))
-    return Fraction(float(v))
-
-
-def rn(q: Fraction) -> float:
-    """Round to nearest even float64 (float(Fraction) is correctly rounded); +-inf on
-    overflow."""
-    try:
-        return float(q)
-    except OverflowError:
-        return math.inf if q > 0 else -math.inf
-
-
-def exact_dot(W, x, b) -> list[Fraction]:
-    return [sum((frac(w) * frac(v) for w, v in zip(row, x)), frac(0.0 if b is None else b[i]))
-            for i, row in enumerate(W)]
-
-
-def oracle_linear(x, W, b=None) -> np.ndarray:
-    X = np.atleast_2d(x)
-    out = np.array([[rn(v) for v in exact_dot(W, row, b)] for row in X])
-    return out[0] if np.ndim(x) == 1 else out
-
 
 def _sigmoid(y):
     return 1 / (1 + mpmath.exp(-y))
@@ -101,15 +75,15 @@ def oracle_forward(net, x) -> list[tuple[list, list]]:
     inner products exact in Fractions."""
     out = []
     with mpmath.workprec(ORACLE_BITS):
-        z = [frac(v) for v in x]
+        z = [fraction(v) for v in x]
         for layer in net.layers:
             f = textbook(layer.activation if isinstance(layer.activation, str) else layer.activation.name)
             b = np.zeros(len(layer.weight)) if layer.bias is None else layer.bias
-            pre = [sum((frac(w) * v for w, v in zip(row, z)), frac(bi)) for row, bi in zip(layer.weight, b)]
+            pre = exact_affine(layer.weight, z, b)
             pre_mp = [mpmath.mpf(p.numerator) / p.denominator for p in pre]
             outs = [f(p) for p in pre_mp]
             out.append((pre_mp, outs))
-            z = [frac(v) for v in outs]
+            z = [fraction(v) for v in outs]
     return out
 
 
@@ -186,9 +160,9 @@ def test_linear_random_is_correctly_rounded(shape, bias):
     W = rng.standard_normal((m, n)) * np.exp2(rng.integers(-20, 20, (m, n)))
     x = rng.standard_normal((4, n)) * np.exp2(rng.integers(-20, 20, (4, n)))
     b = rng.standard_normal(m) if bias else None
-    assert np.array_equal(exact_linear(x, W, b), oracle_linear(x, W, b))
-    assert np.array_equal(exact_linear(x[0], W, b), oracle_linear(x[0], W, b))
-    assert np.array_equal(exact_linear(x, W, b, path="mpmath"), oracle_linear(x, W, b))
+    assert np.array_equal(exact_linear(x, W, b), rn_affine(x, W, b))
+    assert np.array_equal(exact_linear(x[0], W, b), rn_affine(x[0], W, b))
+    assert np.array_equal(exact_linear(x, W, b, path="mpmath"), rn_affine(x, W, b))
 
 
 @pytest.mark.parametrize("bits", [20, 60, 100, 160])
@@ -199,7 +173,7 @@ def test_linear_ill_conditioned(bits):
     assert max(conds) > 2.0 ** (bits * 0.6)  # the generator does make them ill-conditioned
     for x, w in rows:
         got = exact_linear(x, w[None, :])
-        assert got[0] == oracle_linear(x, w[None, :])[0]
+        assert got[0] == rn_affine(x, w[None, :])[0]
 
 
 TIES = [  # rows (w, x, b) whose exact value is a tie or next to one
@@ -221,7 +195,7 @@ TIES = [  # rows (w, x, b) whose exact value is a tie or next to one
 def test_linear_ties_and_extremes(w, x, b, expected):
     W = np.array([w])
     bias = None if b is None else np.array([b])
-    assert oracle_linear(np.array(x), W, bias)[0] == expected
+    assert rn_affine(np.array(x), W, bias)[0] == expected
     for path in ("fast", "mpmath"):
         assert exact_linear(np.array(x), W, bias, path=path)[0] == expected
 
@@ -234,7 +208,7 @@ def test_linear_subnormal_products():
     x[1:3, 0] = 2.0**-1000
     b = rng.standard_normal(6) * 2.0**-1060
     got = exact_linear(x, W, b)
-    assert np.array_equal(got, oracle_linear(x, W, b))
+    assert np.array_equal(got, rn_affine(x, W, b))
     assert (np.abs(got) < 2.0**-1022).sum() > 10  # subnormal results
     assert np.array_equal(exact_linear(x, W, b, path="mpmath"), got)
 
@@ -248,7 +222,7 @@ wide_floats = st.floats(min_value=-1e200, max_value=1e200, allow_nan=False, allo
 def test_linear_hypothesis(pairs, bias):
     w = np.array([p[0] for p in pairs])[None, :]
     x = np.array([p[1] for p in pairs])
-    assert exact_linear(x, w, np.array([bias]))[0] == oracle_linear(x, w, np.array([bias]))[0]
+    assert exact_linear(x, w, np.array([bias]))[0] == rn_affine(x, w, np.array([bias]))[0]
 
 
 @settings(max_examples=100, deadline=None)
@@ -261,12 +235,7 @@ def test_linear_hypothesis_cancellation(values, seed):
     extra = rng.standard_normal() * 2.0 ** int(rng.integers(-1074, 1000))
     w = np.concatenate([np.ones(len(values)), -np.ones(len(values)), [extra]])
     perm = rng.permutation(len(x))
-    assert exact_linear(x[perm], w[perm][None, :])[0] == oracle_linear(x[perm], w[perm][None, :])[0]
-
-
-def dd_split(v: Fraction) -> tuple[float, float]:
-    h = rn(v)
-    return h, rn(v - Fraction(h))
+    assert exact_linear(x[perm], w[perm][None, :])[0] == rn_affine(x[perm], w[perm][None, :])[0]
 
 
 @pytest.mark.parametrize("bits", [0, 40, 90])
@@ -298,14 +267,14 @@ def test_compensated_and_exact_dot_bounds(bits):
     K.exact_dot_dd(XH, XL, W, b, rows, cols, h, l, e, ok)
     u = Fraction(1, 2**53)
     for k, (s, i) in enumerate(zip(rows, cols)):
-        exact = sum((frac(w) * (frac(a) + frac(c)) for w, a, c in zip(W[i], XH[s], XL[s])), frac(b[i]))
-        a_h = abs(frac(b[i])) + sum(abs(frac(w) * frac(a)) for w, a in zip(W[i], XH[s]))
+        exact = sum((fraction(w) * (fraction(a) + fraction(c)) for w, a, c in zip(W[i], XH[s], XL[s])), fraction(b[i]))
+        a_h = abs(fraction(b[i])) + sum(abs(fraction(w) * fraction(a)) for w, a in zip(W[i], XH[s]))
         assert not BAD[s, i] and ok[k]
-        assert abs(frac(YH[s, i]) + frac(YL[s, i]) - exact) <= frac(YE[s, i])
-        assert frac(YE[s, i]) <= 2 * (n + 3) * (n + 1) * u * u * a_h + Fraction(2.0**-1000)
-        assert abs(frac(h[k]) + frac(l[k]) - exact) <= frac(e[k])
-        assert frac(e[k]) <= Fraction(2.0**-90) * abs(exact) + Fraction(2.0**-1000)
-        assert frac(YR[s, i]) >= sum(abs(frac(w)) * frac(r) for w, r in zip(W[i], XR[s]))
+        assert abs(fraction(YH[s, i]) + fraction(YL[s, i]) - exact) <= fraction(YE[s, i])
+        assert fraction(YE[s, i]) <= 2 * (n + 3) * (n + 1) * u * u * a_h + Fraction(2.0**-1000)
+        assert abs(fraction(h[k]) + fraction(l[k]) - exact) <= fraction(e[k])
+        assert fraction(e[k]) <= Fraction(2.0**-90) * abs(exact) + Fraction(2.0**-1000)
+        assert fraction(YR[s, i]) >= sum(abs(fraction(w)) * fraction(r) for w, r in zip(W[i], XR[s]))
 
 
 def test_forward_ill_conditioned_first_layer():
@@ -320,7 +289,7 @@ def test_forward_ill_conditioned_first_layer():
                                         types.SimpleNamespace(weight=np.ones((2, 4)), bias=None,
                                                               activation=get_activation("sigmoid"))])
     result = exact_forward(net, x)
-    assert np.array_equal(result.preactivations[0], oracle_linear(x, W))
+    assert np.array_equal(result.preactivations[0], rn_affine(x, W))
     assert all(c.all() for c in result.certified)
     check_forward(net, x, result)
 
@@ -430,7 +399,7 @@ def test_forward_fast_against_500_bits(sizes, acts):
         assert result.certified[k].all()
     check_forward(net, x, result)
     first = net.layers[0]
-    assert np.array_equal(result.preactivations[0], oracle_linear(x, first.weight, first.bias))
+    assert np.array_equal(result.preactivations[0], rn_affine(x, first.weight, first.bias))
 
 
 @pytest.mark.parametrize("sizes, acts", FORWARD_NETS[:3])
@@ -456,7 +425,7 @@ def test_single_sample_and_exact_layer():
         assert one.outputs[k].shape == (net.layers[k].weight.shape[0],)
         assert np.array_equal(one.outputs[k], many.outputs[k][0])
     pre, pre_r, out, out_r = exact_layer(x, net.layers[0])
-    assert np.array_equal(pre, oracle_linear(x, net.layers[0].weight, net.layers[0].bias))
+    assert np.array_equal(pre, rn_affine(x, net.layers[0].weight, net.layers[0].bias))
     assert np.array_equal(out, one.outputs[0]) and np.array_equal(out_r, one.out_radius[0])
     oracle = oracle_forward(types.SimpleNamespace(layers=net.layers[:1]), x)[0]
     for i in range(len(pre)):

@@ -2,11 +2,11 @@
 
 Two oracles, both independent of the kernel:
 
-* ``exact_round`` rounds a ``Fraction`` from the definition of the format (find the binade,
-  the quantum 2^(e-p+1), the two neighbours, pick one by the mode's rule, then the
-  overflow and flush-to-zero rules); slow, used on thousands of points;
+* ``oracles.round_fraction`` rounds a ``Fraction`` from the definition of the format (find
+  the binade, the quantum 2^(e-p+1), the two neighbours, pick one by the mode's rule, then
+  the overflow and flush-to-zero rules); slow, used on thousands of points;
 * ``fast_round`` rounds float64 arrays with integer arithmetic on ``frexp``'s significand
-  (``divmod`` by the quantum), vectorised with numpy; it is held against ``exact_round``
+  (``divmod`` by the quantum), vectorised with numpy; it is held against ``round_fraction``
   and then used on 10^6 points per format.
 """
 
@@ -26,6 +26,8 @@ from emulator.errors import FormatSpecError, MixaccError, UnknownNameError
 from emulator.formats import get_format
 from emulator.rounding import ROUNDING_MODES, kernel_params, round_scalar, round_to
 
+from oracles import quantum, round_fraction, stochastic_up_round_to
+
 DIRECTED = ("nearest", "zero", "up", "down")
 MODE_CODE = {m.name: m.code for m in ROUNDING_MODES.rows()}
 HEADLINE = ("fp16", "bf16", "fp8-e4m3fn", "fp8-e5m2", "e4m3")
@@ -35,46 +37,7 @@ WIDE = ("fp32", "tf32", "fp64", "e8m7", "e5m10", "e11m10", "e11m51", "e3m1", "e6
 ALL = SMALL + WIDE
 
 
-# ---------------------------------------------------------------- the oracles
-
-def _binade(a: Fraction) -> int:
-    """floor(log2 a) for a > 0, from the bit lengths of numerator and denominator."""
-    e = a.numerator.bit_length() - a.denominator.bit_length()
-    return e - 1 if Fraction(2) ** e > a else e
-
-
-def _away_from_zero(mode: str, neg: bool) -> bool:
-    return mode == "up" and not neg or mode == "down" and neg
-
-
-def exact_round(v: Fraction, fmt, mode: str = "nearest", *, saturate: bool = False, subnormals: bool = True,
-                zero_sign: float = 1.0) -> float:
-    """round_F(v) for the exact rational v, from the definition of the format."""
-    f = get_format(fmt)
-    if v == 0:
-        return math.copysign(0.0, zero_sign)
-    neg, a = v < 0, abs(v)
-    quantum = Fraction(2) ** (max(_binade(a), f.emin) - f.p + 1)
-    n, r = divmod(a, quantum)
-    lo, hi = n * quantum, (n + 1) * quantum
-    if mode == "nearest":
-        pick = hi if r > quantum / 2 or (r == quantum / 2 and n % 2 == 1) else lo
-    elif mode == "zero":
-        pick = lo
-    else:
-        pick = hi if r != 0 and _away_from_zero(mode, neg) else lo
-    if pick > Fraction(f.max):
-        toward_zero = mode == "zero" or (mode in ("up", "down") and not _away_from_zero(mode, neg))
-        if saturate or f.specials == "finite" or toward_zero:
-            pick = Fraction(f.max)
-        elif f.has_inf:
-            return -math.inf if neg else math.inf
-        else:
-            return math.nan
-    if not subnormals and pick < Fraction(f.min_normal):
-        pick = Fraction(0)
-    return -float(pick) if neg else float(pick)
-
+# ---------------------------------------------------------------- the vectorised oracle
 
 @np.errstate(over="ignore")
 def fast_round(x, fmt, mode: str = "nearest", *, saturate: bool = False, subnormals: bool = True,
@@ -190,10 +153,9 @@ def all_values(fmt) -> np.ndarray:
 @pytest.mark.parametrize("mode", DIRECTED)
 def test_fast_oracle_matches_fraction_oracle(fmt, mode):
     x = np.concatenate([random_doubles(fmt, 1500, seed=7), SPECIALS[np.isfinite(SPECIALS)]])
-    want = np.array([exact_round(Fraction(v), fmt, mode, zero_sign=math.copysign(1, v)) for v in x])
+    want = np.array([round_fraction(float(v), fmt, mode).value for v in x])
     assert same(fast_round(x, fmt, mode), want), first_mismatch(x, fast_round(x, fmt, mode), want)
-    sat = np.array([exact_round(Fraction(v), fmt, mode, saturate=True, subnormals=False,
-                                zero_sign=math.copysign(1, v)) for v in x])
+    sat = np.array([round_fraction(float(v), fmt, mode, saturate=True, subnormals=False).value for v in x])
     assert same(fast_round(x, fmt, mode, saturate=True, subnormals=False), sat)
 
 
@@ -338,9 +300,11 @@ def test_ties_go_to_even_not_away(fmt, x, want):
 
 
 def test_no_float32_detour():
+    """One rounding from float64: 222.5 + 2^-20 lies above a bf16 midpoint; through
+    float32 it would become the midpoint itself and go to the even 222."""
     x = 222.5 + 2.0**-20
-    assert round_to(x, "bf16") == 223.0 == exact_round(Fraction(x), get_format("bf16"))
-    assert round_to(round_to(x, "fp32"), "bf16") == 222.0  # what a float32 detour would give: a tie, then even
+    assert round_to(x, "bf16") == 223.0 == round_fraction(Fraction(x), get_format("bf16")).value
+    assert round_to(round_to(x, "fp32"), "bf16") == 222.0  # what the float32 detour gives: a tie, then even
     assert round_to(1 + 2.0**-8 + 2.0**-40, "bf16") == 1 + 2.0**-7
     assert round_to(1 + 2.0**-11 + 2.0**-40, "fp16") == 1 + 2.0**-10
     assert round_to(1 + 2.0**-4 + 2.0**-40, "fp8-e4m3fn") == 1 + 2.0**-3
@@ -364,7 +328,7 @@ def test_the_e4m3fn_nan_pattern_is_never_480():
 def test_no_floor_on_tiny_magnitudes(fmt, x):
     for mode in DIRECTED:
         for v in (x, -x):
-            assert same(round_to(v, fmt, mode), exact_round(Fraction(v), fmt, mode, zero_sign=v))
+            assert same(round_to(v, fmt, mode), round_fraction(v, fmt, mode).value)
     assert round_to(x, fmt, "up") > 0.0
 
 
@@ -400,12 +364,12 @@ def test_sigma_rounds_the_exact_value(fmt, mode):
     eps = Fraction(1, 2**1200)
     for sigma in (-1, 0, 1):
         got = round_sigma(x, np.full(x.size, sigma), fmt, mode)
-        want = np.array([exact_round(Fraction(v) + sigma * eps, fmt, mode, zero_sign=math.copysign(1, v))
+        want = np.array([round_fraction(Fraction(v) + sigma * eps, fmt, mode, zero_sign=math.copysign(1, v)).value
                          for v in x])
         assert same(got, want), (sigma, first_mismatch(x, got, want))
         got = round_sigma(x, np.full(x.size, sigma), fmt, mode, saturate=True, subnormals=False)
-        want = np.array([exact_round(Fraction(v) + sigma * eps, fmt, mode, saturate=True, subnormals=False,
-                                     zero_sign=math.copysign(1, v)) for v in x])
+        want = np.array([round_fraction(Fraction(v) + sigma * eps, fmt, mode, saturate=True, subnormals=False,
+                                        zero_sign=math.copysign(1, v)).value for v in x])
         assert same(got, want), (sigma, first_mismatch(x, got, want))
 
 
@@ -480,6 +444,8 @@ def test_stochastic_threshold_is_exact(fmt, x, exact):
     got = round_sigma(np.full(5, x), np.zeros(5), fmt, "stochastic", rbits=np.array(rbits, dtype=np.uint64))
     want = [float(away) if r < threshold else float(toward) for r in rbits]
     assert same(got, np.copysign(want, x))
+    assert same(got, [round_fraction(x, fmt, "stochastic", rbits=r, stochastic=stochastic_up_round_to).value
+                      for r in rbits])
 
 
 # ---------------------------------------------------------------- special values, zeros, shapes
@@ -555,7 +521,7 @@ def _representable(v: float, fmt) -> bool:
     if not math.isfinite(v) or v == 0:
         return True
     a = Fraction(abs(v))
-    return a <= Fraction(f.max) and (a / Fraction(2) ** (max(_binade(a), f.emin) - f.p + 1)).denominator == 1
+    return a <= Fraction(f.max) and (a / quantum(a, f)).denominator == 1
 
 
 @settings(max_examples=150, deadline=None)
@@ -581,7 +547,7 @@ def test_nearest_is_within_half_an_ulp_and_directed_brackets(fmt, x):
     if abs(x) > f.max:
         return
     r = float(round_to(x, fmt))
-    ulp = Fraction(2) ** (max(_binade(abs(Fraction(x))) if x else f.emin, f.emin) - f.p + 1)
+    ulp = quantum(abs(Fraction(x)), f) if x else Fraction(f.min_subnormal)
     assert abs(Fraction(r) - Fraction(x)) <= ulp / 2
     down, up = float(round_to(x, fmt, "down")), float(round_to(x, fmt, "up"))
     assert down <= x <= up and r in (down, up)
