@@ -109,7 +109,6 @@ class Graph:
             raise ModelFileError(f"Graph {self.name!r} has no inputs.")
         if not self.outputs:
             raise ModelFileError(f"Graph {self.name!r} has no outputs.")
-        names = [n.name for n in nodes]
         seen: set[str] = set()
         for n in nodes:
             if n.name in seen:
@@ -138,7 +137,7 @@ class Graph:
             if out not in producer:
                 raise ModelFileError(f"Graph {self.name!r}: output {out!r} is not produced by any node.")
         self.nodes = _topological(list(nodes), producer)
-        self._names = names
+        self._stored: dict = {}
 
     def __iter__(self) -> Iterator[Node]:
         return iter(self.nodes)
@@ -165,6 +164,21 @@ class Graph:
     def n_params(self) -> int:
         """Number of floating-point constants (weights, biases, tables)."""
         return int(sum(a.size for a in self.initializers.values() if a.dtype == np.float64))
+
+    def with_storage(self, storage) -> "Graph":
+        """A copy whose floating-point initialisers are rounded to the storage format
+        (nearest; saturating for ``FMT:saturate``; overflow otherwise refused), cached."""
+        from ..network import parse_storage
+
+        st = parse_storage(storage)
+        if st is None:
+            return self
+        if st.spec not in self._stored:
+            inits = {k: st.round_finite(v, f"{self.name}: initialiser {k!r}") if v.dtype == np.float64 else v
+                     for k, v in self.initializers.items()}
+            self._stored[st.spec] = Graph(self.nodes, self.inputs, self.outputs, inits, self.name,
+                                          {**self.meta, "storage": st.spec})
+        return self._stored[st.spec]
 
     def consumers(self) -> dict[str, list[Node]]:
         """Tensor name -> the nodes that read it."""
