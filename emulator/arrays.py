@@ -47,7 +47,8 @@ def real_array(value, where: str, *, ndim: "int | Sequence[int] | None" = None, 
     if ndim is not None:
         allowed = (ndim,) if isinstance(ndim, int) else tuple(ndim)
         if arr.ndim not in allowed:
-            dims = " or ".join(str(d) for d in allowed)
+            contiguous = len(allowed) > 2 and list(allowed) == list(range(allowed[0], allowed[-1] + 1))
+            dims = f"{allowed[0]} to {allowed[-1]}" if contiguous else " or ".join(str(d) for d in allowed)
             raise ShapeError(f"{where} must have {dims} dimension{'s' if allowed != (1,) else ''}, got shape {arr.shape}.")
     if nonempty and 0 in arr.shape:
         raise ShapeError(f"{where} is empty (shape {arr.shape}).")

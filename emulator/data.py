@@ -23,13 +23,13 @@ import zipfile
 import zlib
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Mapping, Sequence
 
 import numpy as np
 
 from .datasets.shipped import read_shipped
 from .arrays import real_array
-from .errors import DataError
+from .errors import DataError, ShapeError
 from .registry import Registry
 
 __all__ = ["Dataset", "load_data", "load_model_data", "DATASETS", "SPLITS"]
@@ -39,13 +39,15 @@ SPLITS = ("train", "test")
 
 @dataclass(frozen=True)
 class Dataset:
-    """``x`` (N, n) float64 inputs, ``y`` (N,) labels or None, the spec's ``name`` and
-    the ``split``."""
+    """``x`` the inputs (N, ...) (float64, or int64 for token ids), ``y`` (N,) labels or
+    None, the spec's ``name`` and the ``split``; ``inputs`` every named input of a
+    dataset for a graph with several (``x`` is then the first), else None."""
 
     x: np.ndarray
     y: "np.ndarray | None"
     name: str
     split: str
+    inputs: "Mapping[str, np.ndarray] | None" = None
 
     def __len__(self) -> int:
         return self.x.shape[0]
@@ -54,22 +56,38 @@ class Dataset:
     def n_features(self) -> int:
         return self.x.shape[1]
 
+    def feeds(self, names: Sequence[str]) -> dict[str, np.ndarray]:
+        """The arrays for a model's named inputs: the named inputs themselves, or ``x``
+        for a model with one input."""
+        if self.inputs is not None:
+            return {k: self.inputs[k] for k in names if k in self.inputs} | (
+                {} if set(names) <= set(self.inputs) else {k: v for k, v in self.inputs.items() if k not in names})
+        if len(names) == 1:
+            return {names[0]: self.x}
+        raise DataError(f"Data {self.name!r} holds one array x, but the model takes {len(names)} inputs "
+                        f"({', '.join(names)}); give an .npz with one array per input name.")
+
+    def subset(self, index) -> "Dataset":
+        """The samples ``index`` (a slice or an integer array)."""
+        inputs = None if self.inputs is None else {k: v[index] for k, v in self.inputs.items()}
+        return Dataset(self.x[index], None if self.y is None else self.y[index], self.name, self.split, inputs)
+
     def head(self, n: "int | None") -> "Dataset":
         """The first ``n`` samples (all of them for None)."""
         if n is None or n >= len(self):
             return self
         if n < 1:
             raise DataError(f"samples == {n}, must be >= 1.")
-        return Dataset(self.x[:n], None if self.y is None else self.y[:n], self.name, self.split)
+        return self.subset(slice(0, n))
 
 
 @dataclass(frozen=True)
 class DataSource:
-    """A named dataset: ``load(split) -> (x, y)``."""
+    """A named dataset: ``load(split) -> (x or {input name: array}, y)``."""
 
     name: str
     description: str
-    load: Callable[[str], tuple[np.ndarray, np.ndarray]]
+    load: Callable[[str], tuple]
 
 
 def _digits(split: str) -> tuple[np.ndarray, np.ndarray]:
@@ -109,16 +127,22 @@ def _random(spec: str, n_inputs: "int | None") -> np.ndarray:
     return np.random.default_rng(seed).standard_normal((n, n_inputs))
 
 
-def _load_array_file(path: Path) -> tuple[np.ndarray, "np.ndarray | None"]:
+def _load_array_file(path: Path) -> tuple:
+    """(x, y) of an .npy (x) or an .npz with ``x`` (and optional ``y``), or
+    ({name: array}, y) of an .npz whose other keys name a graph's inputs."""
     if not path.exists():
         raise DataError(f"Data file '{path}' does not exist.")
     try:
         if path.suffix == ".npy":
             return np.load(path, allow_pickle=False), None
         with np.load(path, allow_pickle=False) as z:
-            if "x" not in z.files:
-                raise DataError(f"{path}: no array 'x' (found: {', '.join(z.files) or 'none'}).")
-            return z["x"], (z["y"] if "y" in z.files else None)
+            y = z["y"] if "y" in z.files else None
+            if "x" in z.files:
+                return z["x"], y
+            named = {k: z[k] for k in z.files if k != "y"}
+            if not named:
+                raise DataError(f"{path}: no input arrays (found: {', '.join(z.files) or 'none'}).")
+            return named, y
     except DataError:
         raise
     except ValueError as exc:
@@ -129,15 +153,38 @@ def _load_array_file(path: Path) -> tuple[np.ndarray, "np.ndarray | None"]:
         raise DataError(f"{path}: corrupt or truncated ({type(exc).__name__}).") from None
 
 
-def _checked(x, y, name: str) -> tuple[np.ndarray, "np.ndarray | None"]:
-    x = real_array(x, f"Data {name!r}: x", ndim=2, nonempty=True, finite=True, copy=True)
+def _input_array(value, where: str) -> np.ndarray:
+    """One input array: integers stay int64 (ids, masks), everything else finite float64;
+    at least (N, n)."""
+    a = np.asarray(value)
+    if a.dtype.kind in "iub":
+        out = a.astype(np.int64)
+        if out.ndim < 2 or 0 in out.shape:
+            raise ShapeError(f"{where} must have shape (N, ...) with N >= 1 and at least 2 dimensions, got {a.shape}.")
+        return out
+    return real_array(value, where, ndim=tuple(range(2, 9)), nonempty=True, finite=True, copy=True)
+
+
+def _checked(x, y, name: str) -> tuple[np.ndarray, "np.ndarray | None", "dict | None"]:
+    """(x, y, named inputs or None), checked: one batch size for all."""
+    inputs = None
+    if isinstance(x, Mapping):
+        inputs = {k: _input_array(v, f"Data {name!r}: {k}") for k, v in x.items()}
+        x = next(iter(inputs.values()))
+        sizes = {k: v.shape[0] for k, v in inputs.items()}
+        if len(set(sizes.values())) > 1:
+            raise ShapeError(f"Data {name!r}: inputs have different numbers of samples {sizes}.")
+    elif np.asarray(x).dtype.kind in "iub":
+        x = _input_array(x, f"Data {name!r}: x")
+    else:
+        x = real_array(x, f"Data {name!r}: x", ndim=tuple(range(2, 9)), nonempty=True, finite=True, copy=True)
     if y is not None:
         y = np.asarray(y)
         if y.dtype.kind not in "fiub":
             raise DataError(f"Data {name!r}: y must hold numbers, got dtype {y.dtype}.")
         if y.ndim == 0 or y.shape[0] != x.shape[0]:
             raise DataError(f"Data {name!r}: y has shape {y.shape} but x has {x.shape[0]} rows.")
-    return x, y
+    return x, y, inputs
 
 
 def load_data(spec: str, split: str = "test", *, n_inputs: "int | None" = None) -> Dataset:
@@ -161,10 +208,10 @@ def load_data(spec: str, split: str = "test", *, n_inputs: "int | None" = None) 
             f"Unknown data {text!r}. Possible values are: {', '.join(DATASETS.names())}, random:N[:SEED], "
             "or a path to a .npy or .npz file."
         )
-    x, y = _checked(x, y, text)
-    if n_inputs is not None and x.shape[1] != n_inputs:
+    x, y, inputs = _checked(x, y, text)
+    if n_inputs is not None and (x.ndim != 2 or x.shape[1] != n_inputs):
         raise DataError(f"Data {text!r} has {x.shape[1]} features but the model takes {n_inputs} inputs.")
-    return Dataset(x, y, text, split)
+    return Dataset(x, y, text, split, inputs)
 
 
 def load_model_data(network, spec: "str | None" = None, split: str = "test") -> Dataset:

@@ -26,6 +26,8 @@ from . import importers
 from .atomic import write_atomic
 from .errors import ModelFileError
 from .layout import network_from_arrays, network_to_arrays
+from .graph.io import GRAPH_KEY, graph_from_arrays, save_graph
+from .graph.ir import Graph
 from .network import Network
 from .registry import Registry
 
@@ -52,7 +54,7 @@ def _refuse_pickle(path: Path, **_) -> Network:
     raise ModelFileError(f"{path}: refused: pickle files are never loaded (they can run code); save as .npz, .safetensors or .skops.")
 
 
-def _load_npz(path: Path, **_) -> Network:
+def _load_npz(path: Path, **_) -> "Network | Graph":
     head = _sniff(path)
     if head.startswith(_PICKLE_MAGIC):
         _refuse_pickle(path)
@@ -74,10 +76,15 @@ def _load_npz(path: Path, **_) -> Network:
         raise ModelFileError(f"{path}: corrupt or truncated npz ({exc}).") from None
     except (zipfile.BadZipFile, zlib.error, EOFError, OSError, KeyError) as exc:
         raise ModelFileError(f"{path}: corrupt or truncated npz ({type(exc).__name__}: {exc}).") from None
+    if GRAPH_KEY in arrays:
+        return graph_from_arrays(arrays, str(path))
     return network_from_arrays(arrays, str(path), "")
 
 
-def _save_npz(network: Network, path: Path) -> None:
+def _save_npz(network: "Network | Graph", path: Path) -> None:
+    if isinstance(network, Graph):
+        save_graph(network, path)
+        return
     arrays, strings = network_to_arrays(network)
     payload = {**arrays, **{k: np.array(v) for k, v in strings.items()}}
 
@@ -148,9 +155,15 @@ def bundled_models() -> dict[str, dict]:
     return {name: dict(card) for name, card in _bundled_index().items()}
 
 
-def _load_bundled(name: str) -> Network:
+def _load_bundled(name: str) -> "Network | Graph":
     net = _load_npz(BUNDLED_DIR / f"{name}.npz")
-    return Network(net.layers, name, {**bundled_models()[name], **net.meta})
+    return _renamed(net, name, {**bundled_models()[name], **net.meta})
+
+
+def _renamed(model: "Network | Graph", name: str, meta: dict) -> "Network | Graph":
+    if isinstance(model, Graph):
+        return model.renamed(name, meta)
+    return Network(model.layers, name, meta)
 
 
 def load_model(spec, *, activations=None, name: str = "") -> Network:
@@ -158,14 +171,14 @@ def load_model(spec, *, activations=None, name: str = "") -> Network:
     state dict, .skops), a bundled model's name (see :func:`bundled_models`), a Network,
     or an in-memory scikit-learn MLP, PyTorch ``nn.Sequential``/state dict or ONNX
     ``ModelProto``. ``activations`` completes state dicts that do not name theirs."""
-    if isinstance(spec, Network):
+    if isinstance(spec, (Network, Graph)):
         return spec
     if not isinstance(spec, (str, os.PathLike)):
         return importers.from_object(spec, activations=activations, name=name)
     text = os.fspath(spec)
     if isinstance(spec, str) and text in _bundled_index():
         net = _load_bundled(text)
-        return Network(net.layers, name, net.meta) if name else net
+        return _renamed(net, name, net.meta) if name else net
     path = Path(text)
     if not path.exists():
         if path.suffix or os.sep in text:
@@ -179,7 +192,7 @@ def load_model(spec, *, activations=None, name: str = "") -> Network:
     kind = MODEL_FILE_TYPES.get(path.suffix.lower())
     net = kind.load(path, activations=activations)
     final_name = name or net.name or path.stem
-    return net if final_name == net.name else Network(net.layers, final_name, net.meta)
+    return net if final_name == net.name else _renamed(net, final_name, net.meta)
 
 
 def save_model(network: Network, path: "str | os.PathLike") -> Path:

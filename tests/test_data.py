@@ -160,10 +160,10 @@ DATA_ERRORS = [
     (lambda t: _file(t, "o.npy", x=np.array([_Touch(t / "EXECUTED")], dtype=object)), {}, "refused"),
     (lambda t: _file(t, "o.npz", x=np.array([_Touch(t / "EXECUTED")], dtype=object)), {}, "refused"),
     (_pickle_npy, {}, "refused"),
-    (lambda t: _file(t, "n.npz", inputs=np.ones((2, 2))), {}, "no array 'x' (found: inputs)"),
+    (lambda t: _file(t, "n.npz", y=np.ones(2)), {}, "no input arrays (found: y)"),
     (lambda t: _file(t, "y.npz", x=np.ones((3, 2)), y=np.ones(2)), {}, "y has shape (2,) but x has 3 rows"),
     (lambda t: _file(t, "nan.npz", x=np.array([[1.0, np.nan]])), {}, "x contains NaN or Inf (1 entries, first at [0, 1])"),
-    (lambda t: _file(t, "v.npy", x=np.ones(5)), {}, "x must have 2 dimensions, got shape (5,)"),
+    (lambda t: _file(t, "v.npy", x=np.ones(5)), {}, "x must have 2 to 8 dimensions, got shape (5,)"),
     (lambda t: _file(t, "s.npz", x=np.array([["a", "b"]])), {}, "x must hold real numbers"),
     (lambda t: _file(t, "w.npz", x=np.ones((2, 5))), {"n_inputs": 4}, "has 5 features but the model takes 4 inputs"),
     (lambda t: (t / "c.npz").write_bytes(b"PK\x03\x04 broken") and str(t / "c.npz"), {}, "corrupt or truncated"),
@@ -177,3 +177,20 @@ def test_data_errors(tmp_path, build, kwargs, fragment):
     assert fragment in str(info.value)
     assert "\n" not in str(info.value)
     assert not (tmp_path / "EXECUTED").exists()
+
+
+def test_named_inputs_for_graphs(tmp_path):
+    """An .npz whose keys name a graph's inputs: integer ids stay int64, one batch size."""
+    ids, mask = np.arange(12).reshape(3, 4), np.ones((3, 4), dtype=bool)
+    np.savez(tmp_path / "g.npz", input_ids=ids, attention_mask=mask, y=np.array([0, 1, 1]))
+    d = load_data(str(tmp_path / "g.npz"))
+    assert list(d.inputs) == ["input_ids", "attention_mask"] and d.x.dtype == np.int64 and len(d) == 3
+    assert d.feeds(["attention_mask", "input_ids"])["attention_mask"].dtype == np.int64
+    h = d.head(2)
+    assert h.inputs["input_ids"].shape == (2, 4) and h.y.tolist() == [0, 1]
+    np.savez(tmp_path / "bad.npz", a=np.ones((3, 2)), b=np.ones((4, 2)))
+    with pytest.raises(ShapeError, match="different numbers of samples"):
+        load_data(str(tmp_path / "bad.npz"))
+    images = np.zeros((5, 1, 8, 8))
+    np.save(tmp_path / "img.npy", images)
+    assert load_data(str(tmp_path / "img.npy")).x.shape == (5, 1, 8, 8)

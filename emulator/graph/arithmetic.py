@@ -32,7 +32,7 @@ import numpy as np
 from ..accumulation import Accumulation, parse_accumulation
 from ..errors import FormatSpecError, ShapeError
 from ..network import Storage, parse_storage
-from .ir import Node
+
 
 __all__ = ["Site", "AccumulationPlan", "Arithmetic", "Native", "Emulated", "SiteRecord"]
 

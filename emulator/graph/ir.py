@@ -18,6 +18,7 @@ finite numbers.
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Iterator, Mapping, Sequence
@@ -164,6 +165,14 @@ class Graph:
     def n_params(self) -> int:
         """Number of floating-point constants (weights, biases, tables)."""
         return int(sum(a.size for a in self.initializers.values() if a.dtype == np.float64))
+
+    def renamed(self, name: "str | None" = None, meta: "dict | None" = None) -> "Graph":
+        """The same graph under another name and/or meta (nothing re-checked)."""
+        other = copy.copy(self)
+        other.name = self.name if name is None else str(name)
+        other.meta = dict(self.meta if meta is None else meta)
+        other._stored = {}
+        return other
 
     def with_storage(self, storage) -> "Graph":
         """A copy whose floating-point initialisers are rounded to the storage format
