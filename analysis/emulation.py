@@ -15,7 +15,8 @@ import numpy as np
 
 from emulator.accumulation import Accumulation, parse_accumulation
 from emulator.metrics import accuracy, flip_rate, flipped, predicted_class, relative_error
-from emulator.network import Network, parse_storage
+from emulator.network import Network
+from emulator.storage import parse_storage
 
 from .progress import progress
 from .validation import DEFAULT_BATCH

@@ -332,7 +332,7 @@ def validate(network, x, acc, bound="deterministic", storage=None, *, labels=Non
     batches of ``batch_size``.
     """
     from emulator.modelio import load_model
-    from emulator.network import parse_storage
+    from emulator.storage import parse_storage
     from emulator.reference import exact_forward
 
     net = load_model(network) if isinstance(network, str) else network

@@ -22,7 +22,7 @@ round between layers.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from functools import cached_property
 from typing import Iterator, NamedTuple, Sequence
 
 import numpy as np
@@ -30,57 +30,13 @@ import numpy as np
 from .accumulation import Accumulation, parse_accumulation
 from .arrays import real_array
 from .activations import Activation, get_activation
-from .errors import FormatSpecError, MixaccError, ModelFileError, ShapeError
-from .formats import Format, get_format
-from .linear import linear
+from .errors import MixaccError, ModelFileError, ShapeError
+from .formats import Format
 from .metrics import class_labels, predicted_class
 from .reference import exact_forward
-from .rounding import round_to
+from .storage import Storage, parse_storage
 
-__all__ = ["Layer", "Network", "ForwardResult", "Storage", "parse_storage"]
-
-
-@dataclass(frozen=True)
-class Storage:
-    """A storage format: values are rounded to nearest in ``fmt``; overflow saturates to
-    ±max when ``saturate`` is set (the authors' e4m3 preset), else follows the format."""
-
-    fmt: Format
-    saturate: bool = False
-
-    @property
-    def spec(self) -> str:
-        return f"{self.fmt.name}:saturate" if self.saturate else self.fmt.name
-
-    def round(self, x: np.ndarray) -> np.ndarray:
-        """round_FMT(x), once, to nearest (ties to even)."""
-        return round_to(x, self.fmt, saturate=self.saturate)
-
-    def round_finite(self, x: np.ndarray, where: str) -> np.ndarray:
-        """round_FMT(x), refusing values that overflow the format (inf or NaN)."""
-        r = self.round(x)
-        bad = ~np.isfinite(r)
-        if bad.any():
-            hint = "" if self.saturate else f"; use {self.fmt.name}:saturate to clamp to ±{self.fmt.max:g}"
-            raise FormatSpecError(
-                f"{where}: {int(bad.sum())} values overflow storage format {self.fmt.name} "
-                f"(largest |value| {float(np.max(np.abs(x))):g}){hint}."
-            )
-        return r
-
-
-def parse_storage(spec: "str | Format | Storage | None") -> "Storage | None":
-    """``None``, a format (name or row), ``"FMT:saturate"`` or a :class:`Storage`."""
-    if spec is None or isinstance(spec, Storage):
-        return spec
-    if isinstance(spec, Format):
-        return Storage(spec)
-    if not isinstance(spec, str) or not spec.strip():
-        raise FormatSpecError(f"Storage spec {spec!r} is empty; expected a format such as fp16 or e4m3:saturate.")
-    name, *flags = [t.strip() for t in spec.strip().split(":")]
-    if flags not in ([], ["saturate"]):
-        raise FormatSpecError(f"Storage spec {spec!r}: takes the form FMT or FMT:saturate.")
-    return Storage(get_format(name), saturate=bool(flags))
+__all__ = ["Layer", "Network", "ForwardResult"]
 
 
 class Layer:
@@ -232,41 +188,48 @@ class Network:
             xs = st.round_finite(xs, "input data")
         return self.with_storage(st), xs, st
 
-    def _accumulations(self, acc) -> "list[Accumulation | None] | Accumulation":
-        if acc is None:
-            return [None] * len(self)
+    @cached_property
+    def graph(self):
+        """This network as a graph (``emulator.graph.convert.network_to_graph``): one
+        Gemm site ``layer{k}`` and one activation per layer."""
+        from .graph.convert import network_to_graph
+
+        return network_to_graph(self)
+
+    def _plan(self, acc):
+        """The accumulation plan of ``acc``: None, one spec (``exact`` runs the reference),
+        or one entry per layer (sites ``layer{k}``)."""
         if isinstance(acc, (list, tuple)):
             if len(acc) != len(self):
                 raise ShapeError(f"Per-layer accumulation list has {len(acc)} entries but {self!r} has {len(self)} layers.")
-            return [None if a is None else parse_accumulation(a) for a in acc]
-        spec = parse_accumulation(acc)
-        return spec if spec.is_exact else [spec] * len(self)
+            return {f"layer{k}": a for k, a in enumerate(acc)}
+        return None if acc is None else parse_accumulation(acc)
 
     def forward(self, x, acc=None, storage=None, return_all: bool = False):
-        """The forward pass z_L = sigma_L(W_L ... sigma_1(W_1 x + b_1) ... + b_L).
+        """The forward pass z_L = sigma_L(W_L ... sigma_1(W_1 x + b_1) ... + b_L), run by
+        the graph engine (``emulator.graph.engine``) on :attr:`graph`.
 
         ``acc``: None (native float64), an accumulation spec or row (``"exact"`` runs the
-        reference), or a list with one per layer. ``storage``: see the module docstring.
-        Returns z_L with the shape of ``x`` ((N, m) or (m,)), or with ``return_all`` a
-        :class:`ForwardResult` of every layer.
+        reference), or a list with one per layer (an ``exact`` entry gives the correctly
+        rounded W x̂ + b at that layer's computed input). ``storage``: see the module
+        docstring. Returns z_L with the shape of ``x`` ((N, m) or (m,)), or with
+        ``return_all`` a :class:`ForwardResult` of every layer.
         """
+        from .graph.convert import layer_tensors
+        from .graph.engine import make_arithmetic, run_graph
+
         single = np.ndim(x) == 1
         net, xs, st = self.prepare(x, storage)
-        plan = self._accumulations(acc)
-        if isinstance(plan, Accumulation):
+        plan = self._plan(acc)
+        if isinstance(plan, Accumulation) and plan.is_exact:
             pre, out = _exact_pass(net, xs, plan.precision)
             overflow = [~np.isfinite(y) for y in pre]
         else:
-            pre, out, overflow = [], [], []
-            z = xs
-            for layer, a in zip(net.layers, plan):
-                y, ovf = _evaluate_linear(z, layer, a)
-                z = layer.activation.f(y)
-                if st is not None and not (a is not None and a.is_exact):
-                    z = st.round(z)
-                pre.append(y)
-                out.append(z)
-                overflow.append(ovf)
+            names = [layer_tensors(k) for k in range(len(net))]
+            run = run_graph(net.graph, {"x": xs}, make_arithmetic(plan, st), keep=[t for pair in names for t in pair])
+            pre = [run.values[p] for p, _ in names]
+            out = [run.values[o] for _, o in names]
+            overflow = [run.overflow.get(f"layer{k}", ~np.isfinite(y)) for k, y in enumerate(pre)]
         if single:
             pre, out, overflow = ([v[0] for v in vs] for vs in (pre, out, overflow))
             xs = xs[0]
@@ -280,18 +243,6 @@ class Network:
         unit; -1 for a row holding NaN), mapped through ``meta['classes']`` when present."""
         run = self.forward(x, acc=acc, storage=storage, return_all=True)
         return class_labels(predicted_class(run.preactivations[-1]), self.meta.get("classes"))
-
-
-def _evaluate_linear(x: np.ndarray, layer: Layer, acc: "Accumulation | None") -> tuple[np.ndarray, np.ndarray]:
-    """(W x + b, overflow mask) natively in float64 or through the emulator."""
-    if acc is None:
-        with np.errstate(over="ignore", invalid="ignore"):
-            y = x @ layer.weight.T
-            if layer.bias is not None:
-                y = y + layer.bias
-        return y, ~np.isfinite(y)
-    y, ovf = linear(x, layer.weight, layer.bias, acc, return_overflow=True)
-    return np.asarray(y, dtype=np.float64), np.asarray(ovf, dtype=bool)
 
 
 def _exact_pass(net: Network, x: np.ndarray, precision: int) -> tuple[list, list]:

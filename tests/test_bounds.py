@@ -24,7 +24,7 @@ from emulator.activations import ACTIVATIONS, get_activation
 from emulator.errors import FormatSpecError, ShapeError
 from emulator.formats import get_format
 from emulator.linear import linear
-from emulator.network import parse_storage
+from emulator.storage import parse_storage
 
 from adversarial import stagnation
 from oracles import accumulate, binomial_cdf, exact_dot

@@ -8,7 +8,7 @@ from __future__ import annotations
 import argparse
 
 from emulator.errors import DataError, MixaccError
-from emulator.network import parse_storage
+from emulator.storage import parse_storage
 
 from ..atomic import write_json
 from ..baselines import ORACLE_ERRORS

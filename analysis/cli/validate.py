@@ -12,7 +12,7 @@ from emulator.accumulation import parse_accumulation
 from emulator.data import Dataset, load_model_data
 from emulator.errors import DataError
 from emulator.modelio import load_model
-from emulator.network import parse_storage
+from emulator.storage import parse_storage
 
 from ..atomic import write_json
 from ..bounds import parse_bound

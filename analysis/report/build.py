@@ -38,7 +38,8 @@ import numpy as np
 from emulator.data import Dataset, load_model_data
 from emulator.errors import MixaccError
 from emulator.modelio import load_model
-from emulator.network import Network, parse_storage
+from emulator.network import Network
+from emulator.storage import parse_storage
 
 from ..progress import progress
 from ..provenance import provenance

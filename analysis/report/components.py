@@ -16,7 +16,8 @@ from dataclasses import dataclass
 import numpy as np
 
 from emulator.accumulation import parse_accumulation
-from emulator.network import Network, parse_storage
+from emulator.network import Network
+from emulator.storage import parse_storage
 
 from ..bounds import parse_bound
 from ..conditioning import absolute_sums, activation_condition, ratio

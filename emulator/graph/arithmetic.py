@@ -31,7 +31,7 @@ import numpy as np
 
 from ..accumulation import Accumulation, parse_accumulation
 from ..errors import FormatSpecError, ShapeError
-from ..network import Storage, parse_storage
+from ..storage import Storage, parse_storage
 
 
 __all__ = ["Site", "AccumulationPlan", "Arithmetic", "Native", "Emulated", "SiteRecord"]
@@ -200,22 +200,21 @@ class Native(Arithmetic):
 
 class Emulated(Arithmetic):
     """Each site accumulated under the plan's spec by ``emulator.linear.linear``
-    (float64 where the plan gives none), storage rounding as :class:`Native`."""
+    (float64 where the plan gives none; an exact spec gives the correctly rounded exact
+    sum of the computed operands), storage rounding as :class:`Native`."""
 
     name = "emulated"
 
     def __init__(self, plan, storage=None, *, record: bool = False):
         super().__init__(storage, record=record)
         self.plan = AccumulationPlan(plan)
-        for row in [self.plan.default, *self.plan.by_op.values(), *(r for _, r in self.plan.by_pattern)]:
-            if row is not None and row.is_exact:
-                raise FormatSpecError("An exact site inside an emulated plan is not supported; run the whole graph "
-                                      "exactly (acc='exact') or give a format.")
 
     def spec(self, site: Site) -> "Accumulation | None":
         return self.plan.resolve(site)
 
     def _sum(self, acc, x, w, bias):
+        """Under ``acc`` by ``linear`` (an exact spec: the correctly rounded exact sum at
+        the computed operands), float64 without one."""
         if acc is None:
             return super()._sum(acc, x, w, bias)
         from ..linear import linear

@@ -188,7 +188,7 @@ def forward(graph: Graph, feeds: Mapping[str, np.ndarray], acc=None, storage=Non
     in batches of ``batch_size`` (all at once by default; one at a time for a graph
     exported with a fixed batch of 1); outputs, kept tensors and overflow masks are
     joined along the batch."""
-    from ..network import parse_storage
+    from ..storage import parse_storage
 
     st = parse_storage(storage)
     data = graph.check_feeds(feeds)

@@ -82,7 +82,7 @@ def _constant(name: str, value) -> np.ndarray:
         if a.dtype.kind == "u" and np.any(a > np.iinfo(np.int64).max):
             raise DataError(f"initialiser {name!r} has integers beyond int64.")
     elif a.dtype.kind == "f":
-        out = np.array(a, dtype=np.float64)
+        out = a if (a.dtype == np.float64 and not a.flags.writeable) else np.array(a, dtype=np.float64)
         bad = ~np.isfinite(out)
         if bad.any():
             where = first_bad(bad) if out.ndim else []
@@ -177,7 +177,7 @@ class Graph:
     def with_storage(self, storage) -> "Graph":
         """A copy whose floating-point initialisers are rounded to the storage format
         (nearest; saturating for ``FMT:saturate``; overflow otherwise refused), cached."""
-        from ..network import parse_storage
+        from ..storage import parse_storage
 
         st = parse_storage(storage)
         if st is None:

@@ -136,3 +136,10 @@ def prelu(ctx, args):
     m = ctx.math
     zero = ctx.lift(np.zeros(()))
     return [m.add(m.maximum(x, zero), m.mul(_float(ctx, slope), m.minimum(x, zero)))]
+
+
+@register("Activation", "activation")
+def activation(ctx, args):
+    """Any registered activation by name (attribute ``name``: relu, tanh, gelu_tanh,
+    leaky_relu:A, sympy:EXPR, ...): the layers of an MLP as a graph."""
+    return [ctx.math.activation(str(ctx.attr("name")), _float(ctx, args[0]))]

@@ -1,0 +1,58 @@
+"""Storage formats: where values are kept between operations (docs/method.md#storage-formats).
+A storage spec is ``FMT`` or ``FMT:saturate``; rounding to it is always to nearest, ties
+to even, with subnormals."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .errors import FormatSpecError
+from .formats import Format, get_format
+from .rounding import round_to
+
+__all__ = ["Storage", "parse_storage"]
+
+
+@dataclass(frozen=True)
+class Storage:
+    """A storage format: values are rounded to nearest in ``fmt``; overflow saturates to
+    ±max when ``saturate`` is set (the authors' e4m3 preset), else follows the format."""
+
+    fmt: Format
+    saturate: bool = False
+
+    @property
+    def spec(self) -> str:
+        return f"{self.fmt.name}:saturate" if self.saturate else self.fmt.name
+
+    def round(self, x: np.ndarray) -> np.ndarray:
+        """round_FMT(x), once, to nearest (ties to even)."""
+        return round_to(x, self.fmt, saturate=self.saturate)
+
+    def round_finite(self, x: np.ndarray, where: str) -> np.ndarray:
+        """round_FMT(x), refusing values that overflow the format (inf or NaN)."""
+        r = self.round(x)
+        bad = ~np.isfinite(r)
+        if bad.any():
+            hint = "" if self.saturate else f"; use {self.fmt.name}:saturate to clamp to ±{self.fmt.max:g}"
+            raise FormatSpecError(
+                f"{where}: {int(bad.sum())} values overflow storage format {self.fmt.name} "
+                f"(largest |value| {float(np.max(np.abs(x))):g}){hint}."
+            )
+        return r
+
+
+def parse_storage(spec: "str | Format | Storage | None") -> "Storage | None":
+    """``None``, a format (name or row), ``"FMT:saturate"`` or a :class:`Storage`."""
+    if spec is None or isinstance(spec, Storage):
+        return spec
+    if isinstance(spec, Format):
+        return Storage(spec)
+    if not isinstance(spec, str) or not spec.strip():
+        raise FormatSpecError(f"Storage spec {spec!r} is empty; expected a format such as fp16 or e4m3:saturate.")
+    name, *flags = [t.strip() for t in spec.strip().split(":")]
+    if flags not in ([], ["saturate"]):
+        raise FormatSpecError(f"Storage spec {spec!r}: takes the form FMT or FMT:saturate.")
+    return Storage(get_format(name), saturate=bool(flags))
