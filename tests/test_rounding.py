@@ -48,6 +48,7 @@ def fast_round(x, fmt, mode: str = "nearest", *, saturate: bool = False, subnorm
     f = get_format(fmt)
     x = np.asarray(x, dtype=np.float64)
     m, E = np.frexp(np.abs(x))  # |x| = m 2^E, 1/2 <= m < 1
+    E = E.astype(np.int64)  # frexp gives int32; shifts below must be int64 under every numpy's promotion rules
     M = np.ldexp(np.where(np.isfinite(x), m, 0.0), 53).astype(np.int64)  # |x| = M 2^(E-53), M < 2^53
     qe = np.maximum(E - 1, f.emin) - f.p + 1  # exponent of the quantum
     k = qe - (E - 53)
