@@ -10,7 +10,13 @@
 * ``flip_rate(pred, pred_exact)``: share of samples whose predicted class differs from the
   exact pass's (a row without class counts as flipped);
 * ``accuracy(pred, labels, classes)``: share of samples whose predicted class is the label
-  (``classes`` maps class indices to labels; a row without class is wrong).
+  (``classes`` maps class indices to labels; a row without class is wrong);
+* ``kl_divergence(logits, exact_logits)``: per sample, KL(p* || p) of the softmax
+  distributions, p* exact (inf where the computed logits hold NaN);
+* ``cosine_similarity(a, b)``: per sample, a.b / (|a| |b|) (NaN rows give -inf: worst);
+* ``neighbour_flips(emb, exact_emb)``: per sample, whether its nearest other sample of the
+  batch (largest cosine similarity) differs between the computed and the exact
+  embeddings.
 """
 
 from __future__ import annotations
@@ -19,7 +25,8 @@ import numpy as np
 
 from .errors import DataError
 
-__all__ = ["ratio", "relative_error", "predicted_class", "class_labels", "flipped", "flip_rate", "accuracy", "NO_CLASS"]
+__all__ = ["ratio", "relative_error", "predicted_class", "class_labels", "flipped", "flip_rate", "kl_divergence",
+           "cosine_similarity", "neighbour_flips", "accuracy", "NO_CLASS"]
 
 NO_CLASS = -1
 
@@ -96,3 +103,57 @@ def accuracy(pred, labels, classes=None) -> float:
         raise DataError(f"{truth.shape[0] if truth.ndim else 0} labels for {pred.shape[0]} samples.")
     hit = (pred != NO_CLASS) & (class_labels(pred, classes) == truth)
     return float(np.mean(hit)) if pred.size else 0.0
+
+
+def _log_softmax(z: np.ndarray) -> np.ndarray:
+    shifted = z - np.max(z, axis=1, keepdims=True)
+    return shifted - np.log(np.sum(np.exp(shifted), axis=1, keepdims=True))
+
+
+def kl_divergence(logits, exact_logits) -> np.ndarray:
+    """KL(softmax(exact) || softmax(logits)) per row (nats), in float64 from the logits
+    (one output unit: the Bernoulli distribution of its sigmoid); inf for a NaN row."""
+    z, ze = (np.atleast_2d(np.asarray(a, dtype=np.float64)) for a in (logits, exact_logits))
+    if z.shape[1] == 1:
+        z, ze = np.concatenate([np.zeros_like(z), z], axis=1), np.concatenate([np.zeros_like(ze), ze], axis=1)
+    with np.errstate(all="ignore"):
+        lp, lq = _log_softmax(ze), _log_softmax(z)
+        kl = np.sum(np.exp(lp) * (lp - lq), axis=1)
+    return np.where(np.isnan(z).any(axis=1) | np.isnan(kl), np.inf, np.maximum(kl, 0.0))
+
+
+def cosine_similarity(a, b) -> np.ndarray:
+    """a_s . b_s / (|a_s| |b_s|) per row s (1 for two zero rows, -inf where NaN appears)."""
+    a, b = (_rows(v) for v in (a, b))
+    with np.errstate(all="ignore"):
+        dot = np.sum(a * b, axis=1)
+        norms = np.sqrt(np.sum(a * a, axis=1)) * np.sqrt(np.sum(b * b, axis=1))
+        cos = np.where(norms > 0, dot / norms, np.where(dot == 0, 1.0, 0.0))
+    return np.where(np.isnan(cos), -np.inf, cos)
+
+
+def _rows(v) -> np.ndarray:
+    """``v`` as (samples, features) float64."""
+    a = np.atleast_2d(np.asarray(v, dtype=np.float64))
+    return a.reshape(a.shape[0], -1)
+
+
+def _nearest(emb: np.ndarray) -> np.ndarray:
+    x = _rows(emb)
+    with np.errstate(all="ignore"):
+        norms = np.sqrt(np.sum(x * x, axis=1, keepdims=True))
+        unit = np.where(norms > 0, x / norms, 0.0)
+        sim = unit @ unit.T
+    np.fill_diagonal(sim, -np.inf)
+    sim = np.where(np.isnan(sim), -np.inf, sim)
+    return np.argmax(sim, axis=1)
+
+
+def neighbour_flips(emb, exact_emb) -> np.ndarray:
+    """True for each sample whose nearest neighbour among the batch (cosine similarity,
+    ties to the lower index) differs between ``emb`` and ``exact_emb``; a batch of one
+    sample has no neighbour (False)."""
+    e, ee = (np.asarray(v, dtype=np.float64) for v in (emb, exact_emb))
+    if e.shape[0] < 2:
+        return np.zeros(e.shape[0], dtype=bool)
+    return _nearest(e) != _nearest(ee)

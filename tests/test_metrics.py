@@ -89,3 +89,24 @@ def test_a_nan_row_predicts_no_class_everywhere():
     e = emulate(net, x, "fp8-e4m3fn", labels=[5, 6])
     low = sweep(net, x, "fp8-e4m3fn", "fp32", [math.inf], labels=[5, 6]).runs[0]
     assert (v.flip_rate, v.accuracy) == (e.flip_rate, e.accuracy) == (low.flip_rate, low.accuracy) == (0.5, 0.5)
+
+
+def test_distribution_and_embedding_metrics():
+    from emulator.metrics import cosine_similarity, kl_divergence, neighbour_flips
+
+    exact = np.array([[1.0, 2.0, 3.0], [0.0, 0.0, 0.0]])
+    assert kl_divergence(exact, exact).tolist() == [0.0, 0.0]
+    p = np.exp(exact[0]) / np.exp(exact[0]).sum()
+    q = np.exp([1.0, 2.0, 3.5]) / np.exp([1.0, 2.0, 3.5]).sum()
+    assert kl_divergence([[1.0, 2.0, 3.5]], exact[:1])[0] == pytest.approx(float(np.sum(p * np.log(p / q))), rel=1e-12)
+    assert kl_divergence([[np.nan, 0.0, 0.0]], exact[:1])[0] == math.inf
+    s = 1 / (1 + np.exp(-0.3))
+    one = kl_divergence([[0.5]], [[0.3]])[0]
+    t = 1 / (1 + np.exp(-0.5))
+    assert one == pytest.approx(s * np.log(s / t) + (1 - s) * np.log((1 - s) / (1 - t)), rel=1e-12)
+    assert cosine_similarity([[3.0, 4.0], [0.0, 0.0], [1.0, np.nan]], [[4.0, 3.0], [0.0, 0.0], [1.0, 1.0]]).tolist() == \
+        [24 / 25, 1.0, -math.inf]
+    e = np.array([[1.0, 0.0], [0.9, 0.1], [0.0, 1.0]])
+    assert neighbour_flips(e, e).tolist() == [False, False, False]
+    assert neighbour_flips(np.array([[1.0, 0.0], [0.0, 1.0], [0.1, 0.9]]), e).tolist() == [True, True, False]
+    assert neighbour_flips(e[:1], e[:1]).tolist() == [False]
