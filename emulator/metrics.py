@@ -129,7 +129,8 @@ def cosine_similarity(a, b) -> np.ndarray:
         dot = np.sum(a * b, axis=1)
         norms = np.sqrt(np.sum(a * a, axis=1)) * np.sqrt(np.sum(b * b, axis=1))
         cos = np.where(norms > 0, dot / norms, np.where(dot == 0, 1.0, 0.0))
-    return np.where(np.isnan(cos), -np.inf, cos)
+    bad = np.isnan(a).any(axis=1) | np.isnan(b).any(axis=1) | np.isnan(cos)
+    return np.where(bad, -np.inf, cos)
 
 
 def _rows(v) -> np.ndarray:
