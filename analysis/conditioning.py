@@ -175,7 +175,7 @@ _INTERVAL_FUNCTIONS = {
     "tanh": _monotone(mpmath.tanh), "sinh": _monotone(mpmath.sinh), "atan": _monotone(mpmath.atan),
     "erf": _monotone(mpmath.erf), "erfc": _monotone(mpmath.erfc, increasing=False), "cosh": _iv_cosh,
     "Abs": _iv_abs, "sign": _iv_sign, "exp": iv.exp, "log": iv.log, "sqrt": iv.sqrt, "sin": iv.sin,
-    "cos": iv.cos, "pi": iv.pi, "E": iv.e, "e": iv.e, "mpf": iv.mpf,
+    "cos": iv.cos, "pi": iv.pi, "E": iv.e, "e": iv.e, "mpf": lambda x: iv.mpf(mpmath.mpf(x)),
 }
 
 
