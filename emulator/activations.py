@@ -1,8 +1,12 @@
 """Activation functions as data: each row carries sigma and sigma' in float64 (numpy),
 sigma at any precision (mpmath, under the caller's ``workprec``), its sympy expression,
-the closed-form condition number kappa_sigma(y) = |y sigma'(y) / sigma(y)| (0/0 = 0), and
-the points where sigma'' vanishes (so the largest |sigma'| on an interval is taken at
-its ends or at those points).
+the closed-form condition number kappa_sigma(y) = |y sigma'(y) / sigma(y)|, and the
+points where sigma'' vanishes (so the largest |sigma'| on an interval is taken at its
+ends or at those points). The float64 forms are within 1e-12 relative (tested to |y| = 1e4:
+no cancellation, no premature underflow). kappa_sigma(0) is its limit at 0 (1
+where sigma(0) = 0 and sigma'(0) != 0), and 0 where sigma vanishes left of 0 (relu, the
+alpha = 0 rows): the 0/0 = 0 of an exactly zero sigma and y sigma'. ``sympy:`` rows
+evaluate their derived formulas as written (see :func:`activation_from_expr`).
 
 Names: relu, leaky_relu[:alpha] (alpha = 0.01), identity, tanh, sigmoid, gelu (erf
 form), gelu_tanh, silu, softplus, elu[:alpha] (alpha = 1), or ``sympy:EXPR`` — any
@@ -53,8 +57,7 @@ class Activation:
 def _sigmoid_pair(v):
     """(sigmoid(v), sigmoid(-v)) from e = exp(-|v|): 1/(1 + e) and e/(1 + e), each within a
     few ulps, never 0 before the true value underflows (unlike 1/(1 + exp(-v)))."""
-    with np.errstate(over="ignore"):
-        e = np.exp(-np.abs(v))
+    e = np.exp(-np.abs(v))
     big, small = 1.0 / (1.0 + e), e / (1.0 + e)
     pos = v >= 0
     return np.where(pos, big, small), np.where(pos, small, big)
@@ -278,7 +281,8 @@ def _from_sympy(text: str, name: str) -> Activation:
 
 def activation_from_expr(expr: sympy.Expr, name: str | None = None) -> Activation:
     """An activation from a sympy expression in ``Y``: sigma' = d sigma / dy and
-    kappa_sigma = |y sigma' / sigma| by symbolic differentiation (0/0 = 0)."""
+    kappa_sigma = |y sigma' / sigma| by symbolic differentiation, evaluated as written in
+    float64 (0/0 = 0)."""
     d = sympy.diff(expr, Y)
     f_np = sympy.lambdify(Y, expr, modules=["scipy", "numpy"])
     df_np = sympy.lambdify(Y, d, modules=["scipy", "numpy"])

@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 
 from activation_oracles import BITS, ORACLES
 from analysis.conditioning import (
-    DERIVATIVE_MARGIN, absolute_sums, activation_condition, activation_derivative, condition_numbers,
+    DERIVATIVE_MARGIN, _dyadic_cover, absolute_sums, activation_condition, activation_derivative, condition_numbers,
     max_abs_derivative, ratio, symbolic_condition, symbolic_derivative,
 )
 from emulator.activations import ACTIVATIONS, Y, get_activation
@@ -194,3 +194,30 @@ def test_max_abs_derivative_edges():
     assert max_abs_derivative("tanh", np.array([[0.0, 1.0]]), np.array([[0.0, 1.0]])).shape == (1, 2)
     with pytest.raises(ShapeError, match="lo <= hi"):
         max_abs_derivative("tanh", 1.0, 0.0)
+
+
+@settings(max_examples=200, deadline=None)
+@given(k_lo=st.integers(-10**7, 10**7), count=st.integers(1, 5000))
+def test_dyadic_cover_tiles_the_cells(k_lo, count):
+    blocks = list(_dyadic_cover(k_lo, k_lo + count - 1))
+    k = k_lo
+    for level, index in blocks:
+        assert index << level == k  # aligned and contiguous
+        k += 1 << level
+    assert k == k_lo + count and len(blocks) <= 2 * count.bit_length()
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_sympy_row_on_wide_intervals(seed):
+    """Intervals of width 10 to 100 (the global bounds of wide layers): above the oracle's
+    supremum (the same function as the registered gelu_tanh) and within the cells' slack."""
+    act = get_activation(GELU_TANH_SYMPY)
+    rng = np.random.default_rng(seed)
+    lo = rng.normal(0, 20, 4)
+    hi = lo + rng.uniform(10, 100, 4)
+    got = max_abs_derivative(act, lo, hi)
+    for a, b, g in zip(lo, hi, got):
+        with mpmath.workprec(BITS):
+            pts = [*np.linspace(a, b, 2001), *[c for c in (-1.4185040087908283, 1.4185040087908283) if a <= c <= b]]
+            sup = max(abs(ORACLES["gelu_tanh"].df(mpmath.mpf(float(t)))) for t in pts)
+        assert sup <= g <= 1.05 * sup + 0.05, (a, b, g, sup)
