@@ -594,7 +594,8 @@ def _gelu_post(yh, yl, eh, el, rel_e, sh):
     return _select(big, yh, zh), _select(big, yl, zl), _select(big, abs(yh) * 2.0**-935, err), yh >= -GELU_RANGE
 
 
-ACT_RELU, ACT_LEAKY, ACT_IDENTITY, ACT_TANH, ACT_SIGMOID, ACT_SILU, ACT_ELU, ACT_GELU_TANH, ACT_GELU, ACT_SOFTPLUS = range(10)
+(ACT_RELU, ACT_LEAKY, ACT_IDENTITY, ACT_TANH, ACT_SIGMOID, ACT_SILU, ACT_ELU, ACT_GELU_TANH, ACT_GELU,
+ ACT_SOFTPLUS) = range(10)
 
 
 @njit(cache=True, error_model="numpy")

@@ -72,6 +72,10 @@ def _sigmoid_df(y):
     return s * r
 
 
+def _sigmoid_kappa(y):
+    return np.abs(y) * _sigmoid_pair(y)[1]
+
+
 def _where(cond, a, b):
     with np.errstate(all="ignore"):
         return np.where(cond, a, b)
@@ -146,16 +150,22 @@ def _half_gauss(y):
     return np.exp(-0.5 * p) * (1.0 - 0.5 * e)
 
 
-def _gelu_parts(y):
-    """(y Phi(y), sigma'(y)) = (y Phi, Phi + y phi) with Phi(-|y|) = E erfcx(|y|/sqrt2)/2,
-    E = exp(-y^2/2): for y < 0 the small factor E comes last, so nothing underflows early
-    and erfc's sensitivity to the rounding of y/sqrt2 (relative 2 y^2 u) is avoided."""
-    E = _half_gauss(y)
-    half = 0.5 * special.erfcx(np.abs(y) * np.sqrt(0.5))
-    neg = y < 0
-    f = np.where(neg, (y * half) * E, y * (1.0 - half * E))
-    df = np.where(neg, (half + y * INV_SQRT_2PI) * E, (1.0 - half * E) + y * INV_SQRT_2PI * E)
-    return f, df
+def _gelu_tail(y):
+    """(E, H) with Phi(-|y|) = H E, E = exp(-y^2/2), H = erfcx(|y|/sqrt2)/2: for y < 0 the
+    small factor E is applied last, so nothing underflows early, and erfc's sensitivity to
+    the rounding of y/sqrt2 (2 y^2 u relative) is avoided (erfcx's is below u)."""
+    return _half_gauss(y), 0.5 * special.erfcx(np.abs(y) * np.sqrt(0.5))
+
+
+def _gelu_f(y):
+    E, H = _gelu_tail(y)
+    return np.where(y < 0, (y * H) * E, y * (1.0 - H * E))
+
+
+def _gelu_df(y):
+    # Phi(y) + y phi(y), phi = E / sqrt(2 pi)
+    E, H = _gelu_tail(y)
+    return np.where(y < 0, (H + y * INV_SQRT_2PI) * E, (1.0 - H * E) + y * INV_SQRT_2PI * E)
 
 
 def _gelu_kappa(y):
@@ -207,6 +217,10 @@ def _silu_df(y):
     return s * (1.0 + y * r)
 
 
+def _silu_kappa(y):
+    return np.abs(1.0 + y * _sigmoid_pair(y)[1])
+
+
 def _mp_gelu_tanh(y):
     # y/2 (1 + tanh t) = y / (1 + exp(-2t)): the same function without the cancellation
     # of 1 + tanh t for t << 0; a = 0.044715 exactly (the decimal of the sympy form).
@@ -230,23 +244,19 @@ ACTIVATIONS: Registry[Activation] = Registry("activation")
 for _row in (
     _relu_row(),
     _leaky_row(0.01, "leaky_relu"),
-    Activation("identity", Y, f=lambda y: y + 0.0, df=lambda y: np.ones_like(y), kappa=lambda y: np.ones_like(y),
-               mp=lambda y: y),
+    Activation("identity", Y, f=lambda y: y + 0.0, df=np.ones_like, kappa=np.ones_like, mp=lambda y: y),
     Activation("tanh", sympy.tanh(Y), f=np.tanh, df=_tanh_df, kappa=_tanh_kappa,
                mp=mpmath.tanh, critical_points=(0.0,)),
-    Activation("sigmoid", 1 / (1 + sympy.exp(-Y)), f=_sig, df=_sigmoid_df,
-               kappa=lambda y: np.abs(y) * _sigmoid_pair(y)[1], mp=lambda y: 1 / (1 + mpmath.exp(-y)),
-               critical_points=(0.0,)),
-    Activation("gelu", Y / 2 * (1 + sympy.erf(Y / sympy.sqrt(2))), f=lambda y: _gelu_parts(y)[0],
-               df=lambda y: _gelu_parts(y)[1], kappa=_gelu_kappa, mp=lambda y: y / 2 * mpmath.erfc(-y / mpmath.sqrt(2)),
-               critical_points=_GELU_CRIT),
+    Activation("sigmoid", 1 / (1 + sympy.exp(-Y)), f=_sig, df=_sigmoid_df, kappa=_sigmoid_kappa,
+               mp=lambda y: 1 / (1 + mpmath.exp(-y)), critical_points=(0.0,)),
+    Activation("gelu", Y / 2 * (1 + sympy.erf(Y / sympy.sqrt(2))), f=_gelu_f, df=_gelu_df, kappa=_gelu_kappa,
+               mp=lambda y: y / 2 * mpmath.erfc(-y / mpmath.sqrt(2)), critical_points=_GELU_CRIT),
     Activation("gelu_tanh",
                Y / 2 * (1 + sympy.tanh(sympy.sqrt(2 / sympy.pi) * (Y + sympy.Rational(44715, 1000000) * Y**3))),
                f=_gelu_tanh_f, df=_gelu_tanh_df, kappa=_gelu_tanh_kappa,
                mp=_mp_gelu_tanh, critical_points=_GELU_TANH_CRIT),
-    Activation("silu", Y / (1 + sympy.exp(-Y)), f=lambda y: y * _sig(y), df=_silu_df,
-               kappa=lambda y: np.abs(1.0 + y * _sigmoid_pair(y)[1]), mp=lambda y: y / (1 + mpmath.exp(-y)),
-               critical_points=_SILU_CRIT),
+    Activation("silu", Y / (1 + sympy.exp(-Y)), f=lambda y: y * _sig(y), df=_silu_df, kappa=_silu_kappa,
+               mp=lambda y: y / (1 + mpmath.exp(-y)), critical_points=_SILU_CRIT),
     Activation("softplus", sympy.log(1 + sympy.exp(Y)), f=lambda y: np.logaddexp(0.0, y), df=_sig,
                kappa=_softplus_kappa, mp=lambda y: mpmath.log1p(mpmath.exp(y))),
     _elu_row(1.0, "elu"),

@@ -45,7 +45,8 @@ def _leaky(a):
 
 
 def _elu(a):
-    return Oracle(lambda y: y if y > 0 else a * mpmath.expm1(y), lambda y: mpmath.mpf(1) if y > 0 else a * mpmath.exp(y),
+    return Oracle(lambda y: y if y > 0 else a * mpmath.expm1(y),
+                  lambda y: mpmath.mpf(1) if y > 0 else a * mpmath.exp(y),
                   1.0 if a != 0 else 0.0)
 
 

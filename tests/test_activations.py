@@ -127,7 +127,7 @@ def test_softplus_kappa_far_left():
 # ---------------------------------------------------------------- critical points
 
 IV_FUNCTIONS = {"tanh": lambda x: 1 - 2 / (1 + iv.exp(2 * x)), "exp": iv.exp, "sqrt": iv.sqrt, "pi": iv.pi,
-                "erf": None, "mpf": iv.mpf}
+                "mpf": lambda x: iv.mpf(mpmath.mpf(x))}
 IV_PREC = 120
 SMOOTH = ["tanh", "sigmoid", "gelu", "gelu_tanh", "silu"]
 COVER = 8.0  # |y| <= COVER is covered by cells; the tails by the arguments in emulator.activations
@@ -143,12 +143,11 @@ def _iv_prec(bits: int):
 
 
 def _interval_form(act, order: int):
-    """d^order sigma / dy^order of the row's sympy form, on mpmath.iv intervals. gelu's
-    erf is replaced by its derivative form: only sigma'' and up are needed, which sympy
-    writes with exp alone."""
+    """d^order sigma / dy^order of the row's sympy form, on mpmath.iv intervals (order >= 2:
+    gelu's erf is gone, sympy writes its derivatives with exp alone)."""
     expr = sympy.diff(act.expr, Y, order)
     assert not expr.has(sympy.erf), act.name
-    return sympy.lambdify(Y, expr, modules=[{k: v for k, v in IV_FUNCTIONS.items() if v is not None}, "mpmath"])
+    return sympy.lambdify(Y, expr, modules=[IV_FUNCTIONS, "mpmath"])
 
 
 def _sign(enclosure) -> int:
@@ -193,7 +192,7 @@ def certified_zeros(name: str) -> list[tuple[float, float]]:
             signs = {_sign(d3(iv.mpf([a, b]))) for a, b in zip(edges[:-1], edges[1:])}
             assert signs in ({1}, {-1}), f"{name}: sigma''' not of one sign around {c}"
             at = _sign(d2(iv.mpf(c)))
-            left, right = _sign(d2(iv.mpf(math.nextafter(c, -math.inf)))), _sign(d2(iv.mpf(math.nextafter(c, math.inf))))
+            left, right = (_sign(d2(iv.mpf(math.nextafter(c, side)))) for side in (-math.inf, math.inf))
             assert at == 0 or left * right == -1, f"{name}: no zero of sigma'' within an ulp of {c}"
     return brackets
 
