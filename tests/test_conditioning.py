@@ -10,9 +10,12 @@ import mpmath
 import numpy as np
 import pytest
 import sympy
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
+from activation_oracles import BITS, ORACLES
 from analysis.conditioning import (
-    DERIVATIVE_MARGIN, absolute_sums, activation_condition, activation_derivative, condition_numbers,
+    DERIVATIVE_MARGIN, _dyadic_cover, absolute_sums, activation_condition, activation_derivative, condition_numbers,
     max_abs_derivative, ratio, symbolic_condition, symbolic_derivative,
 )
 from emulator.activations import ACTIVATIONS, Y, get_activation
@@ -155,12 +158,36 @@ def test_max_abs_derivative_pinned(spec, lo, hi, want):
     assert want <= got <= want * (1 + 1e-4) + 1e-11
 
 
+GELU_TANH_SYMPY = "sympy:y/2*(1 + tanh(sqrt(2/pi)*(y + 0.044715*y**3)))"
+
+
 def test_max_abs_derivative_unknown_critical_points_found():
-    # gelu_tanh has no recorded critical points: its max |sigma'| near 1.43 must still be caught
-    act = get_activation("gelu_tanh")
+    # a sympy row has no recorded critical points: its max |sigma'| near 1.42 must still be caught
+    act = get_activation(GELU_TANH_SYMPY)
     assert act.critical_points is None
     got = float(max_abs_derivative(act, 1.0, 2.0))
     assert got >= _dense_sup(act, 1.0, 2.0, 2001) and got < 1.25
+
+
+@pytest.mark.parametrize("name", sorted(ORACLES))
+@settings(max_examples=40, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(centre=st.one_of(st.floats(-8, 8), st.floats(-1e4, 1e4)), log_width=st.floats(-15, 3), skew=st.floats(0, 1))
+def test_max_abs_derivative_bounds_the_oracle(name, centre, log_width, skew):
+    """The bound is >= |sigma'| (closed-form mpmath oracle) at 101 points of [lo, hi], its
+    ends and the critical points in it; for smooth rows, whose supremum is at one of the
+    ends or critical points, it is also within the margin of that supremum."""
+    act = get_activation(name)
+    width = 10.0**log_width
+    lo, hi = centre - skew * width, centre + (1 - skew) * width
+    got = float(max_abs_derivative(act, lo, hi))
+    crit = [c for c in act.critical_points if lo <= c <= hi]
+    with mpmath.workprec(BITS):
+        exact = [abs(ORACLES[name].df(mpmath.mpf(float(t)))) for t in [lo, hi, *crit]]
+        dense = [abs(ORACLES[name].df(mpmath.mpf(float(t)))) for t in np.linspace(lo, hi, 101)]
+    sup = max(exact + dense)
+    assert got >= sup, (name, lo, hi, got, sup)
+    if not act.expr.has(sympy.Piecewise):
+        assert got <= max(exact) * (1 + 4 * DERIVATIVE_MARGIN) + 2 * DERIVATIVE_MARGIN, (name, lo, hi, got, sup)
 
 
 def test_max_abs_derivative_edges():
@@ -169,3 +196,30 @@ def test_max_abs_derivative_edges():
     assert max_abs_derivative("tanh", np.array([[0.0, 1.0]]), np.array([[0.0, 1.0]])).shape == (1, 2)
     with pytest.raises(ShapeError, match="lo <= hi"):
         max_abs_derivative("tanh", 1.0, 0.0)
+
+
+@settings(max_examples=200, deadline=None)
+@given(k_lo=st.integers(-10**7, 10**7), count=st.integers(1, 5000))
+def test_dyadic_cover_tiles_the_cells(k_lo, count):
+    blocks = list(_dyadic_cover(k_lo, k_lo + count - 1))
+    k = k_lo
+    for level, index in blocks:
+        assert index << level == k  # aligned and contiguous
+        k += 1 << level
+    assert k == k_lo + count and len(blocks) <= 2 * count.bit_length()
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_sympy_row_on_wide_intervals(seed):
+    """Intervals of width 10 to 100 (the global bounds of wide layers): above the oracle's
+    supremum (the same function as the registered gelu_tanh) and within the cells' slack."""
+    act = get_activation(GELU_TANH_SYMPY)
+    rng = np.random.default_rng(seed)
+    lo = rng.normal(0, 20, 4)
+    hi = lo + rng.uniform(10, 100, 4)
+    got = max_abs_derivative(act, lo, hi)
+    for a, b, g in zip(lo, hi, got):
+        with mpmath.workprec(BITS):
+            pts = [*np.linspace(a, b, 2001), *[c for c in (-1.4185040087908283, 1.4185040087908283) if a <= c <= b]]
+            sup = max(abs(ORACLES["gelu_tanh"].df(mpmath.mpf(float(t)))) for t in pts)
+        assert sup <= g <= 1.05 * sup + 0.05, (a, b, g, sup)
