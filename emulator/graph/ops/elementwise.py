@@ -1,7 +1,9 @@
 """Elementwise operators and activations, computed in float64 (rounded to the storage
 format by the engine), numpy broadcasting: Add, Sub, Mul, Div, Neg, Pow, Sqrt,
-Reciprocal, Exp, Erf, Max, Min, Clip, Where, and the activations Relu, LeakyRelu, PRelu,
-Tanh, Sigmoid, Gelu (erf and tanh forms), the fused SiLU. Integer tensors (shape
+Reciprocal, Exp, Erf, Abs, Max, Min, Clip, Where, and the activations Relu, LeakyRelu,
+PRelu, Tanh, Sigmoid, Gelu (erf and tanh forms), the fused SiLU, Softplus, Elu and
+``Activation`` (any registered activation by its attribute ``name``): ``ACTIVATION_NAMES``
+maps each activation node to its ``emulator.activations`` name. Integer tensors (shape
 arithmetic) are computed with integer numpy."""
 
 from __future__ import annotations
@@ -110,23 +112,36 @@ def where(ctx, args):
     return [ctx.math.where(cond, _float(ctx, a), _float(ctx, b))]
 
 
-def _activation(name: str, activation):
-    @register(name, "activation", description=f"{name}, the activation {activation if isinstance(activation, str) else ''}")
+ACTIVATION_NAMES = {
+    "Relu": lambda attr: "relu",
+    "Tanh": lambda attr: "tanh",
+    "Sigmoid": lambda attr: "sigmoid",
+    "Silu": lambda attr: "silu",
+    "Softplus": lambda attr: "softplus",
+    "LeakyRelu": lambda attr: f"leaky_relu:{float(attr('alpha', 0.01))!r}",
+    "Elu": lambda attr: f"elu:{float(attr('alpha', 1.0))!r}",
+    "Gelu": lambda attr: "gelu_tanh" if str(attr("approximate", "none")) == "tanh" else "gelu",
+    "Activation": lambda attr: str(attr("name")),
+}
+"""Operator type -> the ``emulator.activations`` name its node applies, read from the
+node's attributes (``attr(key, default)``)."""
+
+
+def activation_name(node) -> str:
+    """The ``emulator.activations`` name an activation node applies (``leaky_relu:0.2``, ...)."""
+    return ACTIVATION_NAMES[node.op](node.attr)
+
+
+def _activation(name: str):
+    @register(name, "activation", description=f"{name}, elementwise: the activation ACTIVATION_NAMES gives its node")
     def evaluate(ctx, args):
-        act = activation(ctx) if callable(activation) else activation
-        return [ctx.math.activation(act, _float(ctx, args[0]))]
+        return [ctx.math.activation(activation_name(ctx.node), _float(ctx, args[0]))]
 
     return evaluate
 
 
-_activation("Relu", "relu")
-_activation("Tanh", "tanh")
-_activation("Sigmoid", "sigmoid")
-_activation("Silu", "silu")
-_activation("Softplus", "softplus")
-_activation("LeakyRelu", lambda ctx: f"leaky_relu:{float(ctx.attr('alpha', 0.01))!r}")
-_activation("Elu", lambda ctx: f"elu:{float(ctx.attr('alpha', 1.0))!r}")
-_activation("Gelu", lambda ctx: "gelu_tanh" if str(ctx.attr("approximate", "none")) == "tanh" else "gelu")
+for _name in ACTIVATION_NAMES:
+    _activation(_name)
 
 
 @register("PRelu", "activation")
@@ -136,10 +151,3 @@ def prelu(ctx, args):
     m = ctx.math
     zero = ctx.lift(np.zeros(()))
     return [m.add(m.maximum(x, zero), m.mul(_float(ctx, slope), m.minimum(x, zero)))]
-
-
-@register("Activation", "activation")
-def activation(ctx, args):
-    """Any registered activation by name (attribute ``name``: relu, tanh, gelu_tanh,
-    leaky_relu:A, sympy:EXPR, ...): the layers of an MLP as a graph."""
-    return [ctx.math.activation(str(ctx.attr("name")), _float(ctx, args[0]))]
