@@ -32,8 +32,10 @@ to nearest, ties to even) of the exact sum.
 
 from __future__ import annotations
 
+import hashlib
 import math
 import types
+from collections import OrderedDict
 from dataclasses import dataclass
 from functools import cmp_to_key, lru_cache
 from operator import mul
@@ -332,6 +334,26 @@ class _IntLayer:
         return total, exp
 
 
+_INT_LAYERS: "OrderedDict[bytes, _IntLayer]" = OrderedDict()
+_INT_LAYER_CACHE = 8
+
+
+def _int_layer(layer: _Layer) -> _IntLayer:
+    """The integer form of ``layer``, cached by the digest of its weights and bias (the
+    few layers a validation revisits batch after batch are converted once)."""
+    h = hashlib.blake2b(digest_size=16)
+    for a in (layer.W, layer.b):
+        h.update(repr(a.shape).encode())
+        h.update(np.ascontiguousarray(a).view(np.uint8))
+    key = h.digest()
+    if key not in _INT_LAYERS:
+        _INT_LAYERS[key] = _IntLayer(layer)
+        while len(_INT_LAYERS) > _INT_LAYER_CACHE:
+            _INT_LAYERS.popitem(last=False)
+    _INT_LAYERS.move_to_end(key)
+    return _INT_LAYERS[key]
+
+
 def _f64_pairs(row: np.ndarray):
     man, exp = _man_exp(row)
     return zip(man.tolist(), exp.tolist())
@@ -391,7 +413,7 @@ def _round_nearest(X, layer: _Layer, YH, YL, YE, valid) -> np.ndarray:
 
 def _linear_int(X: np.ndarray, layer: _Layer, mask: np.ndarray) -> np.ndarray:
     """RN of the exact value, in Python integers, for the components in ``mask``."""
-    ints = _IntLayer(layer)
+    ints = _int_layer(layer)
     out = np.zeros(mask.shape)
     for s in np.unique(np.nonzero(mask)[0]):
         xs, xe = _int_vector(_f64_pairs(X[s]))
@@ -588,7 +610,7 @@ def exact_layer(x, layer, precision: int = 113) -> tuple[np.ndarray, np.ndarray,
 
 
 def _forward_mp(layers, X, precision, tol) -> ExactForward:
-    ints = [_IntLayer(layer) for layer in layers]
+    ints = [_int_layer(layer) for layer in layers]
     chains = [_certified_chain(layers, ints, X[s], precision, tol) for s in range(X.shape[0])]
     res = ExactForward([], [], [], [], [], [], precision, tol, "mpmath", [], [], [], [])
     for k in range(len(layers)):
@@ -650,7 +672,7 @@ def _forward_fast(layers, X, precision, tol) -> ExactForward:
         failed = np.nonzero(~ok_out.all(axis=1))[0]
         new = [int(s) for s in failed if int(s) not in chains]
         if new:
-            ints = ints or [_IntLayer(layer_) for layer_ in layers]
+            ints = ints or [_int_layer(layer_) for layer_ in layers]
             for s in new:
                 chains[s] = _certified_chain(layers, ints, X[s], precision, tol)
         fallback = todo.copy()
@@ -680,7 +702,7 @@ def _exact_tier(XH, XL, layer: _Layer, mask, YH, YL, YE) -> None:
     K.exact_dot_dd(XH, XL, layer.W, layer.b, rows, cols, h, l, e, ok)
     YH[rows, cols], YL[rows, cols], YE[rows, cols] = h, l, e
     if not ok.all():
-        ints = _IntLayer(layer)
+        ints = _int_layer(layer)
         n = XH.shape[1]
         for s, i in zip(rows[~ok], cols[~ok]):
             xs, xe = _int_vector([*_f64_pairs(XH[s]), *_f64_pairs(XL[s])])
