@@ -216,8 +216,16 @@ def load_data(spec: str, split: str = "test", *, n_inputs: "int | None" = None) 
 
 def load_model_data(network, spec: "str | None" = None, split: str = "test") -> Dataset:
     """``spec`` (default: the model's own ``meta["default_data"]``), split ``split``,
-    checked against ``network``'s input width."""
+    checked against ``network``'s input width (a network's ``n_inputs``; for a graph with
+    one (batch, n) input, n; graphs with other inputs check their feeds when they run)."""
     spec = spec or network.meta.get("default_data")
     if not spec:
         raise DataError(f"Model {network.name!r} names no default data; pass --data.")
-    return load_data(spec, split, n_inputs=network.n_inputs)
+    return load_data(spec, split, n_inputs=_input_width(network))
+
+
+def _input_width(model) -> "int | None":
+    if hasattr(model, "n_inputs"):
+        return model.n_inputs
+    shapes = [t.shape for t in model.inputs]
+    return shapes[0][1] if len(shapes) == 1 and len(shapes[0]) == 2 and isinstance(shapes[0][1], int) else None

@@ -19,6 +19,7 @@ from emulator.network import Layer, Network
 
 REPO = Path(__file__).resolve().parents[1]
 BUNDLED = ("digits-relu", "digits-tanh", "mnist1d-relu", "mnist1d-tanh", "paper-mlp")
+BUNDLED_GRAPHS = ("digits-cnn", "digits-transformer")
 
 
 def toy_network() -> Network:
@@ -434,7 +435,7 @@ def test_onnx_attributes_and_refusals(tmp_path):
 
 def test_bundled_models_are_listed_with_cards_and_packaged():
     cards = bundled_models()
-    assert tuple(cards) == BUNDLED
+    assert tuple(cards) == BUNDLED + BUNDLED_GRAPHS
     patterns = tomllib.loads((REPO / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]["emulator.models"]
     assert {"*.npz", "*.md", "*.json"} <= set(patterns)
     for name, card in cards.items():

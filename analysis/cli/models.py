@@ -1,5 +1,6 @@
-"""``mixacc models``: the bundled models with their test accuracy, or the layers of given
-models (bundled names or files), optionally re-measuring their accuracy."""
+"""``mixacc models``: the bundled models with their test accuracy, or the layers (of a
+network) or operators and accumulation sites (of a graph) of given models (bundled names
+or files), optionally re-measuring their accuracy."""
 
 from __future__ import annotations
 
@@ -9,11 +10,14 @@ import numpy as np
 
 from emulator.data import load_model_data
 from emulator.errors import DataError
+from emulator.graph import Graph, forward
+from emulator.metrics import accuracy, predicted_class
 from emulator.modelio import bundled_models, load_model
+from emulator.network import Network
 
 from ..atomic import to_jsonable
 
-HELP = "list the bundled models (architecture, data, test accuracy) or describe model files"
+HELP = "list the bundled models (architecture or operators, data, test accuracy) or describe model files"
 
 
 def add_arguments(parser) -> None:
@@ -38,21 +42,39 @@ def _list_bundled(as_json: bool) -> int:
     if as_json:
         print(json.dumps(to_jsonable(cards), indent=2))
         return 0
-    rows = [("name", "architecture", "data", "params", "train acc", "test acc")]
-    rows += [(n, c["architecture"], c["default_data"], c["n_params"], f"{c['train_accuracy']:.4f}",
+    rows = [("name", "architecture", "data", "params", "sites", "train acc", "test acc")]
+    rows += [(n, c["architecture"], c["default_data"], c["n_params"], _sites(c), f"{c['train_accuracy']:.4f}",
               f"{c['test_accuracy']:.4f}") for n, c in cards.items()]
     print(_table(rows))
     return 0
 
 
-def _evaluate(net, args) -> dict:
-    data = load_model_data(net, args.data, args.split).head(args.samples)
-    spec = args.data or net.meta["default_data"]
+def _sites(card: dict) -> int:
+    """Accumulation sites of a bundled model: a graph card's count, one per layer of a network."""
+    return card["accumulation_sites"] if "accumulation_sites" in card else len(card["widths"]) - 1
+
+
+def _network_accuracy(net: Network, data, args) -> float:
+    predicted = net.predict(data.x, acc=args.acc, storage=args.storage)
+    return float(np.mean(predicted == data.y))
+
+
+def _graph_accuracy(graph: Graph, data, args) -> float:
+    """Classes decided on the graph's first output (its logits) by ``emulator.metrics``."""
+    run = forward(graph, data.feeds([t.name for t in graph.inputs]), acc=args.acc, storage=args.storage)
+    return accuracy(predicted_class(run.outputs[graph.outputs[0]]), data.y, graph.meta.get("classes"))
+
+
+_ACCURACY = {Network: _network_accuracy, Graph: _graph_accuracy}
+
+
+def _evaluate(model: "Network | Graph", args) -> dict:
+    data = load_model_data(model, args.data, args.split).head(args.samples)
+    spec = args.data or model.meta["default_data"]
     if data.y is None:
         raise DataError(f"Data {spec!r} has no labels; accuracy needs labels.")
-    predicted = net.predict(data.x, acc=args.acc, storage=args.storage)
     return {"data": spec, "split": args.split, "samples": len(data), "acc": args.acc or "float64",
-            "storage": args.storage, "accuracy": float(np.mean(predicted == data.y))}
+            "storage": args.storage, "accuracy": _ACCURACY[type(model)](model, data, args)}
 
 
 def run(args) -> int:
@@ -62,17 +84,22 @@ def run(args) -> int:
         return _list_bundled(args.json)
     results = []
     for spec in args.models:
-        net = load_model(spec)
-        info = net.describe()
+        model = load_model(spec)
+        info = model.describe()
         if args.evaluate:
-            info["evaluation"] = _evaluate(net, args)
+            info["evaluation"] = _evaluate(model, args)
         results.append(info)
     if args.json:
         print(json.dumps(to_jsonable(results), indent=2))
         return 0
     for info in results:
         meta = info["meta"]
-        print(f"{info['name']}: {info['architecture']}  ({info['n_params']} parameters)")
+        sites = f", {info['accumulation_sites']} accumulation sites" if "accumulation_sites" in info else ""
+        print(f"{info['name']}: {info['architecture']}  ({info['n_params']} parameters{sites})")
+        if "structure" in meta:
+            print(f"  structure: {meta['structure']}")
+        if "sites" in info:
+            print(f"  sites: {', '.join(info['sites'])}")
         if "test_accuracy" in meta:
             print(f"  recorded test accuracy {meta['test_accuracy']:.4f} on {meta.get('default_data')}")
         if "evaluation" in info:

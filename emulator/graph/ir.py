@@ -166,6 +166,37 @@ class Graph:
         """Number of floating-point constants (weights, biases, tables)."""
         return int(sum(a.size for a in self.initializers.values() if a.dtype == np.float64))
 
+    @property
+    def operators(self) -> dict[str, int]:
+        """Operator type -> number of nodes of that type, in order of first use."""
+        counts: dict[str, int] = {}
+        for n in self.nodes:
+            counts[n.op] = counts.get(n.op, 0) + 1
+        return counts
+
+    @property
+    def architecture(self) -> str:
+        """The operators and their counts, e.g. ``Reshape, Conv x2, Relu x2, Gemm``."""
+        return ", ".join(op if count == 1 else f"{op} x{count}" for op, count in self.operators.items())
+
+    @property
+    def site_names(self) -> list[str]:
+        """The accumulation sites the nodes declare (``node`` or ``node.role``), in node order."""
+        from .ops import OPS
+
+        return [f"{n.name}.{role}" if role else n.name for n in self.nodes for role in OPS.get(n.op).site_roles(n)]
+
+    def describe(self) -> dict:
+        """JSON-ready summary: name, operators, parameter count, accumulation sites (count and
+        names), inputs, outputs, meta."""
+        sites = self.site_names
+        return {
+            "name": self.name, "architecture": self.architecture, "operators": self.operators,
+            "n_params": self.n_params, "accumulation_sites": len(sites), "sites": sites,
+            "inputs": [{"name": t.name, "dtype": t.dtype, "shape": list(t.shape)} for t in self.inputs],
+            "outputs": list(self.outputs), "meta": self.meta,
+        }
+
     def renamed(self, name: "str | None" = None, meta: "dict | None" = None) -> "Graph":
         """The same graph under another name and/or meta (nothing re-checked)."""
         other = copy.copy(self)

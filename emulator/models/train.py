@@ -1,12 +1,14 @@
 """Train the bundled models, deterministically: ``python -m emulator.models.train``.
 
-Each recipe fits a scikit-learn ``MLPClassifier`` (Adam, fixed seed, fixed number of
-epochs, no early stopping, BLAS limited to one thread so that the summation order and
-hence every weight is reproducible), converts it with
+Each multilayer perceptron's recipe fits a scikit-learn ``MLPClassifier`` (Adam, fixed
+seed, fixed number of epochs, no early stopping, BLAS limited to one thread so that the
+summation order and hence every weight is reproducible), converts it with
 :func:`emulator.importers.from_sklearn` (output layer: identity, i.e. logits), measures
 train and test accuracy with the float64 forward pass, and writes
 ``<name>.npz`` (weights + model card as ``meta``), ``<name>.md`` (the card, readable)
-and ``index.json`` (every card) atomically into the output directory.
+and ``index.json`` (every card) atomically into the output directory. The graph models
+(``digits-cnn``, ``digits-transformer``) are trained with PyTorch (extra ``torch``) by
+:mod:`emulator.models.train_graphs` and written the same way.
 
 Options: ``--only NAME ...`` to train some models, ``--out DIR`` to write elsewhere.
 """
@@ -14,7 +16,6 @@ Options: ``--only NAME ...`` to train some models, ``--out DIR`` to write elsewh
 from __future__ import annotations
 
 import argparse
-import hashlib
 import json
 import sys
 import time
@@ -29,8 +30,12 @@ from emulator.data import DATASETS, load_data
 from emulator.importers import from_sklearn
 from emulator.atomic import write_atomic
 from emulator.modelio import BUNDLED_DIR, save_model
+from emulator.graph.ir import Graph
 from emulator.network import Network
 from emulator.registry import Registry
+
+from .cards import card_page, data_rows, data_sha256, provenance_rows, weights_sha256
+from .train_graphs import GRAPH_RECIPES, GraphRecipe
 
 __all__ = ["Recipe", "RECIPES", "train", "weights_sha256", "data_sha256", "main"]
 
@@ -51,8 +56,14 @@ class Recipe:
     learning_rate: float = 1e-3
     note: str = ""
 
+    def fit(self) -> tuple[Network, float]:
+        return train(self)
 
-RECIPES: Registry[Recipe] = Registry("bundled model")
+    def markdown(self, card: dict) -> str:
+        return card_markdown(card)
+
+
+RECIPES: "Registry[Recipe | GraphRecipe]" = Registry("bundled model")
 for _r in (
     Recipe("digits-relu", "digits", (128, 64), "relu", epochs=100, batch_size=64, alpha=1e-4),
     Recipe("digits-tanh", "digits", (128, 64), "tanh", epochs=100, batch_size=64, alpha=1e-4),
@@ -61,23 +72,9 @@ for _r in (
     Recipe("paper-mlp", "mnist1d", (784, 784, 128), "relu", epochs=40, batch_size=100, alpha=1e-3,
            note="The authors' shape (ReLU 784 -> 784 -> 128 -> 10 hidden/output widths, arXiv 2503.15568) "
                 "with the 40-wide mnist1d input instead of 784-wide MNIST."),
+    *GRAPH_RECIPES,
 ):
     RECIPES.add(_r.name, _r)
-
-
-def weights_sha256(network: Network) -> str:
-    """sha256 of every weight and bias (float64, little-endian, layer order)."""
-    h = hashlib.sha256()
-    for layer in network.layers:
-        for a in (layer.weight, layer.bias):
-            if a is not None:
-                h.update(np.ascontiguousarray(a, dtype="<f8").tobytes())
-    return h.hexdigest()
-
-
-def data_sha256(x: np.ndarray) -> str:
-    """sha256 of a data array (float64, little-endian, C order): pins the data a card was measured on."""
-    return hashlib.sha256(np.ascontiguousarray(x, dtype="<f8").tobytes()).hexdigest()
 
 
 def _accuracy(network: Network, data) -> float:
@@ -136,43 +133,28 @@ def train(recipe: Recipe) -> tuple[Network, float]:
 def card_markdown(card: dict) -> str:
     """The model card as Markdown."""
     t = card["trainer"]
-    lines = [
-        f"# {card['name']}", "",
-        card["note"] + "\n" if card["note"] else "",
-        "| | |", "|---|---|",
-        f"| architecture | {card['architecture']} |",
-        f"| parameters | {card['n_params']} |",
-        f"| data | `{card['default_data']}`: {card['data']} |",
-        f"| train / test size | {card['train_size']} / {card['test_size']} |",
-        f"| train accuracy (float64) | {card['train_accuracy']:.4f} |",
-        f"| test accuracy (float64) | {card['test_accuracy']:.4f} |",
-        f"| output | {card['output']} |",
-        f"| trainer | scikit-learn MLPClassifier, {t['solver']}, lr {t['learning_rate_init']}, L2 alpha {t['alpha']}, "
-        f"batch {t['batch_size']}, {card['epochs_run']} epochs, seed {card['seed']}, one BLAS thread |",
-        f"| final training loss | {card['final_loss']:.6g} |",
-        f"| versions | {', '.join(f'{k} {v}' for k, v in card['versions'].items())} |",
-        f"| weights sha256 | `{card['weights_sha256']}` |",
-        f"| test data sha256 | `{card['test_data_sha256']}` |",
-        "",
-        "Weights are float64, stored in the native layout (`layer{k}.weight` out x in, `layer{k}.bias`,",
-        "`layer{k}.activation`) with this card as the JSON `meta` entry.",
-        "",
-        "Rebuild (deterministic; same versions give the same sha256):",
-        "",
-        "```",
-        card["rebuild"],
-        "```",
-        "",
+    rows = [
+        ("architecture", card["architecture"]),
+        ("parameters", str(card["n_params"])),
+        *data_rows(card),
+        ("trainer", f"scikit-learn MLPClassifier, {t['solver']}, lr {t['learning_rate_init']}, L2 alpha {t['alpha']}, "
+                    f"batch {t['batch_size']}, {card['epochs_run']} epochs, seed {card['seed']}, one BLAS thread"),
+        ("final training loss", f"{card['final_loss']:.6g}"),
+        *provenance_rows(card),
     ]
-    return "\n".join(lines)
+    layout = ("Weights are float64, stored in the native layout (`layer{k}.weight` out x in, `layer{k}.bias`,\n"
+              "`layer{k}.activation`) with this card as the JSON `meta` entry.")
+    return card_page(card, rows, layout, "Rebuild (deterministic; same versions give the same sha256):")
 
 
-def write_model(network: Network, out: Path) -> None:
-    """``<name>.npz``, ``<name>.md`` and the model's entry in ``index.json``."""
+def write_model(network: "Network | Graph", out: Path) -> None:
+    """``<name>.npz``, ``<name>.md`` (the card of its recipe's kind) and the model's entry
+    in ``index.json``."""
     out.mkdir(parents=True, exist_ok=True)
     card = network.meta
+    page = RECIPES.get(network.name).markdown(card)
     save_model(network, out / f"{network.name}.npz")
-    write_atomic(out / f"{network.name}.md", lambda tmp: tmp.write_text(card_markdown(card), encoding="utf-8"))
+    write_atomic(out / f"{network.name}.md", lambda tmp: tmp.write_text(page, encoding="utf-8"))
     index_path = out / "index.json"
     index = json.loads(index_path.read_text(encoding="utf-8")) if index_path.exists() else {}
     index[network.name] = {k: v for k, v in card.items() if k not in ("classes",)}
@@ -186,7 +168,7 @@ def main(argv: "list[str] | None" = None) -> int:
     parser.add_argument("--out", type=Path, default=BUNDLED_DIR, help="output directory (default: the package's models/)")
     args = parser.parse_args(argv)
     for name in args.only or RECIPES.names():
-        net, seconds = train(RECIPES.get(name))
+        net, seconds = RECIPES.get(name).fit()
         write_model(net, args.out)
         m = net.meta
         print(f"{name}: {m['architecture']}  train {m['train_accuracy']:.4f}  test {m['test_accuracy']:.4f}  "
