@@ -1,13 +1,14 @@
 """Elementwise operators and activations, computed in float64 (rounded to the storage
 format by the engine), numpy broadcasting: Add, Sub, Mul, Div, Neg, Pow, Sqrt,
-Reciprocal, Exp, Erf, Max, Min, Clip, Where, and the activations Relu, LeakyRelu, PRelu,
-Tanh, Sigmoid, Gelu (erf and tanh forms), the fused SiLU. Integer tensors (shape
-arithmetic) are computed with integer numpy."""
+Reciprocal, Exp, Erf, Max, Min, Clip, Where, Mod, Equal, and the activations Relu,
+LeakyRelu, PRelu, Tanh, Sigmoid, Gelu (erf and tanh forms), the fused SiLU. Integer
+tensors (shape arithmetic, masks; booleans as 0/1) are computed with integer numpy."""
 
 from __future__ import annotations
 
 import numpy as np
 
+from ...errors import ModelFileError
 from ..engine import is_float
 from . import register
 
@@ -100,6 +101,37 @@ def clip(ctx, args):
     return [ctx.math.clip(x, low, high)]
 
 
+def _float64_values(ctx, *tensors) -> list[np.ndarray]:
+    """Operands whose result depends on their exact float values (comparisons, remainders):
+    plain float64 arrays only, not enclosures."""
+    for t in tensors:
+        if not isinstance(t, np.ndarray):
+            raise ModelFileError(f"node {ctx.node.name!r} ({ctx.node.op}): needs the exact float values of its "
+                                 "operands; not supported in this arithmetic.")
+    return [np.asarray(t) for t in tensors]
+
+
+@register("Mod", "elementwise")
+def mod(ctx, args):
+    """Remainder: with ``fmod`` the sign of the dividend (C fmod), else of the divisor
+    (integers only, as ONNX requires)."""
+    a, b = _float64_values(ctx, *args)
+    if int(ctx.attr("fmod", 0)):
+        result = np.fmod(a, b)
+    elif _integers(a, b):
+        result = np.mod(a, b)
+    else:
+        raise ModelFileError(f"node {ctx.node.name!r} (Mod): float operands need fmod=1.")
+    return [result if _integers(a, b) else ctx.lift(result)]
+
+
+@register("Equal", "elementwise")
+def equal(ctx, args):
+    """a == b elementwise (a boolean tensor, held as 0/1 integers)."""
+    a, b = _float64_values(ctx, *args)
+    return [np.equal(a, b).astype(np.int64)]
+
+
 @register("Where", "elementwise")
 def where(ctx, args):
     """condition ? a : b, elementwise with broadcasting."""
@@ -110,8 +142,14 @@ def where(ctx, args):
     return [ctx.math.where(cond, _float(ctx, a), _float(ctx, b))]
 
 
-def _activation(name: str, activation):
-    @register(name, "activation", description=f"{name}, the activation {activation if isinstance(activation, str) else ''}")
+def _gelu_check(node) -> None:
+    if str(node.attr("approximate", "none")) not in ("none", "tanh"):
+        raise ModelFileError(f"node {node.name!r} (Gelu): approximate {node.attr('approximate')!r} is not none or tanh.")
+
+
+def _activation(name: str, activation, check=None):
+    @register(name, "activation", description=f"{name}, the activation {activation if isinstance(activation, str) else ''}",
+              check=check)
     def evaluate(ctx, args):
         act = activation(ctx) if callable(activation) else activation
         return [ctx.math.activation(act, _float(ctx, args[0]))]
@@ -126,7 +164,7 @@ _activation("Silu", "silu")
 _activation("Softplus", "softplus")
 _activation("LeakyRelu", lambda ctx: f"leaky_relu:{float(ctx.attr('alpha', 0.01))!r}")
 _activation("Elu", lambda ctx: f"elu:{float(ctx.attr('alpha', 1.0))!r}")
-_activation("Gelu", lambda ctx: "gelu_tanh" if str(ctx.attr("approximate", "none")) == "tanh" else "gelu")
+_activation("Gelu", lambda ctx: "gelu_tanh" if str(ctx.attr("approximate", "none")) == "tanh" else "gelu", _gelu_check)
 
 
 @register("PRelu", "activation")
