@@ -39,9 +39,10 @@ def _const(value, dtype):
 
 @dataclass(frozen=True)
 class Case:
-    """One test graph: ``nodes`` as (op, inputs, outputs, attrs); ``inputs`` name ->
+    """One test graph: ``nodes`` as (op, inputs, outputs, attrs[, name]); ``inputs`` name ->
     (kind, shape) with kind FLOAT, POSITIVE (floats in [0.5, 2.5)), INT (-5..5) or BOOL;
-    ``consts`` name -> array (float arrays take the case's float type); ``double`` False
+    ``consts`` name -> array (float arrays take the case's float type; those no node reads
+    are left out); ``double`` False
     compares with onnxruntime in float32 only (where its float64 kernel is less accurate)."""
 
     id: str
@@ -56,10 +57,11 @@ class Case:
         onnx, helper, _, tp = helpers()
         elem = {FLOAT: tp.DOUBLE if dtype == np.float64 else tp.FLOAT, INT: tp.INT64, BOOL: tp.BOOL}
         elem[POSITIVE] = elem[FLOAT]
-        nodes = [helper.make_node(op, list(ins), list(outs), name=f"n{k}", **self._attrs(attrs, dtype))
-                 for k, (op, ins, outs, attrs) in enumerate(self.nodes)]
+        nodes = [helper.make_node(op, list(ins), list(outs), name=(name or [f"n{k}"])[0], **self._attrs(attrs, dtype))
+                 for k, (op, ins, outs, attrs, *name) in enumerate(self.nodes)]
         inputs = [helper.make_tensor_value_info(n, elem[kind], list(shape)) for n, (kind, shape) in self.inputs.items()]
-        consts = {k: _const(v, dtype) for k, v in self.consts.items()}
+        read = {t for _, ins, *_ in self.nodes for t in ins}
+        consts = {k: _const(v, dtype) for k, v in self.consts.items() if k in read}
         return model_of(nodes, inputs, list(self.outputs), consts, self.opset, self.id)
 
     @staticmethod
@@ -91,9 +93,13 @@ class Case:
 
 
 def ort_session(model):
-    """An onnxruntime CPU session of ``model``."""
+    """An onnxruntime CPU session of ``model``, its graph optimisations (fusions) off: the
+    reference is onnxruntime's kernels for the nodes as written."""
     ort = pytest.importorskip("onnxruntime")
-    return ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    options = ort.SessionOptions()
+    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+    options.log_severity_level = 3
+    return ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
 
 
 def run_ort(model, feeds: dict) -> list[np.ndarray]:

@@ -31,7 +31,7 @@ from .ir import FLOAT, INT, Graph, Node, TensorInfo
 from .ops import OPS
 from .patterns import fuse_patterns
 
-__all__ = ["graph_from_onnx", "read_onnx", "snap_float32", "OPSETS"]
+__all__ = ["graph_from_onnx", "read_onnx", "tensor_array", "attribute_value", "snap_float32", "OPSETS"]
 
 OPSETS = (13, 21)
 """The default-domain opsets whose operator semantics the rows implement."""
@@ -46,9 +46,13 @@ def snap_float32(value: float) -> float:
     return float(str(np.float32(value)))
 
 
-def _dtype_kind(onnx, data_type: int) -> "str | None":
+def _onnx():
+    return require("onnx", _NEEDS)
+
+
+def _dtype_kind(data_type: int) -> "str | None":
     """FLOAT, INT or None (strings, complex numbers) for an ONNX element type."""
-    t = onnx.TensorProto
+    t = _onnx().TensorProto
     floats = ("FLOAT", "DOUBLE", "FLOAT16", "BFLOAT16", "FLOAT8E4M3FN", "FLOAT8E4M3FNUZ", "FLOAT8E5M2",
               "FLOAT8E5M2FNUZ", "FLOAT4E2M1")
     ints = ("INT8", "INT16", "INT32", "INT64", "UINT8", "UINT16", "UINT32", "UINT64", "BOOL", "INT4", "UINT4")
@@ -59,19 +63,20 @@ def _dtype_kind(onnx, data_type: int) -> "str | None":
     return None
 
 
-def _type_name(onnx, data_type: int) -> str:
+def _type_name(data_type: int) -> str:
     try:
-        return onnx.TensorProto.DataType.Name(data_type)
+        return _onnx().TensorProto.DataType.Name(data_type)
     except ValueError:
         return str(data_type)
 
 
-def tensor_array(onnx, tensor, where: str) -> np.ndarray:
-    """An ONNX tensor (raw or typed storage) as float64 (every float type, exactly) or an
-    integer array (every integer type and bool, as numpy integers)."""
-    kind = _dtype_kind(onnx, tensor.data_type)
+def tensor_array(tensor, where: str = "onnx") -> np.ndarray:
+    """An ONNX TensorProto (raw or typed storage) as float64 (every float type, exactly)
+    or an integer array (every integer type and bool, as numpy integers)."""
+    onnx = _onnx()
+    kind = _dtype_kind(tensor.data_type)
     if kind is None:
-        raise ModelFileError(f"{where}: tensor {tensor.name!r} has type {_type_name(onnx, tensor.data_type)}; "
+        raise ModelFileError(f"{where}: tensor {tensor.name!r} has type {_type_name(tensor.data_type)}; "
                              "only numbers are supported.")
     try:
         a = onnx.numpy_helper.to_array(tensor)
@@ -88,7 +93,7 @@ def read_onnx(source) -> tuple[object, "Path | None", str]:
     """The ``ModelProto`` of ``source`` (a path, bytes or a ModelProto), the directory its
     external data may be read from (None in memory) and the name it goes by (the file's
     stem). The file is parsed without its external data."""
-    onnx = require("onnx", _NEEDS)
+    onnx = _onnx()
     from google.protobuf.message import DecodeError
 
     if isinstance(source, onnx.ModelProto):
@@ -140,8 +145,9 @@ def _check_operators(model, where: str) -> None:
             raise ModelFileError(f"{where}: unsupported op {node.op_type!r} (node {name!r}).")
 
 
-def _stored_tensors(onnx, graph):
+def _stored_tensors(graph):
     """Every tensor a graph stores: initialisers and tensor attributes of its nodes."""
+    onnx = _onnx()
     yield from graph.initializer
     for node in graph.node:
         for attr in node.attribute:
@@ -178,9 +184,10 @@ def _external_bytes(tensor, directory: Path, where: str) -> bytes:
     return data
 
 
-def _inline_external_data(onnx, model, directory: "Path | None", where: str):
+def _inline_external_data(model, directory: "Path | None", where: str):
     """The model with every external tensor's bytes read in (a copy when any is)."""
-    external = [t for t in _stored_tensors(onnx, model.graph) if t.data_location == onnx.TensorProto.EXTERNAL]
+    onnx = _onnx()
+    external = [t for t in _stored_tensors(model.graph) if t.data_location == onnx.TensorProto.EXTERNAL]
     if not external:
         return model
     if directory is None:
@@ -188,7 +195,7 @@ def _inline_external_data(onnx, model, directory: "Path | None", where: str):
                              "model from its path.")
     copy = onnx.ModelProto()
     copy.CopyFrom(model)
-    for tensor in _stored_tensors(onnx, copy.graph):
+    for tensor in _stored_tensors(copy.graph):
         if tensor.data_location == onnx.TensorProto.EXTERNAL:
             tensor.raw_data = _external_bytes(tensor, directory, where)
             del tensor.external_data[:]
@@ -201,8 +208,9 @@ def _opset(model) -> int:
     return int(versions[0]) if versions else 0
 
 
-def _at_supported_opset(onnx, model, where: str):
+def _at_supported_opset(model, where: str):
     """The model itself when its opset is in ``OPSETS``, else converted to the nearest one."""
+    onnx = _onnx()
     version = _opset(model)
     low, high = OPSETS
     if low <= version <= high:
@@ -221,10 +229,11 @@ def _at_supported_opset(onnx, model, where: str):
 
 # ---- the graph ----------------------------------------------------------------------------
 
-def _attribute(onnx, attr, where: str, exact: bool):
-    """A node attribute as a plain value; float attributes snapped (see
-    :func:`snap_float32`) unless ``exact`` (the value of a Constant)."""
-    kinds = onnx.AttributeProto
+def attribute_value(attr, where: str = "onnx", exact: bool = False):
+    """An ONNX AttributeProto as a plain value: ints, str, tuples, float64 / integer
+    arrays for tensors; float attributes snapped (see :func:`snap_float32`), or, with
+    ``exact`` (the value of a Constant), float64 arrays of their exact float32 values."""
+    kinds = _onnx().AttributeProto
     real = (lambda v: float(v)) if exact else snap_float32
     if attr.type == kinds.FLOAT:
         return np.array(real(attr.f)) if exact else real(attr.f)
@@ -239,22 +248,22 @@ def _attribute(onnx, attr, where: str, exact: bool):
     if attr.type == kinds.STRINGS:
         return tuple(s.decode("utf-8", errors="replace") for s in attr.strings)
     if attr.type == kinds.TENSOR:
-        return tensor_array(onnx, attr.t, where)
+        return tensor_array(attr.t, where)
     if attr.type == kinds.TENSORS:
-        return tuple(tensor_array(onnx, t, where) for t in attr.tensors)
+        return tuple(tensor_array(t, where) for t in attr.tensors)
     raise ModelFileError(f"{where}: attribute {attr.name!r} of type {kinds.AttributeType.Name(attr.type)} is not "
                          "supported.")
 
 
-def _input_info(onnx, value_info, where: str) -> TensorInfo:
+def _input_info(value_info, where: str) -> TensorInfo:
     """A graph input: float or int dtype; fixed dimensions as ints, others None."""
     name = value_info.name
     if not value_info.type.HasField("tensor_type"):
         raise ModelFileError(f"{where}: input {name!r} is not a tensor.")
     tensor_type = value_info.type.tensor_type
-    dtype = _dtype_kind(onnx, tensor_type.elem_type)
+    dtype = _dtype_kind(tensor_type.elem_type)
     if dtype is None:
-        raise ModelFileError(f"{where}: input {name!r} has type {_type_name(onnx, tensor_type.elem_type)}; only "
+        raise ModelFileError(f"{where}: input {name!r} has type {_type_name(tensor_type.elem_type)}; only "
                              "numbers are supported.")
     if not tensor_type.HasField("shape"):
         return TensorInfo(name, dtype, (None,))
@@ -264,16 +273,16 @@ def _input_info(onnx, value_info, where: str) -> TensorInfo:
     return TensorInfo(name, dtype, shape)
 
 
-def _graph(onnx, model, name: str, where: str) -> Graph:
+def _graph(model, name: str, where: str) -> Graph:
     g = model.graph
     if len(g.sparse_initializer):
         raise ModelFileError(f"{where}: sparse initialiser {g.sparse_initializer[0].values.name!r} is not supported.")
-    initializers = {t.name: tensor_array(onnx, t, where) for t in g.initializer}
-    inputs = [_input_info(onnx, v, where) for v in g.input if v.name not in initializers]
+    initializers = {t.name: tensor_array(t, where) for t in g.initializer}
+    inputs = [_input_info(v, where) for v in g.input if v.name not in initializers]
     nodes = []
     for node_name, node in zip(_node_names(g.node), g.node):
         at = f"{where}: node {node_name!r} ({node.op_type})"
-        attrs = {a.name: _attribute(onnx, a, at, node.op_type == "Constant") for a in node.attribute}
+        attrs = {a.name: attribute_value(a, at, node.op_type == "Constant") for a in node.attribute}
         nodes.append(Node(node_name, node.op_type, tuple(node.input), tuple(node.output), attrs))
     producer = " ".join(p for p in (model.producer_name, model.producer_version) if p)
     meta = {"source": "onnx", "opset": _opset(model), **({"producer": producer} if producer else {})}
@@ -287,16 +296,16 @@ def graph_from_onnx(model_or_path, name: str = "", *, fuse: bool = True) -> Grap
     """The :class:`Graph` of an ONNX model (a path, bytes or an ``onnx.ModelProto``),
     named ``name`` (default: the file's stem), with the decomposed LayerNorm, GELU and
     SiLU patterns fused unless ``fuse`` is False (see the module docstring)."""
-    onnx = require("onnx", _NEEDS)
+    onnx = _onnx()
     model, directory, stem = read_onnx(model_or_path)
     where = str(model_or_path) if directory is not None else (name or model.graph.name or "onnx")
     _check_operators(model, where)
-    model = _inline_external_data(onnx, model, directory, where)
+    model = _inline_external_data(model, directory, where)
     try:
         onnx.checker.check_model(model)
     except onnx.checker.ValidationError as exc:
         raise ModelFileError(f"{where}: invalid ONNX model ({str(exc).strip().splitlines()[0]}).") from None
-    model = _at_supported_opset(onnx, model, where)
+    model = _at_supported_opset(model, where)
     _check_operators(model, where)
-    graph = _graph(onnx, model, name or stem, where)
+    graph = _graph(model, name or stem, where)
     return fuse_patterns(graph) if fuse else graph

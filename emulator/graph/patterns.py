@@ -62,7 +62,8 @@ class Fusion:
 @dataclass(frozen=True)
 class Pattern:
     """A decomposed operator: the op type of the node its matcher starts from (``anchor``)
-    and the matcher, ``match(view, node) -> Fusion | None``."""
+    and the matcher, ``match(view, node) -> Fusion | None``, which checks that every
+    tensor the pattern computes on the way is read only by the pattern's next node."""
 
     name: str
     op: str
@@ -124,17 +125,6 @@ class GraphView:
             return None
         a, b = node.inputs
         return b if a == tensor else a if b == tensor else None
-
-    def private(self, fusion: Fusion) -> bool:
-        """Every tensor the pattern computes, except its output, is read only inside it."""
-        inside = {n.name for n in fusion.nodes}
-        for node in fusion.nodes:
-            for t in node.outputs:
-                if not t or t == fusion.output:
-                    continue
-                if t in self.outputs or any(u.name not in inside for u in self.consumers.get(t, [])):
-                    return False
-        return any(fusion.output in n.outputs for n in fusion.nodes)
 
 
 # ---- LayerNorm --------------------------------------------------------------------------
@@ -343,7 +333,7 @@ def fuse_patterns(graph: Graph) -> Graph:
         for pattern in PATTERNS.rows():
             found = pattern.match(view, node) if node.op == pattern.anchor else None
             names = {n.name for n in found.nodes} if found is not None else set()
-            if found is not None and not names & claimed and view.private(found):
+            if found is not None and not names & claimed:
                 fusions.append(found)
                 claimed |= names
                 break
