@@ -171,6 +171,8 @@ CASES = [
         id_="Slice negative steps"),
     one("Slice", X3, {"s": ints(-7), "e": ints(-2)}, ins=("x", "s", "e"), id_="Slice clamped start"),
     one("Slice", X3, {"s": ints(10), "e": ints(-10), "a": ints(2), "st": ints(-3)}, id_="Slice clamped negative"),
+    one("Slice", X3, {"s": ints(-9), "e": ints(I64_MIN), "a": ints(2), "st": ints(-1)},
+        id_="Slice backwards from before the start"),
     one("Gather", X3, {"i": ints(-1, 0, 1, -2)}, {"axis": 2}, id_="Gather negative indices"),
     one("Gather", X3, {"i": np.array(-1, dtype=np.int64)}, {"axis": 1}, id_="Gather scalar index"),
     one("Gather", {"i": (INT, (3, 4))}, {"table": R(11, 3)}, ins=("table", "i"), id_="Gather embedding"),

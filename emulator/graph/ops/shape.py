@@ -295,7 +295,7 @@ def pad(ctx, args):
     width = [(0, 0)] * n
     for k, a in enumerate(axes):
         width[a] = (pads[k], pads[k + len(axes)])
-    fill = np.asarray(value).ravel()[0] if np.asarray(value).size else 0.0
+    fill = float(np.asarray(value).ravel()[0]) if np.asarray(value).size else 0.0
     m = _m(ctx, x)
     grow = tuple((max(b, 0), max(e, 0)) for b, e in width)
     out = m.pad(x, grow, mode, fill) if any(b or e for b, e in grow) else x
