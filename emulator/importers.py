@@ -1,11 +1,13 @@
 """Importers: networks from scikit-learn MLPs, PyTorch ``nn.Sequential`` modules and
-state dicts, and ONNX graphs — each turned into the same :class:`~emulator.network.Network`
-(weights converted exactly to float64, W of shape (out, in)).
+state dicts, and ONNX models — each turned into the same :class:`~emulator.network.Network`
+(weights converted exactly to float64, W of shape (out, in)) when it is a chain of dense
+layers and elementwise activations.
 
-Only chains of affine layers and elementwise activations are accepted; anything else is
-refused with a message naming the piece (module type, ONNX op, state-dict key). Nothing
-is unpickled: PyTorch files load with ``weights_only=True`` and skops files trust only
-the optimiser state types that an MLP carries.
+Any other ONNX model, and any PyTorch module given with an example input (exported to
+ONNX), becomes a :class:`~emulator.graph.Graph` (``emulator.graph.onnx_import``).
+Otherwise the piece that is not a dense chain is refused by name (module type,
+state-dict key). Nothing is unpickled: PyTorch files load with ``weights_only=True`` and
+skops files trust only the optimiser state types that an MLP carries.
 """
 
 from __future__ import annotations
@@ -17,30 +19,26 @@ import sys
 import zipfile
 from collections.abc import Mapping
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import TYPE_CHECKING, Callable, Sequence
 
 import numpy as np
 
 from .errors import ModelFileError
 from .layout import network_from_arrays
 from .network import Layer, Network
+from .optional import require
+
+if TYPE_CHECKING:
+    from .graph.ir import Graph
 
 __all__ = [
     "from_sklearn", "from_torch", "from_onnx", "from_object", "load_onnx_file", "load_torch_file", "load_skops_file",
-    "SKLEARN_ACTIVATIONS", "TORCH_ACTIVATIONS", "ONNX_ACTIVATIONS",
+    "network_from_graph", "SKLEARN_ACTIVATIONS", "TORCH_ACTIVATIONS", "ONNX_ACTIVATIONS",
 ]
-
-_EXTRAS = {"torch": "torch", "onnx": "onnx", "skops": "test"}
-
 
 def _require(module: str):
     """Import an optional dependency, or say which extra installs it."""
-    try:
-        return importlib.import_module(module)
-    except ImportError:
-        raise ModelFileError(
-            f"This model needs the optional package {module!r}: pip install 'mixacc[{_EXTRAS[module]}]'."
-        ) from None
+    return require(module, "This model")
 
 
 def _layers_from_lists(weights, biases, activations, where: str) -> list[Layer]:
@@ -147,7 +145,8 @@ def _from_torch_module(module, name: str) -> Network:
     torch = _require("torch")
     if not isinstance(module, (torch.nn.Sequential, torch.nn.Linear)):
         raise ModelFileError(
-            f"PyTorch module {type(module).__name__} is not supported: give an nn.Sequential of Linear and activation modules."
+            f"PyTorch module {type(module).__name__} is not supported: give an nn.Sequential of Linear and activation "
+            "modules, or an example input to export it (from_torch(module, example))."
         )
     where = name or "torch"
     specs: list[list] = []  # [weight, bias, activation]
@@ -170,7 +169,8 @@ def _from_torch_module(module, name: str) -> Network:
         else:
             raise ModelFileError(
                 f"{where}: unsupported PyTorch module {kind} (module {index}). Supported: Linear, "
-                f"{', '.join([*TORCH_ACTIVATIONS, *_TORCH_PASSTHROUGH])}."
+                f"{', '.join([*TORCH_ACTIVATIONS, *_TORCH_PASSTHROUGH])}; give an example input to export any "
+                "other module (from_torch(module, example))."
             )
     if not specs:
         raise ModelFileError(f"{where}: the module has no Linear layer.")
@@ -208,16 +208,25 @@ def _from_state_dict(state: Mapping, activations, name: str) -> Network:
     return Network(layers, name, {"source": "torch state dict", "layer_names": list(prefixes)}, where=where)
 
 
-def from_torch(obj, activations: "Sequence[str] | str | None" = None, name: str = "") -> Network:
-    """An ``nn.Sequential`` of Linear and activation modules (Identity, Flatten and
-    Dropout pass through), or a state dict plus ``activations`` (one per layer, or one
-    name for the hidden layers with the identity on the output)."""
+def from_torch(obj, example=None, name: str = "", *, activations: "Sequence[str] | str | None" = None
+               ) -> "Network | Graph":
+    """A PyTorch model. Without ``example``: an ``nn.Sequential`` of Linear and activation
+    modules (Identity, Flatten and Dropout pass through), or a state dict plus
+    ``activations`` (one per layer, or one name for the hidden layers with the identity
+    on the output), as a :class:`Network`. With ``example`` (a tensor, or a tuple of
+    positional arguments, batch first): any module, exported by torch's TorchScript
+    exporter (``emulator.graph.torch_export``) and read as an ONNX model by
+    :func:`from_onnx` (a Network for a plain chain of dense layers, else a Graph)."""
     torch = _require("torch")
-    if isinstance(obj, torch.nn.Module):
-        return _from_torch_module(obj, name)
     if isinstance(obj, Mapping):
         return _from_state_dict(obj, activations, name)
-    raise ModelFileError(f"from_torch takes an nn.Sequential or a state dict, got {type(obj).__name__}.")
+    if not isinstance(obj, torch.nn.Module):
+        raise ModelFileError(f"from_torch takes an nn.Module or a state dict, got {type(obj).__name__}.")
+    if example is None:
+        return _from_torch_module(obj, name)
+    from .graph.torch_export import export_onnx
+
+    return from_onnx(export_onnx(obj, example), name)
 
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
@@ -249,179 +258,107 @@ def load_torch_file(path: Path, activations=None, **_) -> Network:
 
 # ---- ONNX -----------------------------------------------------------------------------
 
-def _snap_float32(value: float) -> float:
-    """An ONNX float attribute (stored as float32) as the shortest decimal that gives it,
-    e.g. 0.01f -> 0.01, so that it matches the value the model was written with."""
-    return float(str(np.float32(value)))
-
-
-# op -> activation spec from the node's attributes
-ONNX_ACTIVATIONS: dict[str, Callable[[dict], str]] = {
+# op -> activation spec from the node's attributes (float attributes are snapped on import)
+ONNX_ACTIVATIONS: dict[str, Callable[[Mapping], str]] = {
     "Relu": lambda a: "relu",
     "Tanh": lambda a: "tanh",
     "Sigmoid": lambda a: "sigmoid",
     "Softplus": lambda a: "softplus",
-    "LeakyRelu": lambda a: f"leaky_relu:{_snap_float32(a.get('alpha', 0.01))!r}",
-    "Elu": lambda a: f"elu:{_snap_float32(a.get('alpha', 1.0))!r}",
-    "Gelu": lambda a: {"none": "gelu", "tanh": "gelu_tanh"}[a.get("approximate", "none")],
+    "Silu": lambda a: "silu",
+    "LeakyRelu": lambda a: f"leaky_relu:{float(a.get('alpha', 0.01))!r}",
+    "Elu": lambda a: f"elu:{float(a.get('alpha', 1.0))!r}",
+    "Gelu": lambda a: {"none": "gelu", "tanh": "gelu_tanh"}[str(a.get("approximate", "none"))],
 }
-_ONNX_PASSTHROUGH = ("Identity", "Dropout", "Flatten")
-_ONNX_SUPPORTED = ("Gemm", "MatMul", "Add", "Mul (x * Sigmoid(x), silu)", *ONNX_ACTIVATIONS, *_ONNX_PASSTHROUGH)
+_CHAIN_PASSTHROUGH = ("Identity", "Dropout")
 
 
-class _OnnxChain:
-    """Walks the nodes of a graph that must form one chain input -> ... -> output."""
-
-    def __init__(self, graph, where: str, onnx):
-        self.where, self.onnx = where, onnx
-        self.consts = {t.name: self._array(t) for t in graph.initializer}
-        inputs = [i.name for i in graph.input if i.name not in self.consts]
-        if len(inputs) != 1:
-            raise ModelFileError(f"{where}: the graph has {len(inputs)} data inputs ({', '.join(inputs)}); expected one.")
-        self.current = inputs[0]
-        self.layers: list[list] = []  # [weight, bias, activation]
-        self.open_bias = False  # last layer is a MatMul still waiting for its Add
-        self.sigmoid_of: "tuple[str, str] | None" = None  # (input, output) of the last Sigmoid
-
-    def _array(self, tensor) -> np.ndarray:
-        a = self.onnx.numpy_helper.to_array(tensor)
-        if a.dtype.kind != "f":
-            raise ModelFileError(f"{self.where}: tensor {tensor.name!r} has dtype {a.dtype}, expected floating point.")
-        return np.asarray(a, dtype=np.float64)
-
-    def _attrs(self, node) -> dict:
-        out = {}
-        for a in node.attribute:
-            v = self.onnx.helper.get_attribute_value(a)
-            out[a.name] = v.decode() if isinstance(v, bytes) else v
-        return out
-
-    def _refuse(self, node, why: str):
-        raise ModelFileError(f"{self.where}: node {node.name or '(unnamed)'!r} ({node.op_type}): {why}")
-
-    def _const(self, node, name: str) -> np.ndarray:
-        if name not in self.consts:
-            self._refuse(node, f"operand {name!r} must be a constant (initializer).")
-        return self.consts[name]
-
-    def _other_operand(self, node) -> str:
-        ins = list(node.input)
-        if len(ins) != 2 or self.current not in ins:
-            self._refuse(node, "is not part of the single chain from the graph input.")
-        return ins[1] if ins[0] == self.current else ins[0]
-
-    def step(self, node) -> None:
-        op = node.op_type
-        if op == "Constant":
-            value = self._attrs(node).get("value")
-            if value is None:
-                self._refuse(node, "only tensor constants are supported.")
-            self.consts[node.output[0]] = self._array(value)
-            return
-        if op not in ("Gemm", "MatMul", "Add", "Mul", *ONNX_ACTIVATIONS, *_ONNX_PASSTHROUGH):
-            raise ModelFileError(
-                f"{self.where}: unsupported ONNX op {op!r} (node {node.name or '(unnamed)'!r}). "
-                f"Supported: {', '.join(_ONNX_SUPPORTED)}."
-            )
-        if op != "Mul" and (not node.input or node.input[0] != self.current):
-            self._refuse(node, "is not part of the single chain from the graph input.")
-        getattr(self, f"_{op.lower()}", self._activation)(node)
-        self.current = node.output[0]
-
-    def _gemm(self, node) -> None:
-        a = self._attrs(node)
-        if a.get("transA", 0) != 0 or a.get("alpha", 1.0) != 1.0 or a.get("beta", 1.0) != 1.0:
-            self._refuse(node, f"only transA=0, alpha=1, beta=1 are supported (got {a}).")
-        b = self._const(node, node.input[1])
-        weight = b if a.get("transB", 0) else b.T
-        bias = self._const(node, node.input[2]).reshape(-1) if len(node.input) > 2 and node.input[2] else None
-        if bias is not None and bias.size == 1 and weight.shape[0] != 1:
-            bias = np.full(weight.shape[0], bias[0])
-        self.layers.append([weight, bias, None])
-        self.open_bias = bias is None
-
-    def _matmul(self, node) -> None:
-        self.layers.append([self._const(node, node.input[1]).T, None, None])
-        self.open_bias = True
-
-    def _add(self, node) -> None:
-        if not self.open_bias:
-            self._refuse(node, "Add is only supported as the bias of a MatMul or Gemm.")
-        bias = self._const(node, self._other_operand(node))
-        if bias.ndim > 1 and any(d != 1 for d in bias.shape[:-1]):
-            self._refuse(node, f"bias of shape {bias.shape} is not a vector.")
-        self.layers[-1][1] = bias.reshape(-1)
-        self.open_bias = False
-
-    def _mul(self, node) -> None:
-        if self.sigmoid_of is None or self.current != self.sigmoid_of[1] or set(node.input) != set(self.sigmoid_of):
-            self._refuse(node, "Mul is only supported as x * Sigmoid(x) (silu).")
-        self.layers[-1][2] = "silu"
-        self.sigmoid_of = None
-
-    def _identity(self, node) -> None:
-        pass
-
-    _dropout = _identity
-
-    def _flatten(self, node) -> None:
-        if self._attrs(node).get("axis", 1) != 1:
-            self._refuse(node, "only axis=1 is supported.")
-
-    def _activation(self, node) -> None:
-        if not self.layers:
-            self._refuse(node, "activation before any Gemm/MatMul.")
-        if self.layers[-1][2] is not None:
-            self._refuse(node, "follows another activation; only one activation per layer is supported.")
-        self.layers[-1][2] = ONNX_ACTIVATIONS[node.op_type](self._attrs(node))
-        self.open_bias = False
-        self.sigmoid_of = (node.input[0], node.output[0]) if node.op_type == "Sigmoid" else None
+def _vector(value: np.ndarray, m: int) -> "np.ndarray | None":
+    """A constant that broadcasts as a bias of length m: (m,), (1, m), or one element."""
+    if value.size == 1:
+        return np.full(m, float(value.ravel()[0]))
+    if value.ndim == 0 or value.ndim > 2 or any(d != 1 for d in value.shape[:-1]):
+        return None
+    return value.reshape(-1)
 
 
-def from_onnx(model, name: str = "") -> Network:
-    """An ONNX graph (path or ``ModelProto``) that is one chain of Gemm (transA=0,
-    alpha=beta=1) or MatMul [+ Add] layers, each followed by at most one activation
-    (Relu, Tanh, Sigmoid, Softplus, LeakyRelu, Elu, Gelu, x*Sigmoid(x)); Identity,
-    Dropout and Flatten(axis=1) pass through. Any other op is refused by name."""
-    onnx = _require("onnx")
-    if isinstance(model, (str, Path)):
-        return load_onnx_file(Path(model))
-    if not isinstance(model, onnx.ModelProto):
-        raise ModelFileError(f"from_onnx takes a path or an onnx.ModelProto, got {type(model).__name__}.")
-    where = name or model.graph.name or "onnx"
-    try:
-        onnx.checker.check_model(model)
-    except onnx.checker.ValidationError as exc:
-        raise ModelFileError(f"{where}: invalid ONNX model ({str(exc).strip().splitlines()[0]}).") from None
-    chain = _OnnxChain(model.graph, where, onnx)
-    for node in model.graph.node:
-        chain.step(node)
-    outputs = [o.name for o in model.graph.output]
-    if outputs != [chain.current]:
-        raise ModelFileError(f"{where}: graph outputs {outputs} are not the end of the chain ({chain.current!r}).")
-    if not chain.layers:
-        raise ModelFileError(f"{where}: the graph has no Gemm or MatMul layer.")
-    layers = _layers_from_lists([l[0] for l in chain.layers], [l[1] for l in chain.layers],
-                                [l[2] or "identity" for l in chain.layers], where)
-    return Network(layers, name, {"source": "onnx"}, where=where)
+def network_from_graph(graph) -> "Network | None":
+    """The :class:`Network` a graph is when it is a plain chain of dense layers: one float
+    input of shape (batch, n) (or unknown rank), one output, and in order Gemm (transA=0,
+    constant B, constant vector C) or MatMul by a constant matrix [+ Add of a constant
+    vector], each followed by at most one activation (Relu, Tanh, Sigmoid, Softplus,
+    LeakyRelu, Elu, Gelu, Silu); Identity, Dropout and Flatten(axis=1) of a 2-D input
+    pass through. None for any other graph."""
+    from .graph.ir import FLOAT
+    from .graph.ops.shape import constant_value
+
+    if len(graph.inputs) != 1 or len(graph.outputs) != 1:
+        return None
+    source = graph.inputs[0]
+    if source.dtype != FLOAT or len(source.shape) > 2:
+        return None
+    consts = dict(graph.initializers)
+    consts.update({n.outputs[0]: constant_value(n) for n in graph.nodes if n.op == "Constant"})
+    consumers = graph.consumers()
+    current, layers, open_bias = source.name, [], False
+    for node in graph.nodes:
+        if node.op == "Constant":
+            continue
+        data = [t for t in node.inputs if t and t not in consts]
+        if data != [current] or any(t in consumers or t in graph.outputs for t in node.outputs[1:] if t):
+            return None
+        operands = [consts.get(t) for t in node.inputs]
+        if node.op == "Gemm" and not int(node.attr("transA", 0)) and node.inputs[0] == current \
+                and operands[1] is not None and operands[1].ndim == 2:
+            weight = operands[1] if int(node.attr("transB", 0)) else operands[1].T
+            c = operands[2] if len(operands) > 2 else None
+            bias = None if c is None else _vector(c, weight.shape[0])
+            if c is not None and bias is None:
+                return None
+            layers.append([weight, bias, None])
+            open_bias = bias is None
+        elif node.op == "MatMul" and node.inputs[0] == current and operands[1] is not None and operands[1].ndim == 2:
+            layers.append([operands[1].T, None, None])
+            open_bias = True
+        elif node.op == "Add" and open_bias and layers[-1][2] is None:
+            bias = _vector(operands[1] if node.inputs[0] == current else operands[0], layers[-1][0].shape[0])
+            if bias is None:
+                return None
+            layers[-1][1] = bias
+            open_bias = False
+        elif node.op in ONNX_ACTIVATIONS and layers and layers[-1][2] is None:
+            layers[-1][2] = ONNX_ACTIVATIONS[node.op](node.attrs)
+            open_bias = False
+        elif not (node.op in _CHAIN_PASSTHROUGH
+                  or (node.op == "Flatten" and int(node.attr("axis", 1)) == 1 and len(source.shape) == 2)):
+            return None
+        current = node.outputs[0]
+    if current != graph.outputs[0] or not layers:
+        return None
+    where = graph.name or "onnx"
+    layers = _layers_from_lists([l[0] for l in layers], [l[1] for l in layers], [l[2] or "identity" for l in layers], where)
+    return Network(layers, graph.name, dict(graph.meta), where=where)
 
 
-def load_onnx_file(path: Path, **_) -> Network:
-    onnx = _require("onnx")
-    from google.protobuf.message import DecodeError
+def from_onnx(model, name: str = "") -> "Network | Graph":
+    """An ONNX model (a path, bytes or an ``onnx.ModelProto``): a :class:`Network` when
+    its graph is a plain chain of dense layers (see :func:`network_from_graph`), else the
+    :class:`~emulator.graph.Graph` (``emulator.graph.onnx_import.graph_from_onnx``)."""
+    from .graph.onnx_import import graph_from_onnx
 
-    try:
-        model = onnx.load(str(path))
-    except (DecodeError, OSError, ValueError, RuntimeError) as exc:
-        raise ModelFileError(f"{path}: corrupt or truncated ONNX file ({type(exc).__name__}).") from None
-    return from_onnx(model, name=path.stem)
+    graph = graph_from_onnx(model, name)
+    network = network_from_graph(graph)
+    return graph if network is None else network
+
+
+def load_onnx_file(path: Path, **_) -> "Network | Graph":
+    return from_onnx(path)
 
 
 # ---- dispatch on in-memory objects ----------------------------------------------------
 
-def from_object(obj, activations=None, name: str = "") -> Network:
+def from_object(obj, activations=None, name: str = "") -> "Network | Graph":
     """A network from an in-memory scikit-learn MLP, PyTorch module or state dict, or
-    ONNX ModelProto."""
+    ONNX ModelProto (a Graph when it is not a chain of dense layers)."""
     if _is_instance(obj, "sklearn.base", "BaseEstimator"):
         return from_sklearn(obj, name=name)
     if _is_instance(obj, "torch.nn", "Module") or isinstance(obj, Mapping):

@@ -4,9 +4,10 @@ The native layout (docs/method.md#model-files), in ``.npz`` and ``.safetensors``
 ``layer{k}.weight`` (out x in), optional ``layer{k}.bias`` (out,) and
 ``layer{k}.activation`` (a string) for k = 0..L-1, plus optional ``name`` and ``meta``
 (a JSON object). In ``.safetensors`` the strings live in the header's metadata.
-Other files go through :mod:`emulator.importers` (``.onnx``, PyTorch state dicts
-``.pt``/``.pth``, scikit-learn ``.skops``). Pickle is never loaded: ``.pkl`` files, npz
-members holding object arrays and pickled PyTorch modules are refused unread.
+Other files go through :mod:`emulator.importers` (``.onnx``: a Network for a chain of
+dense layers, else a Graph; PyTorch state dicts ``.pt``/``.pth``; scikit-learn
+``.skops``). Pickle is never loaded: ``.pkl`` files, npz members holding object arrays
+and pickled PyTorch modules are refused unread.
 """
 
 from __future__ import annotations
@@ -130,7 +131,8 @@ MODEL_FILE_TYPES: Registry[ModelFileType] = Registry("model file type")
 for _t in (
     ModelFileType(".npz", "native layout, numpy archive", _load_npz, _save_npz),
     ModelFileType(".safetensors", "native layout, safetensors", _load_safetensors, _save_safetensors),
-    ModelFileType(".onnx", "ONNX graph of Gemm / MatMul+Add and activations (extra: onnx)", importers.load_onnx_file),
+    ModelFileType(".onnx", "ONNX model: a Network when it is a chain of dense layers, else a Graph (extra: onnx)",
+                  importers.load_onnx_file),
     ModelFileType(".pt", "PyTorch state dict, loaded with weights_only=True (extra: torch)", importers.load_torch_file),
     ModelFileType(".pth", "PyTorch state dict, loaded with weights_only=True (extra: torch)", importers.load_torch_file),
     ModelFileType(".skops", "scikit-learn MLPClassifier/MLPRegressor saved with skops", importers.load_skops_file),
@@ -166,11 +168,13 @@ def _renamed(model: "Network | Graph", name: str, meta: dict) -> "Network | Grap
     return Network(model.layers, name, meta)
 
 
-def load_model(spec, *, activations=None, name: str = "") -> Network:
-    """A :class:`Network` from ``spec``: a path (.npz, .safetensors, .onnx, .pt/.pth
-    state dict, .skops), a bundled model's name (see :func:`bundled_models`), a Network,
-    or an in-memory scikit-learn MLP, PyTorch ``nn.Sequential``/state dict or ONNX
-    ``ModelProto``. ``activations`` completes state dicts that do not name theirs."""
+def load_model(spec, *, activations=None, name: str = "") -> "Network | Graph":
+    """A :class:`Network` or :class:`Graph` from ``spec``: a path (.npz, .safetensors,
+    .onnx, .pt/.pth state dict, .skops), a bundled model's name (see
+    :func:`bundled_models`), a Network or Graph, or an in-memory scikit-learn MLP, PyTorch
+    ``nn.Sequential``/state dict or ONNX ``ModelProto``. An ONNX model is a Network when
+    it is a chain of dense layers, else a Graph. ``activations`` completes state dicts
+    that do not name theirs."""
     if isinstance(spec, (Network, Graph)):
         return spec
     if not isinstance(spec, (str, os.PathLike)):

@@ -146,6 +146,8 @@ def run_graph(graph: Graph, feeds: Mapping[str, np.ndarray], arith: Arithmetic, 
         for name, value in zip(node.outputs, outs):
             if not name:
                 continue
+            if isinstance(value, np.generic):  # numpy returns scalars for 0-d results
+                value = np.asarray(value)
             if not op.raw and is_float(value):
                 value = arith.store(value)
             values[name] = value

@@ -11,7 +11,8 @@ Conventions:
 * node names are unique and name the accumulation sites users see in reports.
 
 :class:`Graph` checks itself when built: every node's operator is known (else one error
-naming the op type and the node), every tensor is produced once, every input of a node
+naming the op type and the node; likewise an attribute value the operator's row does
+not implement), every tensor is produced once, every input of a node
 is produced before it (nodes are kept in a topological order) and initialisers hold
 finite numbers.
 """
@@ -117,6 +118,7 @@ class Graph:
             seen.add(n.name)
             if n.op not in OPS:
                 raise ModelFileError(f"unsupported op {n.op!r} (node {n.name!r}).")
+            OPS.get(n.op).validate(n)
         producer: dict[str, str] = {}
         for t in self.inputs:
             producer.setdefault(t.name, "<input>")

@@ -6,7 +6,9 @@ omitted optional inputs) with the context's ``math`` namespace and its accumulat
 (``ctx.contract``, ``ctx.sum``, ``ctx.mean``), so the same code runs in every arithmetic.
 ``sums`` names the roles of its accumulation sites (``""`` is the node's own contraction);
 ``raw`` marks operators whose outputs are sums, left in the accumulator format rather than
-rounded to the storage format.
+rounded to the storage format; ``check(node)`` refuses, when a graph is built, attribute
+values the row does not implement (Gemm alpha != 1, an Einsum that is not a matrix
+product, ...), with one line naming the op type and the node.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ class Op:
     sums: tuple[str, ...] = ()
     raw: bool = False
     description: str = ""
+    check: "Callable | None" = field(default=None, repr=False)
 
     def __post_init__(self) -> None:
         if self.family not in FAMILIES:
@@ -41,15 +44,23 @@ class Op:
         """The roles of the sites a node of this type creates."""
         return self.sums
 
+    def validate(self, node) -> None:
+        """Refuse (``ModelFileError``) a node whose attributes this row does not implement."""
+        if self.check is not None:
+            self.check(node)
+
 
 OPS: Registry[Op] = Registry("operator")
 
 
-def register(name: str, family: str, *, sums: tuple[str, ...] = (), raw: bool = False, description: str = ""):
-    """Decorator: register ``evaluate(ctx, args) -> list`` as operator ``name``."""
+def register(name: str, family: str, *, sums: tuple[str, ...] = (), raw: bool = False, description: str = "",
+             check: "Callable | None" = None):
+    """Decorator: register ``evaluate(ctx, args) -> list`` as operator ``name`` (``check``:
+    the static attribute check, see :meth:`Op.validate`)."""
 
     def wrap(fn: Callable) -> Callable:
-        OPS.add(name, Op(name, family, fn, sums, raw, description or (fn.__doc__ or "").strip().splitlines()[0]))
+        OPS.add(name, Op(name, family, fn, sums, raw, description or (fn.__doc__ or "").strip().splitlines()[0],
+                         check))
         return fn
 
     return wrap

@@ -20,14 +20,19 @@ from ...errors import ModelFileError, ShapeError
 from . import register
 
 
-@register("Gemm", "contraction", sums=("",), raw=True)
+def _gemm_check(node) -> None:
+    """alpha must be 1, and beta too when C is given."""
+    alpha, beta = float(node.attr("alpha", 1.0)), float(node.attr("beta", 1.0))
+    has_c = len(node.inputs) > 2 and bool(node.inputs[2])
+    if alpha != 1.0 or (has_c and beta != 1.0):
+        raise ModelFileError(f"node {node.name!r} (Gemm): alpha == {alpha:g}, beta == {beta:g}; only 1 is "
+                             "supported (scale the weights instead).")
+
+
+@register("Gemm", "contraction", sums=("",), raw=True, check=_gemm_check)
 def gemm(ctx, args):
     """Y = A' B' + C, one accumulation site."""
     a, b, c = (args + [None])[:3]
-    alpha, beta = float(ctx.attr("alpha", 1.0)), float(ctx.attr("beta", 1.0))
-    if alpha != 1.0 or (c is not None and beta != 1.0):
-        raise ModelFileError(f"node {ctx.node.name!r} (Gemm): alpha == {alpha:g}, beta == {beta:g}; only 1 is "
-                             "supported (scale the weights instead).")
     m = ctx.math
     if int(ctx.attr("transA", 0)):
         a = m.transpose(a, (1, 0))
@@ -66,27 +71,34 @@ def matmul(ctx, args):
     return [y]
 
 
-_EINSUM_LETTERS = "abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ"
+def _einsum_letters(node) -> tuple[str, str, str]:
+    """The letters of the two operands and of the output of a matrix-product einsum; any
+    other equation is refused."""
+    equation = str(node.attr("equation", "")).replace(" ", "")
+    where = f"node {node.name!r} (Einsum)"
+    if "->" not in equation or len(node.inputs) != 2 or "." in equation or equation.count(",") != 1:
+        raise ModelFileError(f"{where}: {equation!r} is not a two-operand contraction with an explicit output; "
+                             "only matrix-product einsums are supported.")
+    lhs, out = equation.split("->")
+    sa, sb = lhs.split(",")
+    if len(set(sa)) != len(sa) or len(set(sb)) != len(sb) or len(set(out)) != len(out):
+        raise ModelFileError(f"{where}: repeated letters (traces, diagonals) in {equation!r}.")
+    if set(out) - set(sa) - set(sb):
+        raise ModelFileError(f"{where}: {equation!r} has output letters no operand has.")
+    if any(c not in out for c in set(sa) ^ set(sb)):
+        raise ModelFileError(f"{where}: {equation!r} sums a letter of one operand only.")
+    return sa, sb, out
 
 
-@register("Einsum", "contraction", sums=("",), raw=True)
+@register("Einsum", "contraction", sums=("",), raw=True, check=_einsum_letters)
 def einsum(ctx, args):
     """Two-operand contractions that are matrix products: batch letters, free letters of
     each operand, and contracted letters (summed in their order in the first operand)."""
-    equation = str(ctx.attr("equation")).replace(" ", "")
-    if "->" not in equation or len(args) != 2 or "." in equation:
-        raise ModelFileError(f"node {ctx.node.name!r} (Einsum): {equation!r} is not a two-operand contraction "
-                             "with an explicit output; only matrix-product einsums are supported.")
-    lhs, out = equation.split("->")
-    sa, sb = lhs.split(",")
-    if len(set(sa)) != len(sa) or len(set(sb)) != len(sb):
-        raise ModelFileError(f"node {ctx.node.name!r} (Einsum): repeated letters (traces) in {equation!r}.")
+    sa, sb, out = _einsum_letters(ctx.node)
     batch = [c for c in sa if c in sb and c in out]
     summed = [c for c in sa if c in sb and c not in out]
     free_a = [c for c in sa if c not in sb]
     free_b = [c for c in sb if c not in sa]
-    if set(out) != set(batch) | set(free_a) | set(free_b) or any(c not in out for c in free_a + free_b):
-        raise ModelFileError(f"node {ctx.node.name!r} (Einsum): {equation!r} sums a letter of one operand only.")
     m = ctx.math
     a, b = args
     dims = {c: a.shape[sa.index(c)] for c in sa} | {c: b.shape[sb.index(c)] for c in sb}
@@ -103,7 +115,19 @@ def einsum(ctx, args):
     return [m.transpose(y, [order.index(c) for c in out])]
 
 
-@register("Conv", "contraction", sums=("",), raw=True)
+_AUTO_PADS = ("NOTSET", "VALID", "SAME_UPPER", "SAME_LOWER")
+
+
+def _auto_pad(node) -> str:
+    """The ``auto_pad`` attribute of a convolution or pooling node (refused if unknown)."""
+    auto = node.attr("auto_pad", "NOTSET")
+    auto = (auto.decode() if isinstance(auto, bytes) else str(auto)) or "NOTSET"
+    if auto not in _AUTO_PADS:
+        raise ModelFileError(f"node {node.name!r} ({node.op}): auto_pad {auto!r} is not one of {', '.join(_AUTO_PADS)}.")
+    return auto
+
+
+@register("Conv", "contraction", sums=("",), raw=True, check=_auto_pad)
 def conv(ctx, args):
     """N-d convolution (1-D, 2-D) by im2col: one site over C_in/groups x kernel
     positions, channel-major then kernel rows then columns; the bias is in the sum."""
@@ -142,9 +166,8 @@ def conv(ctx, args):
 def _pads(ctx, sizes, kernel, strides, dilations) -> tuple[int, ...]:
     """Begin and end pads per spatial axis (explicit ``pads`` or ``auto_pad``)."""
     spatial = len(kernel)
-    auto = ctx.attr("auto_pad", "NOTSET")
-    auto = auto.decode() if isinstance(auto, bytes) else str(auto)
-    if auto in ("NOTSET", ""):
+    auto = _auto_pad(ctx.node)
+    if auto == "NOTSET":
         return tuple(int(p) for p in ctx.attr("pads", (0,) * (2 * spatial)))
     if auto == "VALID":
         return (0,) * (2 * spatial)

@@ -1,15 +1,17 @@
 """Elementwise operators and activations, computed in float64 (rounded to the storage
 format by the engine), numpy broadcasting: Add, Sub, Mul, Div, Neg, Pow, Sqrt,
-Reciprocal, Exp, Erf, Abs, Max, Min, Clip, Where, and the activations Relu, LeakyRelu,
-PRelu, Tanh, Sigmoid, Gelu (erf and tanh forms), the fused SiLU, Softplus, Elu and
-``Activation`` (any registered activation by its attribute ``name``): ``ACTIVATION_NAMES``
-maps each activation node to its ``emulator.activations`` name. Integer tensors (shape
-arithmetic) are computed with integer numpy."""
+Reciprocal, Exp, Erf, Abs, Max, Min, Clip, Where, Mod, Equal, and the activations Relu,
+LeakyRelu, PRelu, Tanh, Sigmoid, Gelu (erf and tanh forms), the fused SiLU, Softplus, Elu
+and ``Activation`` (any registered activation by its attribute ``name``):
+``ACTIVATION_NAMES`` maps each activation node to its ``emulator.activations`` name.
+Integer tensors (shape arithmetic, masks; booleans as 0/1) are computed with integer
+numpy."""
 
 from __future__ import annotations
 
 import numpy as np
 
+from ...errors import ModelFileError
 from ..engine import is_float
 from . import register
 
@@ -102,6 +104,37 @@ def clip(ctx, args):
     return [ctx.math.clip(x, low, high)]
 
 
+def _float64_values(ctx, *tensors) -> list[np.ndarray]:
+    """Operands whose result depends on their exact float values (comparisons, remainders):
+    plain float64 arrays only, not enclosures."""
+    for t in tensors:
+        if not isinstance(t, np.ndarray):
+            raise ModelFileError(f"node {ctx.node.name!r} ({ctx.node.op}): needs the exact float values of its "
+                                 "operands; not supported in this arithmetic.")
+    return [np.asarray(t) for t in tensors]
+
+
+@register("Mod", "elementwise")
+def mod(ctx, args):
+    """Remainder: with ``fmod`` the sign of the dividend (C fmod), else of the divisor
+    (integers only, as ONNX requires)."""
+    a, b = _float64_values(ctx, *args)
+    if int(ctx.attr("fmod", 0)):
+        result = np.fmod(a, b)
+    elif _integers(a, b):
+        result = np.mod(a, b)
+    else:
+        raise ModelFileError(f"node {ctx.node.name!r} (Mod): float operands need fmod=1.")
+    return [result if _integers(a, b) else ctx.lift(result)]
+
+
+@register("Equal", "elementwise")
+def equal(ctx, args):
+    """a == b elementwise (a boolean tensor, held as 0/1 integers)."""
+    a, b = _float64_values(ctx, *args)
+    return [np.equal(a, b).astype(np.int64)]
+
+
 @register("Where", "elementwise")
 def where(ctx, args):
     """condition ? a : b, elementwise with broadcasting."""
@@ -132,8 +165,17 @@ def activation_name(node) -> str:
     return ACTIVATION_NAMES[node.op](node.attr)
 
 
+def _gelu_check(node) -> None:
+    if str(node.attr("approximate", "none")) not in ("none", "tanh"):
+        raise ModelFileError(f"node {node.name!r} (Gelu): approximate {node.attr('approximate')!r} is not none or tanh.")
+
+
+_CHECKS = {"Gelu": _gelu_check}
+
+
 def _activation(name: str):
-    @register(name, "activation", description=f"{name}, elementwise: the activation ACTIVATION_NAMES gives its node")
+    @register(name, "activation", description=f"{name}, elementwise: the activation ACTIVATION_NAMES gives its node",
+              check=_CHECKS.get(name))
     def evaluate(ctx, args):
         return [ctx.math.activation(activation_name(ctx.node), _float(ctx, args[0]))]
 

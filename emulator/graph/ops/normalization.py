@@ -22,6 +22,7 @@ from ...errors import ModelFileError
 from ..engine import is_float
 from ..math import FLOAT64
 from . import register
+from .contraction import _auto_pad, _pads
 
 
 def _reduce_axes(ctx, args, ndim: int) -> "tuple[int, ...] | None":
@@ -124,12 +125,15 @@ def layer_norm(ctx, args):
     return outputs
 
 
-@register("BatchNormalization", "normalization")
+def _batch_norm_check(node) -> None:
+    if int(node.attr("training_mode", 0)) or len([o for o in node.outputs if o]) > 1:
+        raise ModelFileError(f"node {node.name!r} (BatchNormalization): training mode is not supported.")
+
+
+@register("BatchNormalization", "normalization", check=_batch_norm_check)
 def batch_norm(ctx, args):
     """Inference: (x - mean) / sqrt(var + eps) * scale + bias per channel (axis 1)."""
     x, scale, bias, mean, var = args[:5]
-    if int(ctx.attr("training_mode", 0)):
-        raise ModelFileError(f"node {ctx.node.name!r} (BatchNormalization): training mode is not supported.")
     m = ctx.math
     shape = (1, -1, *([1] * (len(x.shape) - 2)))
     eps = ctx.lift(np.array(float(ctx.attr("epsilon", 1e-5))))
@@ -138,16 +142,23 @@ def batch_norm(ctx, args):
     return [m.add(m.mul(out, m.reshape(scale, shape)), m.reshape(bias, shape))]
 
 
+def _pool_check(node) -> None:
+    """A window pooling: known ``auto_pad``, a ``kernel_shape``, floor mode, one output."""
+    _auto_pad(node)
+    if node.attr("kernel_shape") is None:
+        raise ModelFileError(f"node {node.name!r} ({node.op}): kernel_shape is missing.")
+    if int(node.attr("ceil_mode", 0)):
+        raise ModelFileError(f"node {node.name!r} ({node.op}): ceil_mode is not supported.")
+    if len([o for o in node.outputs if o]) > 1:
+        raise ModelFileError(f"node {node.name!r} ({node.op}): the Indices output is not supported.")
+
+
 def _pool_geometry(ctx, x):
     spatial = len(x.shape) - 2
     kernel = tuple(int(k) for k in ctx.attr("kernel_shape"))
     strides = tuple(int(s) for s in ctx.attr("strides", (1,) * spatial))
     dilations = tuple(int(d) for d in ctx.attr("dilations", (1,) * spatial))
-    from .contraction import _pads
-
     pads = _pads(ctx, x.shape[2:], kernel, strides, dilations)
-    if int(ctx.attr("ceil_mode", 0)):
-        raise ModelFileError(f"node {ctx.node.name!r} ({ctx.node.op}): ceil_mode is not supported.")
     return spatial, kernel, strides, dilations, pads
 
 
@@ -166,7 +177,7 @@ def _windows(m, x, kernel, strides, dilations, pads, value):
     return m.stack(pieces, axis=-1), out_sizes
 
 
-@register("MaxPool", "pooling")
+@register("MaxPool", "pooling", check=_pool_check)
 def max_pool(ctx, args):
     """maximum over each window (padding never wins)."""
     x = args[0]
@@ -175,7 +186,7 @@ def max_pool(ctx, args):
     return [ctx.math.max(win, -1)]
 
 
-@register("AveragePool", "pooling", sums=("",), raw=True)
+@register("AveragePool", "pooling", sums=("",), raw=True, check=_pool_check)
 def average_pool(ctx, args):
     """sum over each window (one site), then one rounded division by the number of
     cells (padded cells count only with ``count_include_pad``)."""

@@ -64,11 +64,12 @@ def reshape(ctx, args):
 
 @register("Flatten", "shape")
 def flatten(ctx, args):
-    """2-D: the axes before ``axis`` and the axes from it."""
+    """2-D: the axes before ``axis`` and the axes from it (a negative ``axis`` counts from the end)."""
     x = args[0]
-    axis = int(ctx.attr("axis", 1)) % (len(x.shape) + 1) if len(x.shape) else 0
+    axis = int(ctx.attr("axis", 1))
+    axis = axis + len(x.shape) if axis < 0 else axis
     outer = int(np.prod(x.shape[:axis])) if axis else 1
-    return [_m(ctx, x).reshape(x, (outer, -1))]
+    return [_m(ctx, x).reshape(x, (outer, int(np.prod(x.shape[axis:]))))]
 
 
 @register("Transpose", "shape")
@@ -145,7 +146,7 @@ def split(ctx, args):
 
 @register("Slice", "shape")
 def slice_(ctx, args):
-    """x[starts:ends:steps] on the given axes (inputs, opset >= 10)."""
+    """x[starts:ends:steps] on the given axes (inputs, opset >= 10), clamped as ONNX does."""
     x, starts, ends = args[:3]
     axes = args[3] if len(args) > 3 and args[3] is not None else None
     steps = args[4] if len(args) > 4 and args[4] is not None else None
@@ -154,11 +155,21 @@ def slice_(ctx, args):
     steps = [1] * len(starts) if steps is None else _ints(steps)
     index = [slice(None)] * len(x.shape)
     for a, s, e, st in zip(axes, starts, ends, steps):
-        size = x.shape[a]
-        s = max(min(s, size), -size - 1) if st < 0 else max(min(s, size), -size)
-        e = max(min(e, size), -size - 1)
-        index[a] = slice(s, e if not (st < 0 and e == -size - 1) else None, st)
+        if st == 0:
+            raise ModelFileError(f"node {ctx.node.name!r} (Slice): step 0 on axis {a}.")
+        index[a] = _clamped_slice(s, e, st, x.shape[a])
     return [_m(ctx, x).getitem(x, tuple(index))]
+
+
+def _clamped_slice(start: int, end: int, step: int, size: int) -> slice:
+    """One axis of an ONNX Slice: negative bounds count from the end, then starts and ends
+    are clamped to [0, size] (step > 0) or to [0, size - 1] and [-1, size - 1] (step < 0,
+    where -1 means past the first element)."""
+    start, end = start + size if start < 0 else start, end + size if end < 0 else end
+    if step > 0:
+        return slice(min(max(start, 0), size), min(max(end, 0), size), step)
+    start, end = min(max(start, 0), size - 1), min(max(end, -1), size - 1)
+    return slice(start, None if end < 0 else end, step)
 
 
 @register("Gather", "shape")
@@ -186,14 +197,25 @@ def shape(ctx, args):
     return [dims[int(start):None if end is None else int(end)]]
 
 
-@register("Constant", "shape")
+_CONSTANT_VALUES = ("value", "value_float", "value_floats", "value_int", "value_ints")
+
+
+def constant_value(node) -> np.ndarray:
+    """The value of a Constant node (``value``, or ``value_float(s)`` / ``value_int(s)``)
+    as a float64 or int64 array."""
+    for key in _CONSTANT_VALUES:
+        if node.attr(key) is not None:
+            v = np.asarray(node.attr(key))
+            return v.astype(np.float64) if v.dtype.kind == "f" else v.astype(np.int64)
+    given = ", ".join(node.attrs) or "none"
+    raise ModelFileError(f"node {node.name!r} (Constant): only numeric values are supported (attributes: {given}).")
+
+
+@register("Constant", "shape", check=constant_value)
 def constant(ctx, args):
     """The ``value`` attribute (or ``value_float(s)`` / ``value_int(s)``)."""
-    for key in ("value", "value_float", "value_floats", "value_int", "value_ints"):
-        if ctx.attr(key) is not None:
-            v = np.asarray(ctx.attr(key))
-            return [ctx.lift(v) if v.dtype.kind == "f" else v.astype(np.int64)]
-    raise ModelFileError(f"node {ctx.node.name!r} (Constant): no value attribute.")
+    v = constant_value(ctx.node)
+    return [ctx.lift(v) if v.dtype.kind == "f" else v]
 
 
 @register("ConstantOfShape", "shape")
@@ -204,24 +226,32 @@ def constant_of_shape(ctx, args):
     return [ctx.lift(full.astype(np.float64)) if full.dtype.kind == "f" else full.astype(np.int64)]
 
 
-@register("Cast", "shape")
+_FLOAT_TYPES = (1, 10, 11, 16)  # ONNX TensorProto FLOAT, FLOAT16, DOUBLE, BFLOAT16
+_INT_TYPES = (2, 3, 4, 5, 6, 7, 12, 13)  # UINT8, INT8, UINT16, INT16, INT32, INT64, UINT32, UINT64
+_BOOL = 9
+
+
+def _cast_check(node) -> None:
+    to = node.attr("to")
+    if to is None or int(to) not in (*_FLOAT_TYPES, *_INT_TYPES, _BOOL):
+        raise ModelFileError(f"node {node.name!r} (Cast): target type {to} is not supported (floating point, "
+                             "integers and booleans are).")
+
+
+@register("Cast", "shape", check=_cast_check)
 def cast(ctx, args):
-    """To float (a float tensor stays itself: every float is held in float64) or to an
-    integer type (floats truncated toward zero, booleans as 0/1)."""
+    """To float (a float tensor stays itself: every float is held in float64), to an
+    integer type (floats truncated toward zero) or to bool (nonzero, held as 0/1)."""
     x = args[0]
     to = int(ctx.attr("to"))
     if to in _FLOAT_TYPES:
         return [x if is_float(x) else ctx.lift(np.asarray(x, dtype=np.float64))]
-    if is_float(x):
-        if not isinstance(x, np.ndarray):
-            raise ModelFileError(f"node {ctx.node.name!r} (Cast): a float tensor cast to integers depends on its "
-                                 "exact value; not supported in this arithmetic.")
-        x = np.trunc(x)
-    return [np.asarray(x != 0 if to == _BOOL else x).astype(np.int64)]
-
-
-_FLOAT_TYPES = (1, 10, 11, 16)  # ONNX TensorProto FLOAT, FLOAT16, DOUBLE, BFLOAT16
-_BOOL = 9
+    if is_float(x) and not isinstance(x, np.ndarray):
+        raise ModelFileError(f"node {ctx.node.name!r} (Cast): a float tensor cast to integers depends on its "
+                             "exact value; not supported in this arithmetic.")
+    if to == _BOOL:
+        return [np.asarray(x != 0).astype(np.int64)]
+    return [(np.trunc(x) if is_float(x) else np.asarray(x)).astype(np.int64)]
 
 
 @register("Expand", "shape")
@@ -240,16 +270,25 @@ def range_(ctx, args):
     return [ctx.lift(values.astype(np.float64)) if values.dtype.kind == "f" else values.astype(np.int64)]
 
 
-@register("Pad", "shape")
+_PAD_MODES = ("constant", "reflect", "edge", "wrap")
+
+
+def _pad_mode(node) -> str:
+    mode = node.attr("mode", "constant")
+    mode = mode.decode() if isinstance(mode, bytes) else str(mode)
+    if mode not in _PAD_MODES:
+        raise ModelFileError(f"node {node.name!r} (Pad): mode {mode!r} is not one of {', '.join(_PAD_MODES)}.")
+    return mode
+
+
+@register("Pad", "shape", check=_pad_mode)
 def pad(ctx, args):
-    """Constant (default), reflect or edge padding by ``pads`` (begin..., end...)."""
+    """Constant (default), reflect, edge or wrap padding by ``pads`` (begin..., end...) on
+    ``axes`` (all by default); negative pads remove elements."""
     x = args[0]
     pads = _ints(args[1] if len(args) > 1 and args[1] is not None else ctx.attr("pads"))
     value = args[2] if len(args) > 2 and args[2] is not None else ctx.attr("value", 0.0)
-    mode = ctx.attr("mode", "constant")
-    mode = mode.decode() if isinstance(mode, bytes) else str(mode)
-    if mode not in ("constant", "reflect", "edge"):
-        raise ModelFileError(f"node {ctx.node.name!r} (Pad): mode {mode!r} is not supported.")
+    mode = _pad_mode(ctx.node)
     n = len(x.shape)
     axes = args[3] if len(args) > 3 and args[3] is not None else None
     axes = list(range(n)) if axes is None else [int(a) % n for a in _ints(axes)]
@@ -257,7 +296,12 @@ def pad(ctx, args):
     for k, a in enumerate(axes):
         width[a] = (pads[k], pads[k + len(axes)])
     fill = float(np.asarray(value).ravel()[0]) if np.asarray(value).size else 0.0
-    return [_m(ctx, x).pad(x, tuple(width), mode, fill)]
+    m = _m(ctx, x)
+    grow = tuple((max(b, 0), max(e, 0)) for b, e in width)
+    out = m.pad(x, grow, mode, fill) if any(b or e for b, e in grow) else x
+    if any(b < 0 or e < 0 for b, e in width):
+        out = m.getitem(out, tuple(slice(max(-b, 0), out.shape[i] - max(-e, 0)) for i, (b, e) in enumerate(width)))
+    return [out]
 
 
 @register("Identity", "shape")
