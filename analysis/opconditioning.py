@@ -392,6 +392,14 @@ def _range(node, inputs, outputs):
     return ratio(start + np.arange(y.size) * delta, y)
 
 
+def _mod(node, inputs, outputs):
+    """y = fmod(a, b) = a - trunc(a / b) b, piecewise linear: (|a| + |trunc(a/b) b|) / |y|."""
+    a, b = (np.asarray(v, dtype=np.float64) for v in inputs[:2])
+    with np.errstate(all="ignore"):
+        q = np.trunc(a / b)
+        return ratio(np.abs(a) + np.abs(q * b), outputs[0])
+
+
 def _add(ops: str, kappa, formula: str, site: bool = False) -> None:
     for op in ops.split():
         OP_CONDITIONS.add(op, OpCondition(op, kappa, formula, site))
@@ -425,4 +433,5 @@ _add("Reshape Flatten Transpose Squeeze Unsqueeze Concat Split Slice Gather Cast
 _add("Pad", _pad, "1 on copied components, 0 on constant padding")
 _add("Constant ConstantOfShape", _constant, "0 (no input)")
 _add("Range", _range, "(|start| + k |delta|) / |y_k|")
-_add("Shape", None, "none (integers)")
+_add("Shape Equal", None, "none (integer outputs)")
+_add("Mod", _mod, "(|a| + |trunc(a/b) b|) / |fmod(a, b)| (away from the jumps, where a/b is an integer)")
