@@ -235,12 +235,14 @@ def _read_weights(directory: Path) -> dict[str, np.ndarray]:
         raise ModelFileError(f"{directory}: no {WEIGHTS} (a BERT directory needs config.json and {WEIGHTS}).")
     out: dict[str, np.ndarray] = {}
     for path in files:
+        key = None
         try:
             with safe_open(str(path), framework="np") as fh:
                 for key in fh.keys():
                     out[key] = fh.get_tensor(key)
         except (SafetensorError, OSError, ValueError, TypeError) as exc:
-            raise ModelFileError(f"{path}: unreadable safetensors file ({str(exc).splitlines()[0]}).") from None
+            what = f", tensor {key!r}" if key else ""
+            raise ModelFileError(f"{path}: unreadable safetensors file{what} ({str(exc).splitlines()[0]}).") from None
     return out
 
 
@@ -292,16 +294,22 @@ class _Builder:
     def __init__(self) -> None:
         self.nodes: list[Node] = []
         self.initializers: dict[str, np.ndarray] = {}
-        self.built: set[str] = set()
+        self.built: dict[str, tuple] = {}
 
     def init(self, name: str, value) -> str:
         self.initializers[name] = np.asarray(value)
         return name
 
     def op(self, name: str, op: str, *inputs: str, **attrs) -> str:
-        if name not in self.built:
-            self.nodes.append(Node(name, op, inputs, (name,), attrs))
-            self.built.add(name)
+        """The node ``name`` (built once: shared nodes such as ``input.shape`` are asked
+        for by several parts of the graph, always with the same definition)."""
+        definition = (op, inputs, repr(sorted(attrs.items())))
+        if name in self.built:
+            if self.built[name] != definition:
+                raise ValueError(f"node {name!r} defined twice differently")
+            return name
+        self.built[name] = definition
+        self.nodes.append(Node(name, op, inputs, (name,), attrs))
         return name
 
     def constant(self, name: str, value: float) -> str:
