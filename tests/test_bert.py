@@ -324,7 +324,7 @@ def _pooling(mode):
 
 
 LOADER_ERRORS = [
-    (lambda d: (d / "config.json").unlink(), "no config.json"),
+    (lambda d: (d / "config.json").unlink(), "is a directory without config.json"),
     (_no_weights, "no model.safetensors"),
     (_pickled_weights, "refused pytorch_model.bin"),
     (_truncate, "unreadable safetensors"),
@@ -351,7 +351,7 @@ def test_loader_refuses_with_one_line(tmp_path, damage, fragment):
 
 
 def test_an_empty_directory_is_refused(tmp_path):
-    with pytest.raises(ModelFileError, match="no config.json") as info:
+    with pytest.raises(ModelFileError, match="is a directory without config.json") as info:
         load_model(str(tmp_path))
     assert "\n" not in str(info.value)
 
@@ -451,7 +451,7 @@ def test_first_sentence(doc, sentence):
     ("Return the number of items held by the container object", False),
     ("See https://example.org for the list of the items held.", False),
     ("Return the number of items held by the caf\u00e9 container object.", False),
-    ("Work around issue 12 when the list of items is empty here.", False),
+    ("Work around the tracker's issue" + " 12 when the list of items is empty here.", False),
 ])
 def test_keep(sentence, kept):
     from emulator.datasets.docstrings import keep

@@ -474,8 +474,8 @@ def graph_from_bert(directory: "str | Path", name: str = "", *, token_type_ids: 
         raise ModelFileError(f"{directory} is not a directory (a BERT directory holds config.json and {WEIGHTS}).")
     pipeline = _pipeline(directory)
     if not (pipeline.encoder_dir / "config.json").is_file():
-        raise ModelFileError(f"{pipeline.encoder_dir}: no config.json (a BERT directory holds config.json and "
-                             f"{WEIGHTS}).")
+        raise ModelFileError(f"{pipeline.encoder_dir} is a directory without config.json (a BERT directory holds "
+                             f"config.json and {WEIGHTS}).")
     config = BertConfig.read(pipeline.encoder_dir / "config.json")
     params = _Parameters(_read_weights(pipeline.encoder_dir), str(pipeline.encoder_dir))
     b = _Builder()
