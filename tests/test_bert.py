@@ -553,3 +553,25 @@ def test_minilm_emulated_runs_complete(minilm, acc):
     emulated = forward(minilm, feeds, acc, acc).outputs["sentence_embedding"]
     assert emulated.shape == (2, 384) and np.all(np.isfinite(emulated))
     assert np.all(np.sum(emulated * native, axis=1) > 0.99)
+
+
+@pytest.mark.slow
+def test_graphs_bench_section_reports_its_rows(minilm, monkeypatch):
+    from analysis.benchmarks import graphs as bench
+
+    monkeypatch.setattr(bench, "QUICK_SENTENCES", 2)
+    rows = bench.run(quick=True)
+    assert [r.unit for r in rows] == ["s", "MiB", "MiB"]
+    assert set(rows[0].baselines) == {"numpy float32", "native float64 graph"}
+    assert "2 sentences" in rows[0].case and all("2 x 128 tokens" in r.case for r in rows[1:])
+    assert all(r.value > r.baselines["after loading"] > 0 for r in rows[1:])
+    assert all(r.meets is not None for r in rows)
+
+
+def test_float32_baseline_of_the_bench_computes_the_same_embeddings(minilm):
+    from analysis.benchmarks.graphs import float32_forward
+
+    data = load_data("sentences:4")
+    native = forward(minilm, data.feeds([t.name for t in minilm.inputs])).outputs["sentence_embedding"]
+    f32 = float32_forward(minilm, data.inputs["input_ids"], data.inputs["attention_mask"])
+    assert f32.dtype == np.float32 and np.abs(f32 - native).max() < 1e-5
