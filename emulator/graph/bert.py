@@ -17,8 +17,8 @@ mean_sqrt_len) and L2 normalisation. The graph:
   dense + bias + residual, LayerNormalization;
 * the additive mask is Hugging Face's float64 eager mask: where(attention_mask != 0, 0,
   finfo(float64).min), shape (B, 1, 1, T), added to the scaled scores of every layer;
-* sentence-transformers pooling over the tokens whose mask is non-zero, then
-  x / max(||x||_2, 1e-12).
+* sentence-transformers pooling: tokens weighted by the mask (mean, mean_sqrt_len) or
+  those whose mask is non-zero (max, cls); then x / max(||x||_2, 1e-12).
 
 Node names follow Hugging Face's parameter names (``encoder.layer.0.attention.self.query``,
 ``...attention.self.scores``, ``...attention.self.softmax``, ``...attention.self.context``,
@@ -40,7 +40,7 @@ from ..errors import ModelFileError
 from ..registry import Registry
 from .ir import INT, Graph, Node, TensorInfo
 
-__all__ = ["graph_from_bert", "BertConfig", "HIDDEN_ACTIVATIONS", "POOLING_MODES", "MASK_FILL", "is_bert_directory"]
+__all__ = ["graph_from_bert", "BertConfig", "HIDDEN_ACTIVATIONS", "POOLING_MODES", "MASK_FILL"]
 
 MASK_FILL = float(np.finfo(np.float64).min)
 """What a masked key position adds to the scaled scores (Hugging Face's float64 eager mask)."""
@@ -53,7 +53,7 @@ COUNT_EPS = 1e-9
 
 WEIGHTS = "model.safetensors"
 SHARD_INDEX = "model.safetensors.index.json"
-PICKLED = ("pytorch_model.bin", "tf_model.h5", "flax_model.msgpack")
+PICKLED = ("pytorch_model.bin", "pytorch_model.bin.index.json")
 _DOUBLE = 11  # ONNX TensorProto.DOUBLE
 
 
@@ -162,13 +162,6 @@ def _json(path: Path) -> dict:
     if not isinstance(doc, (dict, list)):
         raise ModelFileError(f"{path}: expected a JSON object.")
     return doc
-
-
-def is_bert_directory(directory: "str | Path") -> bool:
-    """True for a directory holding a model config (``config.json``) or a
-    sentence-transformers pipeline (``modules.json``)."""
-    d = Path(directory)
-    return d.is_dir() and ((d / "config.json").is_file() or (d / "modules.json").is_file())
 
 
 def _module_kind(entry: Mapping) -> str:
