@@ -10,6 +10,12 @@ Specs:
   last 1000 for test), shipped in ``emulator/datasets/`` with the sha256 of every array
   (checked on load), so that it is bit-identical on every machine: the generator's last
   bits depend on the CPU. ``python -m emulator.datasets.build mnist1d`` rebuilds it.
+* ``sentences:N`` — the first N of the 1000 English sentences shipped in
+  ``emulator/datasets/sentences.txt`` (first sentences of standard-library docstrings,
+  sha256 checked), tokenised with the tokenizer of ``all-minilm-l6-v2`` (extra
+  ``minilm``): named inputs ``input_ids``, ``attention_mask``, ``token_type_ids`` (int64,
+  (N, T), ``[CLS] ... [SEP]``, at most 128 tokens, right-padded to the longest of the N);
+  no labels, the same for both splits.
 * ``random:N[:SEED]`` — N standard normal rows (seed 0 by default) of the model's input
   width (``n_inputs``); no labels.
 * a path to ``.npy`` (an (N, n) array) or ``.npz`` (``x`` and optional ``y``), read with
@@ -27,10 +33,12 @@ from typing import Callable, Mapping, Sequence
 
 import numpy as np
 
-from .datasets.shipped import read_shipped
+from .datasets.shipped import read_shipped, read_shipped_text
 from .arrays import real_array
 from .errors import DataError, ShapeError
+from .packaged import packaged_directory
 from .registry import Registry
+from .tokens import tokenize
 
 __all__ = ["Dataset", "load_data", "load_model_data", "DATASETS", "SPLITS"]
 
@@ -127,6 +135,20 @@ def _random(spec: str, n_inputs: "int | None") -> np.ndarray:
     return np.random.default_rng(seed).standard_normal((n, n_inputs))
 
 
+SENTENCES_TOKENIZER = "all-minilm-l6-v2"
+"""The packaged model whose ``tokenizer.json`` tokenises ``sentences:N``."""
+
+
+def _sentences(spec: str) -> dict[str, np.ndarray]:
+    lines = read_shipped_text("sentences")
+    parts = spec.split(":")[1:]
+    if len(parts) != 1 or not parts[0].isdigit() or not 1 <= int(parts[0]) <= len(lines):
+        raise DataError(f"Data spec {spec!r}: takes the form sentences:N with 1 <= N <= {len(lines)} "
+                        f"(the sentences shipped).")
+    directory = packaged_directory(SENTENCES_TOKENIZER, DataError, needed_by=f"Data {spec!r}")
+    return tokenize(lines[:int(parts[0])], directory / "tokenizer.json")
+
+
 def _load_array_file(path: Path) -> tuple:
     """(x, y) of an .npy (x) or an .npz with ``x`` (and optional ``y``), or
     ({name: array}, y) of an .npz whose other keys name a graph's inputs."""
@@ -194,19 +216,22 @@ def load_data(spec: str, split: str = "test", *, n_inputs: "int | None" = None) 
     if split not in SPLITS:
         raise DataError(f"Unknown split {split!r}. Possible values are: {', '.join(SPLITS)}.")
     if not isinstance(spec, (str, os.PathLike)) or not str(spec).strip():
-        raise DataError(f"Data spec {spec!r} is empty; expected {', '.join(DATASETS.names())}, random:N[:SEED] or a .npy/.npz path.")
+        raise DataError(f"Data spec {spec!r} is empty; expected {', '.join(DATASETS.names())}, random:N[:SEED], sentences:N or a "
+                        ".npy/.npz path.")
     text = os.fspath(spec).strip()
     y = None
     if isinstance(spec, str) and text in DATASETS:
         x, y = DATASETS.get(text).load(split)
     elif isinstance(spec, str) and text.split(":")[0] == "random":
         x = _random(text, n_inputs)
+    elif isinstance(spec, str) and text.split(":")[0] == "sentences":
+        x = _sentences(text)
     elif Path(text).suffix in (".npy", ".npz"):
         x, y = _load_array_file(Path(text))
     else:
         raise DataError(
             f"Unknown data {text!r}. Possible values are: {', '.join(DATASETS.names())}, random:N[:SEED], "
-            "or a path to a .npy or .npz file."
+            "sentences:N, or a path to a .npy or .npz file."
         )
     x, y, inputs = _checked(x, y, text)
     if n_inputs is not None and (x.ndim != 2 or x.shape[1] != n_inputs):

@@ -30,6 +30,7 @@ from .layout import network_from_arrays, network_to_arrays
 from .graph.io import GRAPH_KEY, graph_from_arrays, save_graph
 from .graph.ir import Graph
 from .network import Network
+from .packaged import PACKAGED_MODELS, load_packaged
 from .registry import Registry
 
 __all__ = [
@@ -174,7 +175,8 @@ def load_model(spec, *, activations=None, name: str = "") -> "Network | Graph":
     :func:`bundled_models`), a Network or Graph, or an in-memory scikit-learn MLP, PyTorch
     ``nn.Sequential``/state dict or ONNX ``ModelProto``. An ONNX model is a Network when
     it is a chain of dense layers, else a Graph. ``activations`` completes state dicts
-    that do not name theirs."""
+    that do not name theirs. A packaged model's name (``emulator.packaged``, installed by
+    an extra) or a BERT directory (config.json + model.safetensors) gives a Graph."""
     if isinstance(spec, (Network, Graph)):
         return spec
     if not isinstance(spec, (str, os.PathLike)):
@@ -183,16 +185,22 @@ def load_model(spec, *, activations=None, name: str = "") -> "Network | Graph":
     if isinstance(spec, str) and text in _bundled_index():
         net = _load_bundled(text)
         return _renamed(net, name, net.meta) if name else net
+    if isinstance(spec, str) and text in PACKAGED_MODELS:
+        graph = load_packaged(text)
+        return _renamed(graph, name, graph.meta) if name else graph
     path = Path(text)
     if not path.exists():
         if path.suffix or os.sep in text:
             raise ModelFileError(f"Model file '{text}' does not exist.")
         raise ModelFileError(
             f"Unknown model '{text}': no such file and no bundled model of that name. "
-            f"Bundled models are: {', '.join(_bundled_index()) or '(none)'}."
+            f"Bundled models are: {', '.join(_bundled_index()) or '(none)'}; packaged (optional extras): "
+            f"{', '.join(PACKAGED_MODELS.names())}."
         )
     if path.is_dir():
-        raise ModelFileError(f"{path} is a directory, not a model file.")
+        from .graph.bert import graph_from_bert
+
+        return graph_from_bert(path, name or path.name)
     kind = MODEL_FILE_TYPES.get(path.suffix.lower())
     net = kind.load(path, activations=activations)
     final_name = name or net.name or path.stem

@@ -11,7 +11,10 @@ Sources:
 
 * ``mnist1d`` — the ``mnist1d`` package's ``make_dataset`` with its default arguments
   (seed 42, 5000 signals of length 40: the first 4000 train, the last 1000 test); extra
-  ``mixacc[rebuild]``.
+  ``mixacc[rebuild]``;
+* ``sentences`` — 1000 English sentences, the first sentences of the standard library's
+  docstrings (``emulator.datasets.docstrings``), one per line in ``sentences.txt``; they
+  depend on the Python version that extracts them.
 """
 
 from __future__ import annotations
@@ -31,7 +34,8 @@ import numpy as np
 from ..atomic import write_atomic
 from ..errors import DataError
 from ..registry import Registry
-from .shipped import INDEX, SHIPPED_DIR, SPLIT_KEYS, array_sha256, read_shipped
+from .docstrings import stdlib_sentences
+from .shipped import INDEX, SHIPPED_DIR, SPLIT_KEYS, TEXT_KEY, array_sha256, read_shipped, read_shipped_text, text_sha256
 
 __all__ = ["Source", "SOURCES", "generate", "main"]
 
@@ -63,37 +67,94 @@ def _mnist1d() -> dict[str, np.ndarray]:
 
 
 @dataclass(frozen=True)
+class Kind:
+    """How a kind of shipped data is stored: its file suffix, how a rebuild is compared
+    with the shipped data (lines of a report), how it is encoded and hashed."""
+
+    suffix: str
+    compare: Callable[[str, object], list[str]]
+    encode: Callable[[object], bytes]
+    hashes: Callable[[object], dict[str, str]]
+
+
+def _compare_arrays(name: str, arrays: dict[str, np.ndarray]) -> list[str]:
+    try:
+        shipped = read_shipped(name)
+    except DataError:
+        return [f"{key}: {arrays[key].shape} (nothing shipped to compare with)" for key in SPLIT_KEYS]
+    out = []
+    for key in SPLIT_KEYS:
+        same = array_sha256(arrays[key]) == array_sha256(shipped[key])
+        diff = np.max(np.abs(arrays[key].astype(np.float64) - shipped[key]), initial=0.0)
+        out.append(f"{key}: {'identical' if same else 'differs'} (largest difference {diff:.3g})")
+    return out
+
+
+def _encode_arrays(arrays: dict[str, np.ndarray]) -> bytes:
+    buf = io.BytesIO()
+    np.savez_compressed(buf, **{k: arrays[k] for k in SPLIT_KEYS})
+    return buf.getvalue()
+
+
+def _compare_text(name: str, lines: list[str]) -> list[str]:
+    try:
+        shipped = read_shipped_text(name)
+    except DataError:
+        return [f"{TEXT_KEY}: {len(lines)} (nothing shipped to compare with)"]
+    if text_sha256(lines) == text_sha256(shipped):
+        return [f"{TEXT_KEY}: identical ({len(lines)})"]
+    new = len(set(lines) - set(shipped))
+    return [f"{TEXT_KEY}: differs ({len(lines)} lines, {new} not in the shipped {len(shipped)})"]
+
+
+KINDS = {
+    "arrays": Kind(".npz", _compare_arrays, _encode_arrays,
+                   lambda arrays: {k: array_sha256(arrays[k]) for k in SPLIT_KEYS}),
+    "text": Kind(".txt", _compare_text, lambda lines: "".join(f"{s}\n" for s in lines).encode("utf-8"),
+                 lambda lines: {TEXT_KEY: text_sha256(lines)}),
+}
+
+
+@dataclass(frozen=True)
 class Source:
-    """How a shipped dataset is made: ``generate() -> {split key: array}`` and a sentence
-    saying where it comes from (recorded in ``index.json``)."""
+    """How a shipped dataset is made: ``generate()`` gives its data (``{split key:
+    array}`` for the kind ``arrays``, a list of lines for ``text``) and ``origin`` says
+    where it comes from (recorded in ``index.json``)."""
 
     name: str
     origin: str
-    generate: Callable[[], dict[str, np.ndarray]]
+    generate: Callable[[], object]
+    kind: str = "arrays"
 
 
 SOURCES: Registry[Source] = Registry("dataset source")
 SOURCES.add("mnist1d", Source(
     "mnist1d", "mnist1d package (Greydanus 2020), make_dataset with default arguments, seed 42", _mnist1d))
+SOURCES.add("sentences", Source(
+    "sentences", "first sentences of docstrings of the Python 3.11 standard library (PSF license), "
+                 "8 to 60 words, deduplicated, in sha256 order", stdlib_sentences, "text"))
 
 
-def generate(name: str) -> dict[str, np.ndarray]:
-    """The arrays of dataset ``name`` regenerated from its source, as float64 / int64."""
-    arrays = SOURCES.get(name).generate()
-    missing = [k for k in SPLIT_KEYS if k not in arrays]
-    if missing:
-        raise DataError(f"Source of {name!r} did not produce {', '.join(missing)}.")
-    return arrays
+def generate(name: str):
+    """The data of dataset ``name`` regenerated from its source (arrays as float64 /
+    int64, or lines of text)."""
+    source = SOURCES.get(name)
+    data = source.generate()
+    if source.kind == "arrays":
+        missing = [k for k in SPLIT_KEYS if k not in data]
+        if missing:
+            raise DataError(f"Source of {name!r} did not produce {', '.join(missing)}.")
+    return data
 
 
-def _write(name: str, arrays: dict[str, np.ndarray]) -> Path:
-    path = SHIPPED_DIR / f"{name}.npz"
-    buf = io.BytesIO()
-    np.savez_compressed(buf, **{k: arrays[k] for k in SPLIT_KEYS})
-    write_atomic(path, lambda tmp: tmp.write_bytes(buf.getvalue()))
+def _write(name: str, data) -> Path:
+    source = SOURCES.get(name)
+    kind = KINDS[source.kind]
+    path = SHIPPED_DIR / f"{name}{kind.suffix}"
+    payload = kind.encode(data)
+    write_atomic(path, lambda tmp: tmp.write_bytes(payload))
     index = json.loads(INDEX.read_text(encoding="utf-8")) if INDEX.exists() else {}
-    index[name] = {"file": path.name, "source": SOURCES.get(name).origin,
-                   "sha256": {k: array_sha256(arrays[k]) for k in SPLIT_KEYS},
+    index[name] = {"file": path.name, "source": source.origin, "sha256": kind.hashes(data),
                    "rebuild": f"python -m emulator.datasets.build {name} --write"}
     write_atomic(INDEX, lambda tmp: tmp.write_text(json.dumps(index, indent=2) + "\n", encoding="utf-8"))
     return path
@@ -105,23 +166,14 @@ def main(argv: "list[str] | None" = None) -> int:
     parser.add_argument("--write", action="store_true", help="replace the shipped file and its hashes")
     args = parser.parse_args(argv)
     try:
-        arrays = generate(args.name)
+        data = generate(args.name)
     except DataError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    try:
-        shipped = read_shipped(args.name)
-    except DataError:
-        shipped = None
-    for key in SPLIT_KEYS:
-        if shipped is None:
-            print(f"{key}: {arrays[key].shape} (nothing shipped to compare with)")
-            continue
-        same = array_sha256(arrays[key]) == array_sha256(shipped[key])
-        diff = np.max(np.abs(arrays[key].astype(np.float64) - shipped[key]), initial=0.0)
-        print(f"{key}: {'identical' if same else 'differs'} (largest difference {diff:.3g})")
+    for line in KINDS[SOURCES.get(args.name).kind].compare(args.name, data):
+        print(line)
     if args.write:
-        print(f"wrote {_write(args.name, arrays)}")
+        print(f"wrote {_write(args.name, data)}")
     return 0
 
 

@@ -25,8 +25,9 @@ __all__ = ["Context", "GraphRun", "run_graph", "forward", "make_arithmetic", "is
 
 
 def is_float(tensor) -> bool:
-    """True for a floating-point tensor of any arithmetic (numpy float64 or an enclosure)."""
-    return not (isinstance(tensor, np.ndarray) and tensor.dtype.kind in "biu")
+    """True for a floating-point tensor of any arithmetic (numpy float64 or an enclosure);
+    integer arrays and integer numpy scalars (a 0-d take or a full reduction) are not."""
+    return not (isinstance(tensor, (np.ndarray, np.generic)) and tensor.dtype.kind in "biu")
 
 
 class Context:
