@@ -78,7 +78,7 @@ __all__ = [
     "BoundSpec", "parse_bound", "PROBABILISTIC_ASSUMPTION", "unit_roundoff", "underflow_unit", "gamma", "growth", "gamma_tilde",
     "failure_probability", "Counts", "Structure", "STRUCTURES", "ModelConstant", "model_constant",
     "up_add", "up_mul", "upper_abs_matmul", "local_bound", "GlobalBound", "global_bound",
-    "activation_eval_error", "storage_error", "predicted_relative_error", "ACTIVATION_EVAL_ERROR",
+    "activation_eval_error", "storage_error", "mx_storage_error", "predicted_relative_error", "ACTIVATION_EVAL_ERROR",
 ]
 
 TINY64 = 2.0**-1074
@@ -425,10 +425,34 @@ def _model_constant(acc: Accumulation, n: int, has_bias: bool, spec: BoundSpec) 
 def model_constant(acc, n: int, has_bias: bool = True, bound="deterministic") -> ModelConstant:
     """The :class:`ModelConstant` of accumulation ``acc`` (spec or row) for inner
     products of length ``n`` (with or without a bias), for ``bound`` =
-    ``deterministic`` or ``probabilistic:LAMBDA``."""
+    ``deterministic`` or ``probabilistic:LAMBDA``. Block-FMA rows (``tensorcore:``,
+    ``blockfma:``) get their deterministic constant for both kinds (truncation errors
+    are not of mean zero), see :mod:`analysis.tensorcore_bounds`."""
     if int(n) < 1:
         raise ShapeError(f"n == {n}, must be >= 1.")
-    return _model_constant(parse_accumulation(acc), int(n), bool(has_bias), parse_bound(bound))
+    acc = parse_accumulation(acc)
+    if acc.hardware is not None:
+        return _hardware_constant(acc, int(n), bool(has_bias), parse_bound(bound))
+    return _model_constant(acc, int(n), bool(has_bias), parse_bound(bound))
+
+
+def _hardware_constant(acc: Accumulation, n: int, has_bias: bool, spec: BoundSpec) -> ModelConstant:
+    """A block-FMA row's constants as a :class:`ModelConstant`: ``product`` is
+    c = a_coef + g_coef, the bound's constant when no operand is subnormal in its format
+    (g <= a); ``local_bound`` uses g itself. Paths count steps in F and promotions in G."""
+    from .tensorcore_bounds import blockfma_constant
+
+    c = blockfma_constant(acc, n)
+    hw = acc.hardware
+    product = _float_up(Fraction(c.a_coef) + Fraction(c.g_coef))
+    roundings = Counts(F=-(-n // hw.step), G=c.promotions + int(has_bias and bool(hw.promote)))
+    path = Counts(F=c.steps, G=c.promotions)
+    bias_fmt = get_format("fp32") if hw.promote else hw.register
+    return ModelConstant(
+        acc.spec, spec.spec, n, path, path, roundings, product, c.a_coef,
+        _float_up(Fraction(c.a_coef) + Fraction(c.bias_coef)), _float_up(Fraction(c.underflow) + Fraction(c.bias_underflow)),
+        c.first_order, 0.0, bias_fmt, float(hw.output.max),
+    )
 
 
 # --------------------------------------------------------------- rigorous array evaluation
@@ -490,16 +514,21 @@ def local_bound(x_hat, weight, bias, acc, bound="deterministic", *, return_cappe
     x_hat = real_array(x_hat, "x̂", ndim=(1, 2))
     if x_hat.shape[-1] != W.shape[1]:
         raise ShapeError(f"x̂ of shape {x_hat.shape} does not fit W of shape {W.shape}.")
+    acc = parse_accumulation(acc)
     c = model_constant(acc, W.shape[1], bias is not None, bound)
     sums = upper_abs_matmul(np.abs(x_hat), W)
-    out = up_mul(c.product, sums)
-    magnitude = sums
-    if bias is not None:
-        b = np.abs(np.asarray(bias, dtype=np.float64))
-        cb = np.where(_representable(b, c.bias_format), c.bias_exact, c.bias_inexact)
-        out = up_add(out, up_mul(cb, b))
-        magnitude = up_add(magnitude, b)
-    out = up_add(out, c.underflow)
+    magnitude = sums if bias is None else up_add(sums, np.abs(np.asarray(bias, dtype=np.float64)))
+    if acc.hardware is not None:
+        from .tensorcore_bounds import blockfma_local_bound
+
+        out = blockfma_local_bound(x_hat, W, bias, acc, sums)
+    else:
+        out = up_mul(c.product, sums)
+        if bias is not None:
+            b = np.abs(np.asarray(bias, dtype=np.float64))
+            cb = np.where(_representable(b, c.bias_format), c.bias_exact, c.bias_inexact)
+            out = up_add(out, up_mul(cb, b))
+        out = up_add(out, c.underflow)
     cap = up_add(magnitude, c.output_max)
     capped = cap < out
     out = np.where(capped, cap, out)
@@ -539,10 +568,35 @@ def _measured_eval_error(act, v: np.ndarray, y: np.ndarray) -> np.ndarray:
 
 def storage_error(v, storage) -> np.ndarray:
     """Bound on |round_S(v) - v| for round-to-nearest into the storage format S:
-    u_S |v| + eta_S; inf where |v| > max_S (overflow or saturation is not covered)."""
+    u_S |v| + eta_S; inf where |v| > max_S (overflow or saturation is not covered).
+    MX storage: :func:`mx_storage_error`."""
+    if storage.mx is not None:
+        return mx_storage_error(v, storage.mx)
     fmt = storage.fmt
     err = up_add(up_mul(fmt.u, np.abs(v)), underflow_unit(fmt))
     return np.where(np.abs(v) <= fmt.max, err, np.inf)
+
+
+def mx_storage_error(v, mx) -> np.ndarray:
+    """Bound on |q - v| for the MX quantisation q of v (blocks along the last axis, scale
+    2^s of v's block): max(u_e, (2^(emax_e + 1) - max_e) / max_e) |v| + 2^(s + emin_e - p_e).
+    Proof: |v| / 2^s < 2^(emax_e + 1) by the choice of s; below max_e the element is
+    rounded to nearest (relative error u_e, or half the subnormal quantum 2^(emin_e - p_e)
+    scaled by 2^s); above it the value saturates to max_e 2^s, an error below
+    |v| (2^(emax_e + 1) - max_e) / max_e. inf where v is not finite or the scale would
+    exceed E8M0's."""
+    from emulator.mx import SCALE_MAX, block_scales
+
+    v = np.asarray(v, dtype=np.float64)
+    el = mx.element
+    finite = np.isfinite(v)
+    s = block_scales(np.where(finite, v, 0.0), el, mx.block, refuse=False)
+    rel = _float_up(max(Fraction(el.u), (Fraction(2) ** (el.emax + 1) - Fraction(el.max)) / Fraction(el.max)))
+    with np.errstate(over="ignore"):
+        under = np.ldexp(1.0, np.minimum(s, SCALE_MAX) + el.emin - el.p)
+    err = up_add(up_mul(rel, np.abs(v)), under)
+    ok = finite & np.all(finite, axis=-1, keepdims=True) & (s <= SCALE_MAX)
+    return np.where(ok, err, np.inf)
 
 
 @dataclass(frozen=True)

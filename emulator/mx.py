@@ -44,22 +44,23 @@ class MXFormat:
         repeated over the block's values: same shape as ``x``."""
         return block_scales(x, self.element, self.block)
 
-    def quantise(self, x, axis: int = -1, where: str = "") -> np.ndarray:
+    def quantise(self, x, axis: int = -1, where: str = "", refuse: bool = True) -> np.ndarray:
         """The MX values e_j 2^s of ``x`` (float64, same shape), blocks of ``block``
-        consecutive values along ``axis``."""
+        consecutive values along ``axis``. A block holding inf or NaN, or needing a scale
+        above 2^127, is refused (``refuse``) or becomes NaN (E8M0's NaN scale)."""
         arr = real_array(x, where or f"{self.name} input")
-        if arr.ndim == 0:
-            arr = arr.reshape(1)
-        bad = ~np.isfinite(arr)
-        if bad.any():
-            idx = tuple(int(i) for i in np.argwhere(bad)[0])
-            raise FormatSpecError(f"{where or 'MX input'}: value {arr[idx]} at index {idx} cannot be stored in "
+        moved = np.moveaxis(arr.reshape(-1) if arr.ndim == 0 else arr, axis, -1)
+        finite = np.isfinite(moved)
+        if refuse and not finite.all():
+            idx = tuple(int(i) for i in np.argwhere(~finite)[0])
+            raise FormatSpecError(f"{where or 'MX input'}: value {moved[idx]} at index {idx} cannot be stored in "
                                   f"{self.name} (MX scales have no inf or NaN).")
-        moved = np.moveaxis(arr, axis, -1)
-        s = self.scales(moved)
-        with np.errstate(over="ignore", under="ignore"):
-            elements = round_to(np.ldexp(moved, -s), self.element, saturate=True)
-            out = np.ldexp(elements, s)
+        s = block_scales(np.where(finite, moved, 0.0), self.element, self.block, where, refuse)
+        with np.errstate(over="ignore", under="ignore", invalid="ignore"):
+            elements = round_to(np.ldexp(np.where(finite, moved, 0.0), -s), self.element, saturate=True)
+            out = np.ldexp(elements, np.minimum(s, SCALE_MAX))
+        bad = (s > SCALE_MAX) | ~_blocks_all(finite, self.block)
+        out = np.where(bad, np.nan, out)
         return np.moveaxis(out, -1, axis).reshape(np.shape(x))
 
     def describe(self) -> dict:
@@ -67,10 +68,11 @@ class MXFormat:
                 "emax_element": self.element.emax, "scale": "E8M0"}
 
 
-def block_scales(x: np.ndarray, element: Format, block: int = BLOCK, where: str = "") -> np.ndarray:
+def block_scales(x: np.ndarray, element: Format, block: int = BLOCK, where: str = "", refuse: bool = True) -> np.ndarray:
     """s = clamp(floor(log2 max |v|) - emax_elem, -127, 127) per block of ``block`` values
     along the last axis (-127 for an all-zero block), as an int64 array of x's shape.
-    A block that needs s > 127 raises :class:`FormatSpecError`."""
+    A block that needs s > 127 raises :class:`FormatSpecError` (with ``refuse=False``
+    its s is returned unclamped above)."""
     x = np.asarray(x, dtype=np.float64)
     n = x.shape[-1] if x.ndim else 1
     nb = -(-n // block)
@@ -79,12 +81,22 @@ def block_scales(x: np.ndarray, element: Format, block: int = BLOCK, where: str 
     amax = padded.reshape(x.shape[:-1] + (nb, block)).max(axis=-1)
     _, e = np.frexp(amax)
     s = np.where(amax > 0, e.astype(np.int64) - 1 - element.emax, SCALE_MIN)
-    if np.any(s > SCALE_MAX):
+    if refuse and np.any(s > SCALE_MAX):
         idx = tuple(int(i) for i in np.argwhere(s > SCALE_MAX)[0])
         raise FormatSpecError(f"{where or 'MX input'}: block {idx} has largest |value| {amax[idx]:g}, beyond the "
                               f"E8M0 scale range (needs 2^{int(s[idx])} > 2^{SCALE_MAX}).")
     s = np.maximum(s, SCALE_MIN)
     return np.repeat(s, block, axis=-1)[..., :n]
+
+
+def _blocks_all(flags: np.ndarray, block: int) -> np.ndarray:
+    """Per value: whether every flag of its block (along the last axis) is set."""
+    n = flags.shape[-1]
+    nb = -(-n // block)
+    padded = np.ones(flags.shape[:-1] + (nb * block,), dtype=bool)
+    padded[..., :n] = flags
+    every = padded.reshape(flags.shape[:-1] + (nb, block)).all(axis=-1)
+    return np.repeat(every, block, axis=-1)[..., :n]
 
 
 MX_FORMATS: Registry[MXFormat] = Registry("MX format")
