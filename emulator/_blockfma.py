@@ -26,8 +26,8 @@ from numba import njit
 from ._bits import bits_f64, f64_bits
 from .rounding import round_scalar
 
-ZERO_EXP = -30000  # exponent of a zero operand (sums of two stay far below M_FLOOR)
-M_FLOOR = -960  # a step's M is at least this (2^(F - M) and 2^(M - F) stay normal for F <= 50)
+ZERO_EXP = np.int32(-30000)  # exponent of a zero operand (sums of two stay far below M_FLOOR)
+M_FLOOR = np.int32(-960)  # a step's M is at least this (2^(F - M) and 2^(M - F) stay normal for F <= 50)
 LANES = 256  # components per tile
 SAMPLES = 4  # samples sharing one pass over a tile of W
 
@@ -40,8 +40,8 @@ def _pow2(q):
 @njit(cache=True, inline="always")
 def _exponent(v, emin):
     """max(floor(log2 |v|), emin) of a nonzero float64 v (normal in float64), ZERO_EXP for 0."""
-    e = np.int64((f64_bits(v) >> np.uint64(52)) & np.uint64(0x7FF)) - 1023
-    return max(e, emin) if v != 0.0 else np.int64(ZERO_EXP)
+    e = np.int32((f64_bits(v) >> np.uint64(52)) & np.uint64(0x7FF)) - np.int32(1023)
+    return max(e, np.int32(emin)) if v != 0.0 else np.int32(ZERO_EXP)
 
 
 @njit(cache=True, inline="always")
@@ -71,10 +71,10 @@ def kernel_blockfma(x, ex, wt, ewt, c0, acc0, step, group, frac, out_frac, out_e
     width = promote if promote > 0 else max(n, 1)
     c = np.empty((SAMPLES, LANES))
     acc = np.empty((SAMPLES, LANES))
-    big = np.empty((SAMPLES, LANES), dtype=np.int64)
-    scale = np.empty(LANES)
-    total = np.empty(LANES)
-    naive = np.empty(LANES)
+    big = np.empty((SAMPLES, LANES), dtype=np.int32)
+    scale = np.empty((SAMPLES, LANES))
+    total = np.empty((SAMPLES, LANES))
+    naive = np.empty((SAMPLES, LANES))
     term = np.empty(LANES)
     flag = np.zeros((SAMPLES, LANES), dtype=np.bool_)
     for rg in range(r0, r1, SAMPLES):
@@ -91,41 +91,48 @@ def kernel_blockfma(x, ex, wt, ewt, c0, acc0, step, group, frac, out_frac, out_e
                 for j0 in range(lo, hi, step):
                     j1 = min(hi, j0 + step)
                     for q in range(g):
-                        r = rg + q
                         for i in range(lanes):
                             big[q, i] = _exponent(c[q, i], out_emin)
-                        for j in range(j0, j1, group):
-                            exj = ex[r, j]
+                    for j in range(j0, j1, group):
+                        ew = ewt[j, i0:i0 + lanes]
+                        for q in range(g):
+                            exj = ex[rg + q, j]
                             for i in range(lanes):
-                                big[q, i] = max(big[q, i], exj + ewt[j, i0 + i])
+                                big[q, i] = max(big[q, i], exj + ew[i])
+                    for q in range(g):
                         for i in range(lanes):
                             mm = min(max(big[q, i], M_FLOOR), 1023)
                             big[q, i] = mm
-                            scale[i] = _pow2(frac - mm)
-                            total[i] = np.trunc(c[q, i] * scale[i])
-                            naive[i] = c[q, i]
-                        for j in range(j0, j1, group):
-                            if group == 1:
-                                xj = x[r, j]
+                            scale[q, i] = _pow2(frac - mm)
+                            total[q, i] = np.trunc(c[q, i] * scale[q, i])
+                            naive[q, i] = c[q, i]
+                    for j in range(j0, j1, group):
+                        if group == 1:
+                            w = wt[j, i0:i0 + lanes]
+                            for q in range(g):
+                                xj = x[rg + q, j]
                                 for i in range(lanes):
-                                    total[i] += np.trunc(xj * wt[j, i0 + i] * scale[i])
+                                    total[q, i] += np.trunc(xj * w[i] * scale[q, i])
                                 if specials:
                                     for i in range(lanes):
-                                        naive[i] += xj * wt[j, i0 + i]
-                            else:
+                                        naive[q, i] += xj * w[i]
+                        else:
+                            for q in range(g):
                                 for i in range(lanes):
                                     term[i] = 0.0
                                 for jj in range(j, min(j + group, j1)):
-                                    xj = x[r, jj]
+                                    xj = x[rg + q, jj]
                                     for i in range(lanes):
                                         term[i] += xj * wt[jj, i0 + i]
                                 for i in range(lanes):
-                                    total[i] += np.trunc(term[i] * scale[i])
-                                    naive[i] += term[i]
+                                    total[q, i] += np.trunc(term[i] * scale[q, i])
+                                    naive[q, i] += term[i]
+                    for q in range(g):
                         for i in range(lanes):
-                            value, over = _round_out(total[i], big[q, i], frac, out_frac, out_emin, out_max, nearest)
+                            value, over = _round_out(total[q, i], np.int64(big[q, i]), frac, out_frac, out_emin,
+                                                     out_max, nearest)
                             value = value if math.isfinite(c[q, i]) else c[q, i]
-                            value = value if math.isfinite(naive[i]) else naive[i]
+                            value = value if math.isfinite(naive[q, i]) else naive[q, i]
                             flag[q, i] |= over
                             c[q, i] = value
                 if promote > 0:

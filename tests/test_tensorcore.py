@@ -403,3 +403,14 @@ def test_spec_errors_are_one_line(spec, message):
     with pytest.raises(MixaccError, match=message) as err:
         parse_accumulation(spec)
     assert "\n" not in str(err.value)
+
+
+def test_cost_charges_the_operand_format_and_the_promotions():
+    from analysis.cost import accumulation_format, inner_product_cost
+
+    assert accumulation_format("tensorcore:h100:fp8-e4m3fn").name == "fp8-e4m3fn"
+    assert accumulation_format("tensorcore:b200:mxfp8-e5m2").name == "fp8-e5m2"
+    assert accumulation_format("blockfma:8:24:fp32").name == "fp32"
+    assert inner_product_cost("tensorcore:a100:bf16", 784) == 784 * 16
+    assert inner_product_cost("tensorcore:h100:fp8-e4m3fn:promote=128", 784) == 784 * 8 + 7 * 32
+    assert inner_product_cost("tensorcore:h100:fp8-e4m3fn:promote=128", 784, "quadratic") == 784 * 16 + 7 * 24**2
