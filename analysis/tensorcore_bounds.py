@@ -54,7 +54,6 @@ rationals rounded up for the rest); the arrays go through ``upper_abs_matmul``,
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 from fractions import Fraction
 from functools import lru_cache
@@ -65,6 +64,9 @@ from emulator.accumulation import Accumulation
 from emulator.formats import get_format
 from emulator.rounding import round_to
 from emulator.tensorcore_linear import operand_exponents
+
+from .upward import float_up as _up
+from .upward import growth, up_add, up_mul, upper_abs_matmul
 
 __all__ = ["BlockConstant", "blockfma_constant", "blockfma_local_bound", "term_weights"]
 
@@ -87,14 +89,6 @@ class BlockConstant:
     first_order: float
 
 
-def _up(q: Fraction) -> float:
-    try:
-        v = float(q)
-    except OverflowError:
-        return math.inf
-    return v if Fraction(v) >= q else math.nextafter(v, math.inf)
-
-
 def _output_units(hw) -> tuple[Fraction, Fraction]:
     """(u, eta) of the step's output rounding."""
     out = hw.out
@@ -107,8 +101,6 @@ def _output_units(hw) -> tuple[Fraction, Fraction]:
 @lru_cache(maxsize=512)
 def blockfma_constant(acc: Accumulation, n: int) -> BlockConstant:
     """The constants of the module docstring's bound for inner products of length n."""
-    from .bounds import growth
-
     hw = acc.hardware
     u, eta = _output_units(hw)
     phi = Fraction(hw.step // hw.group + 1, 2**hw.fraction_bits)
@@ -138,8 +130,6 @@ def term_weights(x_hat: np.ndarray, W: np.ndarray, acc: Accumulation) -> np.ndar
     """An upper bound on g_i = sum over the terms of 2^E (E the alignment exponent of the
     term: e_x + e_w of a product, the two block scales of a group), per sample and
     component; inf where an operand is not finite."""
-    from .bounds import upper_abs_matmul
-
     hw = acc.hardware
     group = hw.group
     ex = operand_exponents(np.atleast_2d(x_hat), hw.inputs, group)[:, ::group].astype(np.float64)
@@ -153,8 +143,6 @@ def term_weights(x_hat: np.ndarray, W: np.ndarray, acc: Accumulation) -> np.ndar
 def blockfma_local_bound(x_hat, W, bias, acc: Accumulation, sums: np.ndarray) -> np.ndarray:
     """The bound of the module docstring for every component, from ``sums`` (an upper
     bound on sum_j |w_ij x̂_j|), rounded up; without the cap of ``local_bound``."""
-    from .bounds import up_add, up_mul
-
     c = blockfma_constant(acc, W.shape[1])
     out = up_add(up_mul(c.a_coef, sums), up_mul(c.g_coef, term_weights(x_hat, W, acc)))
     out = up_add(out, c.underflow)

@@ -414,3 +414,51 @@ def test_cost_charges_the_operand_format_and_the_promotions():
     assert inner_product_cost("tensorcore:a100:bf16", 784) == 784 * 16
     assert inner_product_cost("tensorcore:h100:fp8-e4m3fn:promote=128", 784) == 784 * 8 + 7 * 32
     assert inner_product_cost("tensorcore:h100:fp8-e4m3fn:promote=128", 784, "quadratic") == 784 * 16 + 7 * 24**2
+
+
+# ------------------------------------------------------------------------------ bounds
+
+
+def exact_errors(x, W, b, y) -> np.ndarray:
+    out = np.empty(y.shape)
+    for r in range(x.shape[0]):
+        for i in range(W.shape[0]):
+            exact = sum((Fraction(float(u)) * Fraction(float(v)) for u, v in zip(x[r], W[i])), Fraction(float(b[i])))
+            out[r, i] = float(abs(Fraction(float(y[r, i])) - exact)) if math.isfinite(y[r, i]) else math.inf
+    return out
+
+
+@pytest.mark.parametrize("arch,inp,out", CASES)
+def test_local_bound_holds_on_every_preset(arch, inp, out):
+    from analysis.bounds import local_bound, model_constant
+
+    rng = np.random.default_rng(11)
+    k = TABLE[(arch, inp)][0]
+    for promote in ([0, 2 * k] if out == "fp32" else [0]):
+        spec = spec_of(arch, inp, out, promote)
+        for n in (k, 200):
+            x, W = operands(inp, rng, (3, n), spread=2), operands(inp, rng, (4, n), spread=2)
+            b = rng.standard_normal(4) * 3
+            y, ovf = linear(x, W, b, spec, return_overflow=True)
+            bound = local_bound(x, W, b, spec)
+            err = exact_errors(x, W, b, y)
+            assert np.all((err <= bound) | ovf), (spec, n)
+        assert model_constant(spec, 200).product < 1
+
+
+def test_bound_covers_subnormal_operands_that_raise_the_alignment():
+    """x = 2^-24 (fp16 subnormal, exponent -14) times 2^15: the product 2^-9 has alignment
+    exponent 1, so the step's quantum 2^(1 - F) drops the 2^-26 of 2^-10 (1 + 2^-10) 2^-6,
+    which the true largest exponent -9 would keep."""
+    from analysis.bounds import local_bound, model_constant
+
+    x = np.array([2.0**-24, 2.0**-10, 2.0**-10, 2.0**-10])
+    W = np.array([[2.0**15, (1.0 + 2.0**-10) * 2.0**-6, 3.0 * 2.0**-4, 1.0]])
+    for spec in ("tensorcore:h100:fp16", "tensorcore:v100:fp16:out=fp16"):
+        y = linear(x, W, None, spec)
+        err = exact_errors(x[None, :], W, np.zeros(1), y[None, :])[0, 0]
+        assert err > 0 and err <= local_bound(x, W, None, spec)[0]
+    c = model_constant("tensorcore:h100:fp16", 4, False)
+    a = float(np.abs(x) @ np.abs(W[0]))
+    err = exact_errors(x[None, :], W, np.zeros(1), linear(x, W, None, "tensorcore:h100:fp16")[None, :])[0, 0]
+    assert err > c.product * a + c.underflow  # c a_i alone would not cover it: the data's g does
