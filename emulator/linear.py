@@ -30,6 +30,8 @@ out as -0.0 or +0.0.
 Implementation: ``emulator._accumulate`` (numba, vectorised over components with an
 exact fallback); components that leave its range (products below 2^-969 or above 2^990)
 are finished by :func:`linear_slow`, the exact twin in rational arithmetic.
+Block-FMA rows (``tensorcore:``, ``blockfma:``; docs/method.md#tensor-core-accumulation)
+go to ``emulator.tensorcore_linear``.
 """
 
 from __future__ import annotations

@@ -23,6 +23,7 @@ from .rounding import kernel_params, round_to
 __all__ = ["emulate_blockfma", "operand_exponents", "check_operands", "MAX_FREE_BITS"]
 
 MAX_FREE_BITS = 26  # operands without a format: at most 26 significant bits (exact float64 products)
+FREE_MIN, FREE_MAX = 2.0**-400, 2.0**400  # and magnitudes whose products' exponents stay within the kernel's M range
 
 
 def _float_exponents(v: np.ndarray) -> np.ndarray:
@@ -54,7 +55,8 @@ def _offending(v: np.ndarray, bad: np.ndarray, name: str, what: str) -> FormatSp
 def check_operands(v: np.ndarray, fmt: "Format | MXFormat | None", name: str) -> None:
     """Refuse operands the model cannot take, naming the first: values not exactly
     representable in ``fmt`` (MX: in its blocks of the last axis), or, without a
-    format, with more than 26 significant bits."""
+    format, with more than 26 significant bits or a nonzero magnitude outside
+    [2^-400, 2^400)."""
     finite = np.isfinite(v)
     if isinstance(fmt, MXFormat):
         if not finite.all():
@@ -66,10 +68,12 @@ def check_operands(v: np.ndarray, fmt: "Format | MXFormat | None", name: str) ->
         bad = ~((r == v) | (np.isnan(v) & fmt.has_nan))
         what = f"representable in {fmt.name}"
     else:
-        m, _ = np.frexp(np.where(finite, v, 0.0))
+        safe = np.where(finite, v, 0.0)
+        m, _ = np.frexp(safe)
         scaled = np.ldexp(m, MAX_FREE_BITS)
-        bad = scaled != np.trunc(scaled)
-        what = f"a float of at most {MAX_FREE_BITS} significant bits (blockfma without in=FMT)"
+        bad = (scaled != np.trunc(scaled)) | ((safe != 0) & ((np.abs(safe) < FREE_MIN) | (np.abs(safe) >= FREE_MAX)))
+        what = (f"a float of at most {MAX_FREE_BITS} significant bits and magnitude 0 or in [2^-400, 2^400) "
+                "(blockfma without in=FMT)")
     if bad.any():
         raise _offending(v, bad, name, what)
 

@@ -371,6 +371,8 @@ def test_operands_must_be_representable():
         linear(np.ones(2), np.array([[1.0, 1.0], [3.0 + 2.0**-9, 1.0]]), None, "tensorcore:ada:fp8-e4m3fn")
     with pytest.raises(FormatSpecError, match="26 significant bits"):
         linear(np.array([0.1]), np.ones((1, 1)), None, "blockfma:4:23:fp32")
+    with pytest.raises(FormatSpecError, match=r"W\[0, 0\] == .*2\^-400"):
+        linear(np.array([1.0]), np.array([[2.0**-500]]), None, "blockfma:4:23:fp32")
 
 
 def test_spec_rows_are_canonical():
