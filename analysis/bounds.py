@@ -73,15 +73,17 @@ from emulator.registry import Registry
 from emulator.rounding import get_rounding, round_to
 
 from .conditioning import max_abs_derivative
+from .tensorcore_bounds import blockfma_constant, blockfma_local_bound
+from .upward import float_up as _float_up
+from .upward import growth, up_add, up_mul, upper_abs_matmul
 
 __all__ = [
     "BoundSpec", "parse_bound", "PROBABILISTIC_ASSUMPTION", "unit_roundoff", "underflow_unit", "gamma", "growth", "gamma_tilde",
     "failure_probability", "Counts", "Structure", "STRUCTURES", "ModelConstant", "model_constant",
     "up_add", "up_mul", "upper_abs_matmul", "local_bound", "GlobalBound", "global_bound",
-    "activation_eval_error", "storage_error", "predicted_relative_error", "ACTIVATION_EVAL_ERROR",
+    "activation_eval_error", "storage_error", "mx_storage_error", "predicted_relative_error", "ACTIVATION_EVAL_ERROR",
 ]
 
-TINY64 = 2.0**-1074
 ACTIVATION_EVAL_ERROR = 2.0**-44
 """|fl64(sigma(y)) - sigma(y)| <= 2^-44 (|fl64(sigma(y))| + |y|) + 2^-1000 is assumed of the
 float64 activations (closed forms of a few libm calls, each within a few ulps; the slack
@@ -153,48 +155,10 @@ def underflow_unit(fmt: "Format | str", rounding="nearest", subnormals: bool = T
     return f.min_subnormal
 
 
-def _float_up(q: Fraction) -> float:
-    """The smallest float64 >= q (inf when q overflows)."""
-    try:
-        v = float(q)
-    except OverflowError:
-        return math.inf
-    return v if Fraction(v) >= q else math.nextafter(v, math.inf)
-
-
 def gamma(k: int, u: float) -> float:
     """gamma_k(u) = k u / (1 - k u) (Higham 2002, eq. 3.8), rounded up; inf when k u >= 1."""
     ku = k * Fraction(u)
     return math.inf if ku >= 1 else _float_up(ku / (1 - ku))
-
-
-_SCALE = 256  # bits of the upward fixed-point arithmetic below
-
-
-def _pow_up(u: float, k: int) -> int:
-    """An integer M >= (1 + u)^k 2^_SCALE (u a power of two), by squaring with every
-    product rounded up."""
-    one = 1 << _SCALE
-    q = Fraction(u)
-    base = one + -((-q.numerator * one) // q.denominator)
-    result = one
-    while k:
-        if k & 1:
-            result = -((-result * base) >> _SCALE)
-        base = -((-base * base) >> _SCALE)
-        k >>= 1
-    return result
-
-
-def growth(*factors: tuple[int, float]) -> float:
-    """prod (1 + u)^k - 1 over the (k, u) pairs, rounded up: the bound on |theta| for a
-    path of k roundings with |delta| <= u in each format (<= gamma_k(u) when k u < 1)."""
-    one = 1 << _SCALE
-    m = one
-    for k, u in factors:
-        if k:
-            m = -((-m * _pow_up(u, int(k))) >> _SCALE)
-    return _float_up(Fraction(m - one, one))
 
 
 def gamma_tilde(k: int, u: float, lam: float) -> float:
@@ -425,53 +389,35 @@ def _model_constant(acc: Accumulation, n: int, has_bias: bool, spec: BoundSpec) 
 def model_constant(acc, n: int, has_bias: bool = True, bound="deterministic") -> ModelConstant:
     """The :class:`ModelConstant` of accumulation ``acc`` (spec or row) for inner
     products of length ``n`` (with or without a bias), for ``bound`` =
-    ``deterministic`` or ``probabilistic:LAMBDA``."""
+    ``deterministic`` or ``probabilistic:LAMBDA``. Block-FMA rows (``tensorcore:``,
+    ``blockfma:``) get their deterministic constant for both kinds (truncation errors
+    are not of mean zero), see :mod:`analysis.tensorcore_bounds`."""
     if int(n) < 1:
         raise ShapeError(f"n == {n}, must be >= 1.")
-    return _model_constant(parse_accumulation(acc), int(n), bool(has_bias), parse_bound(bound))
+    acc = parse_accumulation(acc)
+    if acc.hardware is not None:
+        return _hardware_constant(acc, int(n), bool(has_bias), parse_bound(bound))
+    return _model_constant(acc, int(n), bool(has_bias), parse_bound(bound))
+
+
+def _hardware_constant(acc: Accumulation, n: int, has_bias: bool, spec: BoundSpec) -> ModelConstant:
+    """A block-FMA row's constants as a :class:`ModelConstant`: ``product`` is
+    c = a_coef + g_coef, the bound's constant when no operand is subnormal in its format
+    (g <= a); ``local_bound`` uses g itself. Paths count steps in F and promotions in G."""
+    c = blockfma_constant(acc, n)
+    hw = acc.hardware
+    product = _float_up(Fraction(c.a_coef) + Fraction(c.g_coef))
+    roundings = Counts(F=-(-n // hw.step), G=c.promotions + int(has_bias and bool(hw.promote)))
+    path = Counts(F=c.steps, G=c.promotions)
+    bias_fmt = get_format("fp32") if hw.promote else hw.register
+    return ModelConstant(
+        acc.spec, spec.spec, n, path, path, roundings, product, c.a_coef,
+        _float_up(Fraction(c.a_coef) + Fraction(c.bias_coef)), _float_up(Fraction(c.underflow) + Fraction(c.bias_underflow)),
+        c.first_order, 0.0, bias_fmt, float(hw.output.max),
+    )
 
 
 # --------------------------------------------------------------- rigorous array evaluation
-
-
-def up_add(a, b) -> np.ndarray:
-    """A float64 >= a + b elementwise (NaN becomes inf)."""
-    with np.errstate(invalid="ignore", over="ignore"):
-        out = np.nextafter(np.add(a, b), np.inf)
-    return np.where(np.isnan(out), np.inf, out)
-
-
-def up_mul(a, b) -> np.ndarray:
-    """A float64 >= a b elementwise, a, b >= 0 (NaN, e.g. 0 * inf, becomes inf)."""
-    with np.errstate(invalid="ignore", over="ignore"):
-        out = np.nextafter(np.multiply(a, b), np.inf)
-    return np.where(np.isnan(out), np.inf, out)
-
-
-def upper_abs_matmul(v, W) -> np.ndarray:
-    """An upper bound on |W| v for v >= 0 ((N, n) or (n,)): the float64 product times
-    phi = 1 + (n + 1) 2^-52, plus (n + 1) 2^-1074, rounded up.
-
-    Proof. Each term |w_ij| v_j >= 0 passes at most d = n roundings in the float64 matmul
-    (one product, n - 1 additions, in any order, with or without FMA), each of relative
-    error <= u = 2^-53; a product may also lose eta <= 2^-1075 to underflow, additions of
-    nonnegative numbers lose nothing to it. So the computed S satisfies
-    S >= s (1 - u)^n - n eta, i.e. s <= (S + n eta)(1 - u)^-n <= S (1 - u)^-n + 2 n eta.
-    fl(S phi) >= S phi (1 - u) - eta >= S (1 - u)^-n - eta because
-    phi (1 - u)^(n+1) >= (1 + 2(n+1)u)(1 - (n+1)u) >= 1 while 2(n+1)u <= 1. Hence
-    s <= fl(S phi) + (2n + 1) eta <= fl(S phi) + (n + 1) 2^-1074, and one rounding up of
-    that sum keeps it above. phi is a float64 (1 + an integer times 2^-52).
-    """
-    v = np.asarray(v, dtype=np.float64)
-    W = np.asarray(W, dtype=np.float64)
-    n = W.shape[1]
-    if v.shape[-1] != n:
-        raise ShapeError(f"v of shape {v.shape} does not fit W of shape {W.shape}.")
-    with np.errstate(invalid="ignore", over="ignore"):
-        s = v @ np.abs(W).T
-        s = np.where(np.isnan(s), np.inf, s)
-        phi = 1.0 + (n + 1) * 2.0**-52
-        return up_add(s * phi, (n + 1) * TINY64)
 
 
 def _representable(b: np.ndarray, fmt: Format) -> np.ndarray:
@@ -490,16 +436,19 @@ def local_bound(x_hat, weight, bias, acc, bound="deterministic", *, return_cappe
     x_hat = real_array(x_hat, "x̂", ndim=(1, 2))
     if x_hat.shape[-1] != W.shape[1]:
         raise ShapeError(f"x̂ of shape {x_hat.shape} does not fit W of shape {W.shape}.")
+    acc = parse_accumulation(acc)
     c = model_constant(acc, W.shape[1], bias is not None, bound)
     sums = upper_abs_matmul(np.abs(x_hat), W)
-    out = up_mul(c.product, sums)
-    magnitude = sums
-    if bias is not None:
-        b = np.abs(np.asarray(bias, dtype=np.float64))
-        cb = np.where(_representable(b, c.bias_format), c.bias_exact, c.bias_inexact)
-        out = up_add(out, up_mul(cb, b))
-        magnitude = up_add(magnitude, b)
-    out = up_add(out, c.underflow)
+    magnitude = sums if bias is None else up_add(sums, np.abs(np.asarray(bias, dtype=np.float64)))
+    if acc.hardware is not None:
+        out = blockfma_local_bound(x_hat, W, bias, acc, sums)
+    else:
+        out = up_mul(c.product, sums)
+        if bias is not None:
+            b = np.abs(np.asarray(bias, dtype=np.float64))
+            cb = np.where(_representable(b, c.bias_format), c.bias_exact, c.bias_inexact)
+            out = up_add(out, up_mul(cb, b))
+        out = up_add(out, c.underflow)
     cap = up_add(magnitude, c.output_max)
     capped = cap < out
     out = np.where(capped, cap, out)
@@ -539,10 +488,35 @@ def _measured_eval_error(act, v: np.ndarray, y: np.ndarray) -> np.ndarray:
 
 def storage_error(v, storage) -> np.ndarray:
     """Bound on |round_S(v) - v| for round-to-nearest into the storage format S:
-    u_S |v| + eta_S; inf where |v| > max_S (overflow or saturation is not covered)."""
+    u_S |v| + eta_S; inf where |v| > max_S (overflow or saturation is not covered).
+    MX storage: :func:`mx_storage_error`."""
+    if storage.mx is not None:
+        return mx_storage_error(v, storage.mx)
     fmt = storage.fmt
     err = up_add(up_mul(fmt.u, np.abs(v)), underflow_unit(fmt))
     return np.where(np.abs(v) <= fmt.max, err, np.inf)
+
+
+def mx_storage_error(v, mx) -> np.ndarray:
+    """Bound on |q - v| for the MX quantisation q of v (blocks along the last axis, scale
+    2^s of v's block): max(u_e, (2^(emax_e + 1) - max_e) / max_e) |v| + 2^(s + emin_e - p_e).
+    Proof: |v| / 2^s < 2^(emax_e + 1) by the choice of s; below max_e the element is
+    rounded to nearest (relative error u_e, or half the subnormal quantum 2^(emin_e - p_e)
+    scaled by 2^s); above it the value saturates to max_e 2^s, an error below
+    |v| (2^(emax_e + 1) - max_e) / max_e. inf where v is not finite or the scale would
+    exceed E8M0's."""
+    from emulator.mx import SCALE_MAX, block_scales
+
+    v = np.asarray(v, dtype=np.float64)
+    el = mx.element
+    finite = np.isfinite(v)
+    s = block_scales(np.where(finite, v, 0.0), el, mx.block, refuse=False)
+    rel = _float_up(max(Fraction(el.u), (Fraction(2) ** (el.emax + 1) - Fraction(el.max)) / Fraction(el.max)))
+    with np.errstate(over="ignore"):
+        under = np.ldexp(1.0, np.minimum(s, SCALE_MAX) + el.emin - el.p)
+    err = up_add(up_mul(rel, np.abs(v)), under)
+    ok = finite & np.all(finite, axis=-1, keepdims=True) & (s <= SCALE_MAX)
+    return np.where(ok, err, np.inf)
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,14 @@ accumulation spec costs (:func:`inner_product_cost`)
     n c(F)                          every order but promote,
     n c(F) + ceil(n / B) c(G)       promote:B:G (each block sum added into G),
 
-F the accumulator format. A product rounded to a product format P is part of its
+F the accumulator format. A tensor-core spec (``tensorcore:``, ``blockfma:``) is charged
+by its operand format, since a tensor core's throughput scales with it (fp8 runs twice
+as many multiply-adds as fp16 per cycle), plus each fp32 promotion:
+
+    n c(INPUT) + ceil(n / N) c(fp32)   tensorcore:ARCH:INPUT[:promote=N]
+
+(INPUT the element format of an MX input, the block scales not charged; a ``blockfma``
+without ``in=`` is charged by its output format). A product rounded to a product format P is part of its
 multiply-add step and is not charged apart (an exact product, i.e. a fused multiply-add,
 is charged the same c(F)); activations, storage rounding and the bias addition are not
 charged. A layer's work is the number of inner products done under each accumulation
@@ -110,21 +117,28 @@ def get_cost_model(spec: "str | CostModel | Path") -> CostModel:
 
 
 def accumulation_format(acc: "Accumulation | str") -> Format:
-    """The format whose cost an accumulation is charged: its accumulator format F."""
+    """The format whose cost an accumulation is charged: its accumulator format F (a
+    tensor core's operand format, see the module docstring)."""
     acc = parse_accumulation(acc)
     if acc.is_exact:
         raise CostError(f"Accumulation {acc.spec!r} is exact and has no cost; use a format (e.g. fp16, fp32).")
+    hw = acc.hardware
+    if hw is not None and hw.inputs is not None:
+        return getattr(hw.inputs, "element", hw.inputs)
     return acc.fmt
 
 
 def inner_product_cost(acc: "Accumulation | str", n: int, model: "CostModel | str" = "bits") -> float:
     """Cost of one inner product of length ``n`` under ``acc``: n c(F), plus
-    ceil(n / B) c(G) for promote:B:G (see the module docstring)."""
+    ceil(n / B) c(G) for promote:B:G, ceil(n / N) c(fp32) for a tensor core's promote=N
+    (see the module docstring)."""
     acc = parse_accumulation(acc)
     model = get_cost_model(model)
     cost = n * model(accumulation_format(acc))
     if acc.order == "promote":
         cost += -(-n // acc.block) * model(acc.wide)
+    elif acc.hardware is not None and acc.hardware.promote:
+        cost += -(-n // acc.hardware.promote) * model(acc.wide)
     return float(cost)
 
 

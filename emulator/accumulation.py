@@ -10,6 +10,8 @@ docs/method.md#accumulation-models. Compact strings (the CLI's ``--acc``)::
     fp16:fused:4              4 products + running sum added exactly, rounded once
     e4m3:promote:128:fp32     blocks of 128 in F, each block sum added into an fp32 accumulator
     exact | exact:200         the exact reference, mpmath working precision 200 bits
+    tensorcore:h100:fp8-e4m3fn:promote=128   a GPU tensor core (``emulator.tensorcore``)
+    blockfma:16:24:fp32       its model with free parameters (16 products per step, F = 24)
 
 followed by optional ``key=value`` items: ``products=fp16|exact``, ``rounding=...``,
 ``bias=first|last``, ``seed=N``, and the flags ``saturate`` and ``ftz``
@@ -26,6 +28,7 @@ from .errors import FormatSpecError
 from .formats import Format, get_format
 from .registry import Registry
 from .rounding import RoundingMode, get_rounding
+from .tensorcore import HARDWARE_KINDS, BlockFMA, parse_blockfma
 
 __all__ = ["Order", "ORDERS", "Accumulation", "parse_accumulation", "EXACT_DEFAULT_PRECISION"]
 
@@ -66,7 +69,12 @@ class Accumulation:
     Rows are canonical, so equal models compare equal and ``dataclasses.replace`` works:
     ``pairwise`` always adds the bias last (``bias="last"``); ``seed`` is kept only with
     stochastic rounding (None otherwise); an exact row keeps only its ``precision`` and
-    an emulated one the default precision."""
+    an emulated one the default precision.
+
+    A block-FMA row (``tensorcore:...``, ``blockfma:...``) carries its model in
+    ``hardware`` and mirrors it in the other fields: ``fmt`` the tensor core's output
+    format, ``order`` "tensorcore" or "blockfma", ``rounding`` its output rounding,
+    ``block`` the products per step, ``wide`` fp32 with promotion."""
 
     fmt: "Format | str"
     order: str = "recursive"
@@ -79,9 +87,13 @@ class Accumulation:
     precision: int = EXACT_DEFAULT_PRECISION
     block: int = 0
     wide: "Format | str | None" = None
+    hardware: "BlockFMA | None" = None
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__
+        if self.hardware is not None:
+            self._set_hardware()
+            return
         if isinstance(self.fmt, str) and self.fmt.strip().split(":")[0] == "exact":
             if self.precision < 53:
                 raise FormatSpecError(f"exact precision == {self.precision}, must be >= 53 bits.")
@@ -103,6 +115,28 @@ class Accumulation:
         self._set_order()
         if self.order == "pairwise":
             set_(self, "bias", "last")
+
+    def _set_hardware(self) -> None:
+        """Check the fields against ``hardware`` and normalise them (a block-FMA row has
+        exact products, no saturation or flushing, the bias first)."""
+        hw = self.hardware
+        if not isinstance(hw, BlockFMA):
+            raise FormatSpecError(f"hardware == {hw!r}, must be a BlockFMA (parse a tensorcore: or blockfma: spec).")
+        want = {"fmt": hw.out, "order": hw.kind, "products": "exact", "rounding": get_rounding(hw.rounding),
+                "saturate": False, "subnormals": True, "bias": "first", "block": hw.step,
+                "wide": get_format("fp32") if hw.promote else None}
+        got = {"fmt": get_format(self.fmt), "order": self.order,
+               "products": "exact" if self.products in (None, "exact") else get_format(self.products),
+               "rounding": get_rounding(self.rounding), "saturate": self.saturate, "subnormals": self.subnormals,
+               "bias": self.bias, "block": self.block or hw.step,
+               "wide": None if self.wide is None else get_format(self.wide)}
+        for name, value in want.items():
+            if got[name] != value:
+                raise FormatSpecError(f"{hw.spec} fixes {name} == {getattr(value, 'name', value)!r}, got "
+                                      f"{getattr(got[name], 'name', got[name])!r}.")
+            object.__setattr__(self, name, value)
+        object.__setattr__(self, "seed", None)
+        object.__setattr__(self, "precision", EXACT_DEFAULT_PRECISION)
 
     def _set_order(self) -> None:
         """Split ``order`` into its name, ``block`` and ``wide``, checking what the
@@ -146,6 +180,8 @@ class Accumulation:
     @property
     def order_spec(self) -> str:
         """The order with its parameters, e.g. ``blocked:32`` or ``promote:128:fp32``."""
+        if self.hardware is not None:
+            return self.hardware.spec
         parts = [self.order]
         if self.block:
             parts.append(str(self.block))
@@ -158,6 +194,8 @@ class Accumulation:
         """The canonical compact string; ``parse_accumulation(a.spec) == a``."""
         if self.is_exact:
             return "exact" if self.precision == EXACT_DEFAULT_PRECISION else f"exact:{self.precision}"
+        if self.hardware is not None:
+            return self.hardware.spec
         items = [self.fmt.name, self.order_spec]
         if self.products != "exact":
             items.append(f"products={self.products.name}")
@@ -183,6 +221,7 @@ class Accumulation:
             "products": self.products if self.products == "exact" else self.products.name,
             "rounding": self.rounding.name, "saturate": self.saturate, "subnormals": self.subnormals,
             "bias": self.bias, "seed": self.seed, "u": self.fmt.u,
+            **({"hardware": self.hardware.describe()} if self.hardware is not None else {}),
         }
 
 
@@ -203,6 +242,10 @@ def parse_accumulation(spec: "str | Accumulation") -> Accumulation:
         if len(rest) > 1 or (rest and not rest[0].isdigit()):
             raise FormatSpecError(f"Accumulation spec {spec!r}: exact takes the form exact or exact:BITS.")
         return Accumulation("exact", precision=int(rest[0]) if rest else EXACT_DEFAULT_PRECISION)
+    if head in HARDWARE_KINDS:
+        hw = parse_blockfma(spec)
+        return Accumulation(hw.out, hw.kind, rounding=hw.rounding, block=hw.step,
+                            wide="fp32" if hw.promote else None, hardware=hw)
     order_tokens, kwargs = [], {}
     for tok in rest:
         if "=" in tok:

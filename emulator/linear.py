@@ -30,6 +30,8 @@ out as -0.0 or +0.0.
 Implementation: ``emulator._accumulate`` (numba, vectorised over components with an
 exact fallback); components that leave its range (products below 2^-969 or above 2^990)
 are finished by :func:`linear_slow`, the exact twin in rational arithmetic.
+Block-FMA rows (``tensorcore:``, ``blockfma:``; docs/method.md#tensor-core-accumulation)
+go to ``emulator.tensorcore_linear``.
 """
 
 from __future__ import annotations
@@ -47,6 +49,7 @@ from .arrays import real_array
 from .errors import DataError, ShapeError
 from .formats import Format
 from .rounding import kernel_params, overflow_magnitude, stream_bits
+from .tensorcore_linear import emulate_blockfma
 
 __all__ = ["linear", "linear_slow"]
 
@@ -169,6 +172,8 @@ def _seed_key(a: Accumulation) -> int:
 
 
 def _emulate(x: np.ndarray, w: np.ndarray, bias, a: Accumulation):
+    if a.hardware is not None:
+        return emulate_blockfma(x, w, bias, a, _in_threads)
     nsamp, m = x.shape[0], w.shape[0]
     y = np.empty((nsamp, m))
     ovf = np.zeros((nsamp, m), dtype=np.bool_)
@@ -347,8 +352,8 @@ def linear_slow(x, W, b=None, acc: "str | Accumulation" = "fp16"):
     For small cases and for components the fast kernels cannot hold."""
     a = parse_accumulation(acc)
     xs, w, bias, single = _checked(x, W, b)
-    if a.is_exact:
-        raise DataError("linear_slow emulates a format; use linear(..., acc='exact') for the reference.")
+    if a.is_exact or a.hardware is not None:
+        raise DataError(f"linear_slow emulates the rounding of a format, not {a.spec!r}; use linear(..., acc=...).")
     y = np.empty((xs.shape[0], w.shape[0]))
     ovf = np.zeros(y.shape, dtype=np.bool_)
     for r in range(xs.shape[0]):

@@ -1,6 +1,9 @@
 """Storage formats: where values are kept between operations (docs/method.md#storage-formats).
 A storage spec is ``FMT`` or ``FMT:saturate``; rounding to it is always to nearest, ties
-to even, with subnormals."""
+to even, with subnormals. An MX format (``mxfp8-e4m3``, ... ``mxint8``;
+docs/method.md#mx-block-scaled-formats) is a storage row with a block rule: every tensor
+is quantised in blocks of 32 along its last axis (weights (m, n) along n, activations
+along their features: the reduction axis of the next product), saturating."""
 
 from __future__ import annotations
 
@@ -10,6 +13,7 @@ import numpy as np
 
 from .errors import FormatSpecError
 from .formats import Format, get_format
+from .mx import MX_FORMATS, MXFormat, get_mx
 from .rounding import round_to
 
 __all__ = ["Storage", "parse_storage"]
@@ -18,21 +22,30 @@ __all__ = ["Storage", "parse_storage"]
 @dataclass(frozen=True)
 class Storage:
     """A storage format: values are rounded to nearest in ``fmt``; overflow saturates to
-    ±max when ``saturate`` is set (the authors' e4m3 preset), else follows the format."""
+    ±max when ``saturate`` is set (the authors' e4m3 preset), else follows the format.
+    With ``mx`` (an MX format; ``fmt`` is then its element format) values are quantised
+    in blocks along the last axis instead."""
 
     fmt: Format
     saturate: bool = False
+    mx: "MXFormat | None" = None
 
     @property
     def spec(self) -> str:
+        if self.mx is not None:
+            return self.mx.name
         return f"{self.fmt.name}:saturate" if self.saturate else self.fmt.name
 
     def round(self, x: np.ndarray) -> np.ndarray:
-        """round_FMT(x), once, to nearest (ties to even)."""
+        """round_FMT(x), once, to nearest (ties to even); MX: the block quantisation."""
+        if self.mx is not None:
+            return self.mx.quantise(x, refuse=False)
         return round_to(x, self.fmt, saturate=self.saturate)
 
     def round_finite(self, x: np.ndarray, where: str) -> np.ndarray:
         """round_FMT(x), refusing values that overflow the format (inf or NaN)."""
+        if self.mx is not None:
+            return self.mx.quantise(x, where=where)
         r = self.round(x)
         bad = ~np.isfinite(r)
         if bad.any():
@@ -45,7 +58,8 @@ class Storage:
 
 
 def parse_storage(spec: "str | Format | Storage | None") -> "Storage | None":
-    """``None``, a format (name or row), ``"FMT:saturate"`` or a :class:`Storage`."""
+    """``None``, a format (name or row), ``"FMT:saturate"``, an MX format name or a
+    :class:`Storage`."""
     if spec is None or isinstance(spec, Storage):
         return spec
     if isinstance(spec, Format):
@@ -53,6 +67,11 @@ def parse_storage(spec: "str | Format | Storage | None") -> "Storage | None":
     if not isinstance(spec, str) or not spec.strip():
         raise FormatSpecError(f"Storage spec {spec!r} is empty; expected a format such as fp16 or e4m3:saturate.")
     name, *flags = [t.strip() for t in spec.strip().split(":")]
+    if name in MX_FORMATS:
+        if flags:
+            raise FormatSpecError(f"Storage spec {spec!r}: an MX format takes no flags (it always saturates).")
+        mx = get_mx(name)
+        return Storage(mx.element, saturate=True, mx=mx)
     if flags not in ([], ["saturate"]):
         raise FormatSpecError(f"Storage spec {spec!r}: takes the form FMT or FMT:saturate.")
     return Storage(get_format(name), saturate=bool(flags))

@@ -502,8 +502,13 @@ def test_bench_section_reports_every_case(monkeypatch):
     from analysis.benchmarks import accumulation as bench
 
     monkeypatch.setattr(bench, "QUICK_SIZES", ((8, 16, 12),))
-    rows = bench.run(quick=True)
+    measured = bench.run(quick=True)
+    rows = [r for r in measured if not r.case.startswith("tensorcore ")]
+    cores = [r for r in measured if r.case.startswith("tensorcore ")]
     assert [r.case.split(" (")[0] for r in rows] == [f"linear {spec}" for spec in bench.CASES]
+    assert [r.case.split(" (")[0] for r in cores] == [f"tensorcore linear {spec}" for spec in bench.TENSOR_CORES]
+    for r in cores:
+        assert r.unit == "ns/MAC" and r.value > 0 and r.meets is None and "linear fp16 (recursive)" in r.baselines
     for r in rows:
         assert r.unit == "ns/MAC" and r.value > 0 and r.meets is None
         fmt = r.case.split()[1].split(":")[0]
