@@ -219,8 +219,19 @@ class Emulated(Arithmetic):
             return super()._sum(acc, x, w, bias)
         from ..linear import linear
 
+        if w.shape[0] == 1 and x.shape[0] >= _TRANSPOSE_ROWS:
+            # one sum per row (a reduction, a softmax denominator): the kernels vectorise
+            # across components, so the rows go in as components; the products, their order
+            # and every deterministic rounding are the same (stochastic bits are keyed by
+            # the row as a component)
+            b = None if bias is None else np.full(x.shape[0], bias[0])
+            y, ovf = linear(w, x, b, acc, return_overflow=True)
+            return np.asarray(y, dtype=np.float64).T, np.asarray(ovf, dtype=bool).T
         y, ovf = linear(x, w, bias, acc, return_overflow=True)
         return np.asarray(y, dtype=np.float64), np.asarray(ovf, dtype=bool)
+
+
+_TRANSPOSE_ROWS = 16
 
 
 def _contraction_operands(site: Site, x, w, bias, batched: bool):
