@@ -450,7 +450,151 @@ def _gelu_tanh_post(yh, yl, vh, vl, eh, el, rel_e):
     return _select(big, yh, zh), _select(big, yl, zl), err, yh > -20.0
 
 
-ACT_RELU, ACT_LEAKY, ACT_IDENTITY, ACT_TANH, ACT_SIGMOID, ACT_SILU, ACT_ELU, ACT_GELU_TANH = range(8)
+# softplus = max(y, 0) + log1p(e^-|y|): e^-|y| by exp_core, its log1p by one correction of
+# a float64 log1p through exp_core again.
+
+_SOFTPLUS_RANGE = 600.0  # beyond: e^-|y| < 2^-865, below what the correction keeps normal
+
+
+@njit(cache=True, inline="always", error_model="numpy")
+def _softplus_pre(yh, yl):
+    """-|y|, clamped at -_SOFTPLUS_RANGE."""
+    clamp = abs(yh) > _SOFTPLUS_RANGE
+    return _select(clamp, -_SOFTPLUS_RANGE, -abs(yh)), _select(clamp, 0.0, _select(yh < 0.0, yl, -yl))
+
+
+@njit(cache=True, inline="always", error_model="numpy")
+def _softplus_post(yh, yl, xh, xl, rel_x):
+    """softplus = max(y, 0) + L, L = log1p(X), X = e^-|y| = xh + xl within rel_x. For any
+    float64 L0 (here log1p(xh)), M = expm1(L0) (exp_core, within rel_m) and
+    delta = (X - M) / (1 + M) = (1 + X) e^-L0 - 1 give L = L0 + log1p(delta), with
+    |log1p(delta) - delta| <= delta^2 for |delta| <= 1/2. Errors of delta: the numerator
+    N = X - M carries rel_x X + rel_m M + 4 u^2 |N| (dd + dd); the denominator D = 1 + M
+    >= 1 carries rel_m M + 3 u^2 D <= (rel_m + 3 u^2) D, weighed by |delta|; the quotient
+    32 u^2. Then L0 + delta (dd + fp, 3 u^2) and y + L for y >= 0 (dd + dd, 4 u^2).
+    y > 600: y with error 2^-865 > L; y < -600 (or |delta| > 1/2) is not handled."""
+    l0 = np.log1p(xh)
+    mh, ml, rel_m = exp_core(l0, 0.0, 1.0)
+    nh, nl = dd_add(xh, xl, -mh, -ml)
+    dh, dl = dd_add_fp(mh, ml, 1.0)
+    qh, ql = dd_div(nh, nl, dh, dl)
+    err_n = (rel_x * abs(xh) + rel_m * abs(mh) + REL_ADD * abs(nh)) * _SLACK + _ABS
+    delta = (abs(qh) + err_n) * _SLACK  # >= |delta|: the error below is relatively 2^-80 of it
+    err_q = (err_n + delta * (rel_m + REL_ADD_FP) + REL_DIV * abs(qh)) * _SLACK + _ABS
+    delta = (abs(qh) + err_q) * _SLACK
+    lh, ll = dd_add_fp(qh, ql, l0)
+    err = err_q + delta * delta * _SLACK + _abs_err(lh, REL_ADD_FP)
+    zh, zl = dd_add(yh, yl, lh, ll)
+    pos = yh >= 0.0
+    err = _select(pos, err + _abs_err(zh, REL_ADD), err)
+    big = yh > _SOFTPLUS_RANGE
+    zh = _select(big, yh, _select(pos, zh, lh))
+    zl = _select(big, yl, _select(pos, zl, ll))
+    return zh, zl, _select(big, 2.0**-865, err), (yh >= -_SOFTPLUS_RANGE) & (delta <= 0.5)
+
+
+# gelu = y Phi(y), Phi(-|y|) = Q = e^(-y^2/2) g(|y|/sqrt2) / 2 with g = erfcx (e^(x^2) erfc x):
+# the exponential by exp_core, g by Taylor polynomials at the nodes j/8.
+
+ERFCX_NODES = 8  # nodes per unit of x
+ERFCX_DEGREE = 20
+GELU_RANGE = 36.0  # beyond: Q < e^-648 / 2 < 2^-935; x = |y|/sqrt2 <= 25.46 inside
+
+
+def _erfcx_tables():
+    """Taylor coefficients c_n = g^(n)(x0) / n! of g = erfcx at x0 = j/8, j <= 208, as dd
+    (error u^2), from c_1 = 2 x0 c_0 - 2/sqrt(pi), (n + 1) c_(n+1) = 2 x0 c_n + 2 c_(n-1)
+    (g' = 2 x g - 2/sqrt(pi) differentiated) at 300 bits: the recurrence cancels up to
+    some 10 bits a step (x0 = 26), leaving the coefficients within 2^-150 relative. And the remainder constant
+    2^(N+1) Gamma((N + 2)/2) / (sqrt(pi) (N + 1)!), N the degree, rounded up: for x >= 0,
+    g^(n)(x) = (2/sqrt(pi)) int_0^inf (-2t)^n e^(-t^2 - 2xt) dt is at most
+    2^n Gamma((n + 1)/2) / sqrt(pi) in size."""
+    with mpmath.workprec(300):
+        rows = []
+        two_over_sqrt_pi = 2 / mpmath.sqrt(mpmath.pi)
+        for j in range(26 * ERFCX_NODES + 1):
+            x0 = mpmath.mpf(j) / ERFCX_NODES
+            c = [mpmath.erfc(x0) * mpmath.exp(x0 * x0)]
+            c.append(2 * x0 * c[0] - two_over_sqrt_pi)
+            for n in range(1, ERFCX_DEGREE):
+                c.append((2 * x0 * c[n] + 2 * c[n - 1]) / (n + 1))
+            rows.append([(float(v), float(v - float(v))) for v in c])
+        n = ERFCX_DEGREE + 1
+        remainder = 2**n * mpmath.gamma(mpmath.mpf(n + 1) / 2) / (mpmath.sqrt(mpmath.pi) * mpmath.factorial(n))
+        return np.array(rows), float(remainder) * (1.0 + 2.0**-40)
+
+
+_ERFCX, _ERFCX_REMAINDER = _erfcx_tables()
+_ERFCX_HI = np.ascontiguousarray(_ERFCX[:, :, 0])
+_ERFCX_LO = np.ascontiguousarray(_ERFCX[:, :, 1])
+with mpmath.workprec(300):
+    INV_SQRT2_HI, INV_SQRT2_LO = _dd_const(1 / mpmath.sqrt(2))
+
+
+@njit(cache=True, inline="always", error_model="numpy")
+def erfcx_core(xh, xl, dx):
+    """(gh, gl, err): erfcx(x) for 0 <= x <= 26 (the dd x = xh + xl, within dx of the
+    argument wanted), with |gh + gl - erfcx(x + d)| <= err for every |d| <= dx.
+
+    x0 = j/8 nearest x, h = x - x0 (dd + fp: 3 u^2 |h|), |h| <= 1/16 + dx. Horner in dd
+    of the degree-20 Taylor polynomial: 40 operations of relative error <= 8 u^2 give
+    gamma_40(8 u^2) sum |c_n| |h|^n, plus u^2 of it for the dd coefficients; the
+    remainder is at most _ERFCX_REMAINDER |h|^21. An argument error d (dx plus the error
+    of h) changes g by at most 2 |d| / (x + sqrt2) relative: -g'(x) < (4/sqrt(pi)) /
+    (x + sqrt(x^2 + 2))^2 and g(x) > (2/sqrt(pi)) / (x + sqrt(x^2 + 2)) (Abramowitz &
+    Stegun 7.1.13). Arguments outside [0, 26] (or NaN) give the value at 0."""
+    inside = (xh >= 0.0) & (xh <= 26.0)
+    xh, xl = _select(inside, xh, 0.0), _select(inside, xl, 0.0)
+    j = np.int64(xh * ERFCX_NODES + 0.5)
+    hh, hl = dd_add_fp(xh, xl, -j / ERFCX_NODES)
+    ah = abs(hh)
+    ph = _ERFCX_HI[j, ERFCX_DEGREE]
+    pl = _ERFCX_LO[j, ERFCX_DEGREE]
+    m = abs(ph)
+    for n in range(ERFCX_DEGREE - 1, -1, -1):
+        ph, pl = dd_mul(ph, pl, hh, hl)
+        ph, pl = dd_add(ph, pl, _ERFCX_HI[j, n], _ERFCX_LO[j, n])
+        m = m * ah + abs(_ERFCX_HI[j, n])
+    h_max = (ah + dx) * (1.0 + 4.0 * U)
+    d = dx + REL_ADD_FP * ah
+    horner = (2 * ERFCX_DEGREE * REL_MUL * 1.01 + U2) * m * _SLACK
+    err = horner + _ERFCX_REMAINDER * h_max ** (ERFCX_DEGREE + 1) * _SLACK
+    err = (err + abs(ph) * 1.01 * 2.0 * d / (xh + 1.414)) * _SLACK + _ABS
+    return ph, pl, err
+
+
+@njit(cache=True, inline="always", error_model="numpy")
+def _gelu_pre(yh, yl):
+    """-y^2/2 (dd * dd, 8 u^2), clamped at -648 for |y| > GELU_RANGE."""
+    ph, pl = dd_mul(yh, yl, yh, yl)
+    clamp = abs(yh) > GELU_RANGE
+    return _select(clamp, -648.0, -0.5 * ph), _select(clamp, 0.0, -0.5 * pl)
+
+
+@njit(cache=True, inline="always", error_model="numpy")
+def _gelu_post(yh, yl, eh, el, rel_e, sh):
+    """Q = E G / 2, E = e^-s (within rel_e of e^-s for the computed s = -sh, whose error
+    8 u^2 s + 2^-1000 (an underflowing y^2) moves e^-s by a factor within 1.01 of it),
+    G = erfcx(|y|/sqrt2) (x = |y| 1/sqrt2 in dd: 9 u^2 x) and the dd product (8 u^2).
+    gelu = y Q for y < 0, y (1 - Q) for y >= 0 (Q <= 1/2: dd + fp, 3 u^2), times y 8 u^2.
+    y > GELU_RANGE: y with error 2^-935 |y|; y < -GELU_RANGE is not handled."""
+    ah, al = _select(yh < 0.0, -yh, yh), _select(yh < 0.0, -yl, yl)
+    xh, xl = dd_mul(ah, al, INV_SQRT2_HI, INV_SQRT2_LO)
+    gh, gl, err_g = erfcx_core(xh, xl, 9.0 * U2 * xh * _SLACK)
+    qh, ql = dd_mul(eh, el, gh, gl)
+    qh, ql = 0.5 * qh, 0.5 * ql
+    rel_q = (rel_e + 1.01 * (8.0 * U2 * abs(sh) + 2.0**-1000) + err_g / gh + REL_MUL) * _SLACK
+    neg = yh < 0.0
+    ph, pl = dd_add_fp(-qh, -ql, 1.0)
+    fh, fl = _select(neg, qh, ph), _select(neg, ql, pl)
+    err_f = abs(qh) * rel_q * _SLACK + _select(neg, 0.0, _abs_err(ph, REL_ADD_FP))
+    zh, zl = dd_mul(yh, yl, fh, fl)
+    err = abs(yh) * (1.0 + 2.0 * U) * err_f + _abs_err(zh, REL_MUL)
+    big = yh > GELU_RANGE
+    return _select(big, yh, zh), _select(big, yl, zl), _select(big, abs(yh) * 2.0**-935, err), yh >= -GELU_RANGE
+
+
+ACT_RELU, ACT_LEAKY, ACT_IDENTITY, ACT_TANH, ACT_SIGMOID, ACT_SILU, ACT_ELU, ACT_GELU_TANH, ACT_GELU, ACT_SOFTPLUS = range(10)
 
 
 @njit(cache=True, error_model="numpy")
@@ -482,6 +626,12 @@ def act_array(code, alpha, YH, YL, ZH, ZL, E, OK):
         for k in range(n):
             VH[k], VL[k] = _gelu_tanh_v(YH[k], YL[k])
             XH[k], XL[k] = _sigmoid_pre(VH[k], VL[k])
+    elif code == ACT_GELU:
+        for k in range(n):
+            XH[k], XL[k] = _gelu_pre(YH[k], YL[k])
+    elif code == ACT_SOFTPLUS:
+        for k in range(n):
+            XH[k], XL[k] = _softplus_pre(YH[k], YL[k])
     else:
         for k in range(n):
             XH[k], XL[k] = _sigmoid_pre(YH[k], YL[k])
@@ -503,6 +653,12 @@ def act_array(code, alpha, YH, YL, ZH, ZL, E, OK):
     elif code == ACT_GELU_TANH:
         for k in range(n):
             ZH[k], ZL[k], E[k], OK[k] = _gelu_tanh_post(YH[k], YL[k], VH[k], VL[k], EH[k], EL[k], REL[k])
+    elif code == ACT_GELU:
+        for k in range(n):
+            ZH[k], ZL[k], E[k], OK[k] = _gelu_post(YH[k], YL[k], EH[k], EL[k], REL[k], XH[k])
+    elif code == ACT_SOFTPLUS:
+        for k in range(n):
+            ZH[k], ZL[k], E[k], OK[k] = _softplus_post(YH[k], YL[k], EH[k], EL[k], REL[k])
     else:
         for k in range(n):
             OK[k] = False

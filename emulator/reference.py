@@ -125,9 +125,9 @@ _MODELS = {
     "elu": lambda a: _signed(1.0 if a is None else a, K.ACT_ELU),
     "tanh": lambda a: _Model(K.ACT_TANH, K.SHAPE_INCREASING, 0.0, 1.0, 0.0),
     "sigmoid": lambda a: _Model(K.ACT_SIGMOID, K.SHAPE_INCREASING, 0.0, 0.25, 0.0),
-    "softplus": lambda a: _Model(None, K.SHAPE_INCREASING, 0.0, 1.0, 0.0),
+    "softplus": lambda a: _Model(K.ACT_SOFTPLUS, K.SHAPE_INCREASING, 0.0, 1.0, 0.0),
     "silu": lambda a: _Model(K.ACT_SILU, K.SHAPE_UNIMODAL, _minimiser("silu", -1.28), 1.2, 0.0),
-    "gelu": lambda a: _Model(None, K.SHAPE_UNIMODAL, _minimiser("gelu", -0.75), 1.2, 0.0),
+    "gelu": lambda a: _Model(K.ACT_GELU, K.SHAPE_UNIMODAL, _minimiser("gelu", -0.75), 1.2, 0.0),
     "gelu_tanh": lambda a: _Model(K.ACT_GELU_TANH, K.SHAPE_UNIMODAL, _minimiser("gelu_tanh", -0.75), 1.2, 0.0),
 }
 _UNKNOWN = _Model(None, None, 0.0, math.inf, 0.0)

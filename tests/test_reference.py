@@ -310,7 +310,8 @@ def dd_inputs(rng, n=400):
 KERNELS = [("relu", K.ACT_RELU, 0.0), ("identity", K.ACT_IDENTITY, 0.0), ("leaky_relu:0.2", K.ACT_LEAKY, 0.2),
            ("leaky_relu:-0.7", K.ACT_LEAKY, -0.7), ("tanh", K.ACT_TANH, 0.0), ("sigmoid", K.ACT_SIGMOID, 0.0),
            ("silu", K.ACT_SILU, 0.0), ("elu", K.ACT_ELU, 1.0), ("elu:0.3", K.ACT_ELU, 0.3),
-           ("elu:-1.5", K.ACT_ELU, -1.5), ("gelu_tanh", K.ACT_GELU_TANH, 0.0)]
+           ("elu:-1.5", K.ACT_ELU, -1.5), ("gelu_tanh", K.ACT_GELU_TANH, 0.0), ("gelu", K.ACT_GELU, 0.0),
+           ("softplus", K.ACT_SOFTPLUS, 0.0)]
 
 
 @pytest.mark.parametrize("name, code, alpha", KERNELS)
@@ -538,3 +539,39 @@ def test_bad_input(call, error, message):
         call()
     assert message in str(info.value)
     assert "\n" not in str(info.value)
+
+
+@pytest.mark.parametrize("name, code", [("gelu", K.ACT_GELU), ("softplus", K.ACT_SOFTPLUS)])
+def test_dd_kernels_at_their_range_ends(name, code):
+    """Where gelu and softplus switch form (the clamps at 36 and 600), at 0 and tiny |y|."""
+    ys = np.array([0.0, 2.0**-800, 2.0**-30, 0.7, 35.99, 36.0, 36.01, 40.0, 599.9, 600.0, 600.1, 1e4])
+    hi = np.concatenate([ys, -ys])
+    lo = hi * 2.0**-54
+    zh, zl, err = (np.empty_like(hi) for _ in range(3))
+    ok = np.empty(hi.shape, dtype=np.bool_)
+    K.act_array(code, 0.0, hi, lo, zh, zl, err, ok)
+    f = textbook(name)
+    limit = 36.0 if name == "gelu" else 600.0
+    with mpmath.workprec(ORACLE_BITS):
+        for h, l, a, b, e, good in zip(hi, lo, zh, zl, err, ok):
+            assert good == (h >= -limit), (name, h)
+            if good:
+                exact = f(mpmath.mpf(h) + mpmath.mpf(l))
+                assert abs(mpmath.mpf(a) + mpmath.mpf(b) - exact) <= e, (name, h)
+                assert e <= 2.0**-90 * abs(exact) + 2.0**-1000, (name, h)
+
+
+def test_erfcx_core_against_500_bits():
+    """erfcx on [0, 25.5] within its bound, for every argument within dx of the dd given."""
+    rng = np.random.default_rng(5)
+    xs = np.concatenate([rng.uniform(0, 25.5, 200), [0.0, 1 / 16, 1 / 8, 25.46, 2.0**-40]])
+    with mpmath.workprec(ORACLE_BITS):
+        for x in xs:
+            for dx in (0.0, 2.0**-90 * max(x, 1.0)):
+                gh, gl, err = K.erfcx_core(x, 0.0, dx)
+                for t in {mpmath.mpf(x) - dx, mpmath.mpf(x), mpmath.mpf(x) + dx}:
+                    if t >= 0:
+                        want = mpmath.erfc(t) * mpmath.exp(t**2)
+                        assert abs(mpmath.mpf(gh) + gl - want) <= err, (x, dx, t)
+                if dx == 0:
+                    assert err <= 2.0**-95 * (mpmath.mpf(gh) + gl) + 2.0**-1000, x
