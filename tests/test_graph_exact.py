@@ -193,6 +193,33 @@ def test_operator_fast_path_holds_the_definition(case):
     assert_paths_agree(g, {"x": x})
 
 
+def test_shape_operators_move_every_part():
+    """Concat, Split, Slice, Pad (constant, reflect, edge), Expand, Squeeze, Unsqueeze,
+    Flatten, Transpose, Gather on inexact balls: the moved parts are the interval's."""
+    nodes = [
+        _pre(),
+        Node("cat", "Concat", ("xin", "c"), ("cat",), {"axis": 1}),
+        Node("split", "Split", ("cat",), ("s0", "s1"), {"axis": 1}),
+        Node("slice", "Slice", ("s1", "starts", "ends", "axes", "steps"), ("sl",)),
+        Node("padc", "Pad", ("sl", "pads"), ("pc",)),
+        Node("padr", "Pad", ("pc", "pads"), ("pr",), {"mode": "reflect"}),
+        Node("pade", "Pad", ("pr", "pads"), ("pe",), {"mode": "edge"}),
+        Node("unsq", "Unsqueeze", ("pe", "ax"), ("u",)),
+        Node("exp", "Expand", ("u", "shape"), ("e",)),
+        Node("sq", "Squeeze", ("u", "ax"), ("q",)),
+        Node("flat", "Flatten", ("e",), ("f",)),
+        Node("tr", "Transpose", ("f",), ("t",), {"perm": (1, 0)}),
+        Node("gather", "Gather", ("t", "idx"), ("y",), {"axis": 0}),
+    ]
+    inits = {"three": np.array(3.0), "c": RNG.standard_normal((1, 2)),
+             "starts": np.array([0]), "ends": np.array([3]), "axes": np.array([1]), "steps": np.array([2]),
+             "pads": np.array([0, 1, 0, 1]), "ax": np.array([1]), "shape": np.array([1, 2, 1]),
+             "idx": np.array([0, 2, 2, 1])}
+    g = _graph(nodes, [TensorInfo("x", "float", (None, 4))], ["y", "s0", "q"], inits)
+    x = RNG.standard_normal((1, 4))
+    assert_paths_agree(g, {"x": x})
+
+
 def _conv_graph() -> Graph:
     nodes = [
         _pre(),

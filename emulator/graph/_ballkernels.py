@@ -384,6 +384,18 @@ def _accumulate_pairs(S, C, Q, wh_row, wl_row, qw_row, rw_row, xh, xl, qx, rx, m
 
 
 @njit(cache=True, inline="always", error_model="numpy")
+def _start(B, QB, m):
+    """The sums of ROWS rows before any term: S = bias, C = 0, Q = k1 |bias|."""
+    S = np.empty((ROWS, m))
+    C = np.zeros((ROWS, m))
+    Q = np.empty((ROWS, m))
+    for r in range(ROWS):
+        S[r] = B
+        Q[r] = QB
+    return S, C, Q
+
+
+@njit(cache=True, inline="always", error_model="numpy")
 def _finish(S, C, Q, absolute, YH, YL, YR, OK, row, m):
     """YH + YL = S + C (TwoSum, exact), YR = the bound (Q inflated for its own rounding,
     plus the underflow allowance ``absolute``, 0 for a row of zeros, whose sum is the
@@ -426,12 +438,7 @@ def dot_shared(XH, XL, QX, WT, B, QB, ABSOLUTE, YH, YL, YR, OK):
     for blk in prange((N + ROWS - 1) // ROWS):
         s0 = blk * ROWS
         rows = min(ROWS, N - s0)
-        S = np.empty((ROWS, m))
-        C = np.zeros((ROWS, m))
-        Q = np.empty((ROWS, m))
-        for r in range(ROWS):
-            S[r] = B
-            Q[r] = QB
+        S, C, Q = _start(B, QB, m)
         nonzero = np.zeros(ROWS, dtype=np.bool_)
         for j in range(n):
             for r in range(rows):
@@ -460,12 +467,7 @@ def dot_pairs(XH, XL, QX, XR, WH, WL, QW, WR, B, QB, ABSOLUTE, YH, YL, YR, OK):
         g = task // blocks
         s0 = (task % blocks) * ROWS
         rows = min(ROWS, T - s0)
-        S = np.empty((ROWS, m))
-        C = np.zeros((ROWS, m))
-        Q = np.empty((ROWS, m))
-        for r in range(ROWS):
-            S[r] = B
-            Q[r] = QB
+        S, C, Q = _start(B, QB, m)
         for j in range(n):
             for r in range(rows):
                 _accumulate_pairs(S[r], C[r], Q[r], WH[g, j], WL[g, j], QW[g, j], WR[g, j], XH[g, s0 + r, j],

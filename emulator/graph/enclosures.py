@@ -88,7 +88,7 @@ class EnclosureMath:
         (integer |p| <= MAX_INTEGER_POWER, reciprocal for p < 0; a^0 = 1), sqrt (p =
         1/2, -1/2); otherwise exp(b log a) (a > 0)."""
         p = self.exact_scalar(b)
-        if p is not None and p == int(p) and abs(p) <= MAX_INTEGER_POWER:
+        if p is not None and abs(p) <= MAX_INTEGER_POWER and p == int(p):
             out = self._integer_power(a, int(abs(p)))
             return self.reciprocal(out) if p < 0 else out
         if p in (0.5, -0.5):
