@@ -235,26 +235,34 @@ _TRANSPOSE_ROWS = 16
 
 
 def _contraction_operands(site: Site, x, w, bias, batched: bool):
-    """(x, w, bias, leading shape) in the shapes the sums take: shared ``w`` (m, n) with
-    x flattened to (rows, n); batched w (..., m, n) with x (..., t, n), both flattened to
-    (groups, ., n)."""
+    """(x, w, bias, leading shape) as float64 arrays in the shapes the sums take (see
+    :func:`contraction_shapes`), contiguous."""
+    from .math import FLOAT64
+
     x = np.asarray(x, dtype=np.float64)
     w = np.asarray(w, dtype=np.float64)
-    if x.ndim < 1 or w.ndim < 2 or x.shape[-1] != w.shape[-1]:
-        raise ShapeError(f"Site {site.name!r}: operands of shapes {x.shape} and {w.shape} do not contract "
-                         f"(last axes must match).")
+    bias = None if bias is None else np.asarray(bias, dtype=np.float64)
+    x, w, bias, lead = contraction_shapes(FLOAT64, site, x, w, bias, batched)
+    return np.ascontiguousarray(x), np.ascontiguousarray(w), bias, lead
+
+
+def contraction_shapes(math, site: Site, x, w, bias, batched: bool):
+    """(x, w, bias, leading shape) in the shapes the sums take, moved by the namespace
+    ``math``: shared ``w`` (m, n) with x flattened to (rows, n); batched w (..., m, n)
+    with x (..., t, n), both flattened to (groups, ., n); bias broadcast to (m,)."""
+    if len(x.shape) < 1 or len(w.shape) < 2 or x.shape[-1] != w.shape[-1]:
+        raise ShapeError(f"Site {site.name!r}: operands of shapes {tuple(x.shape)} and {tuple(w.shape)} do not "
+                         f"contract (last axes must match).")
     m = w.shape[-2]
     if bias is not None:
-        bias = np.broadcast_to(np.asarray(bias, dtype=np.float64), (m,))
+        bias = math.broadcast_to(bias, (m,))
     if not batched:
-        if w.ndim != 2:
-            raise ShapeError(f"Site {site.name!r}: shared weights must be (m, n), got {w.shape}.")
-        lead = x.shape[:-1]
-        return np.ascontiguousarray(x.reshape(-1, x.shape[-1])), np.ascontiguousarray(w), bias, lead
-    if x.ndim < 2:
-        raise ShapeError(f"Site {site.name!r}: a batched contraction needs x (..., t, n), got {x.shape}.")
-    batch = np.broadcast_shapes(x.shape[:-2], w.shape[:-2])
-    xb = np.broadcast_to(x, (*batch, *x.shape[-2:])).reshape(-1, *x.shape[-2:])
-    wb = np.broadcast_to(w, (*batch, *w.shape[-2:])).reshape(-1, *w.shape[-2:])
-    return np.ascontiguousarray(xb), np.ascontiguousarray(wb), bias, (*batch, x.shape[-2])
-
+        if len(w.shape) != 2:
+            raise ShapeError(f"Site {site.name!r}: shared weights must be (m, n), got {tuple(w.shape)}.")
+        return math.reshape(x, (-1, x.shape[-1])), w, bias, tuple(x.shape[:-1])
+    if len(x.shape) < 2:
+        raise ShapeError(f"Site {site.name!r}: a batched contraction needs x (..., t, n), got {tuple(x.shape)}.")
+    batch = np.broadcast_shapes(tuple(x.shape[:-2]), tuple(w.shape[:-2]))
+    xb = math.reshape(math.broadcast_to(x, (*batch, *x.shape[-2:])), (-1, *x.shape[-2:]))
+    wb = math.reshape(math.broadcast_to(w, (*batch, *w.shape[-2:])), (-1, *w.shape[-2:]))
+    return xb, wb, bias, (*batch, x.shape[-2])

@@ -99,8 +99,8 @@ def clip(ctx, args):
     high = high if high is not None else ctx.attr("max")
     if _integers(x):
         return [np.clip(x, low, high)]
-    low = None if low is None else _float(ctx, np.asarray(low))
-    high = None if high is None else _float(ctx, np.asarray(high))
+    low = None if low is None else _float(ctx, np.asarray(low) if np.isscalar(low) else low)
+    high = None if high is None else _float(ctx, np.asarray(high) if np.isscalar(high) else high)
     return [ctx.math.clip(x, low, high)]
 
 
