@@ -17,7 +17,7 @@ from emulator.errors import UnknownNameError
 from emulator.graph import Graph, Node, TensorInfo, forward, make_arithmetic
 from emulator.graph.ball import Ball
 from emulator.graph.ballmath import BallMath
-from emulator.graph.convert import network_to_graph
+from emulator.graph.convert import layer_tensors, network_to_graph
 from emulator.graph.exact import Exact, exact_values
 from emulator.graph.intervals import IntervalMath, Intervals
 from emulator.graph.math import MATH_FUNCTIONS
@@ -449,8 +449,9 @@ def test_mlp_as_a_graph_agrees_with_the_reference(activations):
     ref = exact_forward(net, x)
     values = exact_values(run)
     for k in range(len(net.layers)):
-        for mine, theirs, radius in ((values[f"y{k}"], ref.preactivations[k], ref.pre_radius[k]),
-                                     (values[f"z{k}"], ref.outputs[k], ref.out_radius[k])):
+        pre, out = layer_tensors(k)
+        for mine, theirs, radius in ((values[pre], ref.preactivations[k], ref.pre_radius[k]),
+                                     (values[out], ref.outputs[k], ref.out_radius[k])):
             assert np.all(np.abs(mine.value - theirs) <= mine.radius + radius), k
             assert np.all(mine.radius <= 2.0**-80 * np.abs(theirs) + 2.0**-52 * np.abs(theirs) + 2.0**-1000), k
 
@@ -462,18 +463,21 @@ def test_bundled_mlp_as_a_graph():
     net = load_model("mnist1d-tanh")
     x = load_data("mnist1d").x[:5]
     values = exact_values(forward(network_to_graph(net), {"x": x}, acc="exact"))
-    out = values[f"z{len(net.layers) - 1}"]
+    out = values[layer_tensors(len(net.layers) - 1)[1]]
     ref = exact_forward(net, x)
     assert np.all(np.abs(out.value - ref.outputs[-1]) <= out.radius + ref.out_radius[-1])
     assert out.rounded.mean() > 0.99
 
 
-def test_network_to_graph_refuses_activations_without_an_operator():
-    from emulator.errors import ModelFileError
-
-    net = Network([Layer(np.ones((2, 2)), None, "sympy:y**3")])
-    with pytest.raises(ModelFileError, match="has no graph operator"):
-        network_to_graph(net)
+def test_sympy_activation_runs_exactly_through_mpmath():
+    """An activation no kernel covers (a sympy expression) is enclosed by the mpmath path."""
+    net = Network([Layer(np.array([[1.0, -0.5], [0.25, 2.0]]), None, "sympy:y**3 + y")])
+    x = np.array([[0.3, -1.1], [2.0, 0.5]])
+    values = exact_values(forward(network_to_graph(net), {"x": x}, acc="exact"))
+    ref = exact_forward(net, x)
+    out = values[layer_tensors(0)[1]]
+    assert np.all(np.abs(out.value - ref.outputs[0]) <= out.radius + ref.out_radius[0])
+    assert np.all(out.radius <= 2.0**-50 * np.abs(out.value))
 
 
 # ---------------------------------------------------------------------------------------
@@ -483,8 +487,9 @@ def test_network_to_graph_refuses_activations_without_an_operator():
 def test_graphs_bench_section(monkeypatch):
     from analysis.benchmarks import graphs as bench
 
-    monkeypatch.setattr(bench, "QUICK_SHAPE", dict(layers=1, hidden=16, heads=2, ffn=32, vocab=50, tokens=8,
-                                                   sentences=2))
+    monkeypatch.setattr(bench, "QUICK_STAND_IN", dict(layers=1, hidden=16, heads=2, ffn=32, vocab=50, tokens=8,
+                                                      sentences=2))
+    monkeypatch.setattr(bench, "_minilm_installed", lambda: False)
     rows = bench.run(quick=True)
     assert [r.unit for r in rows] == ["s", "MiB"]
     assert rows[0].value > 0 and "float64 native pass" in rows[0].baselines and rows[0].meets is None
