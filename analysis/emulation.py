@@ -1,10 +1,21 @@
-"""One emulated forward pass scored against the exact one (``mixacc emulate``): accuracy,
-flip rate and output error, with the metrics of ``emulator.metrics``
-(docs/method.md#error-measures).
+"""One emulated forward pass scored against the exact one (``mixacc emulate``), for any
+model: an MLP runs as its graph (``Network.graph``). Metrics of ``emulator.metrics``
+(docs/method.md#error-measures):
 
-The emulated pass runs ``Network.forward(x, acc, storage)``; the exact pass uses the same
-storage-rounded weights and input and never rounds between layers. Samples go through in
-batches, so memory stays that of one batch unless every layer's values are kept.
+* every output: the largest and median absolute and relative error of its components
+  against the exact pass (the float64 nearest each exact value);
+* a classifier (``task`` classification: a model with ``meta["classes"]``, or one whose
+  data has labels): predicted classes decided on the logits (the MLP's last
+  pre-activation, a graph's first output), flips against the exact pass, accuracies with
+  labels, and the KL divergence of the softmax distributions;
+* an embedding model (``task`` embedding): cosine similarity of each sample's embedding
+  to the exact one and the rate at which a sample's nearest neighbour in the batch
+  changes.
+
+The emulated pass runs with the storage format (weights, inputs and operator outputs
+rounded to it); the exact pass uses the same rounded weights and inputs and never rounds
+between operators. Samples go through in batches of ``batch_size``, except the
+neighbour metric, which needs the embeddings of every sample at once.
 """
 
 from __future__ import annotations
@@ -13,88 +24,164 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from emulator.accumulation import Accumulation, parse_accumulation
-from emulator.metrics import accuracy, flip_rate, flipped, predicted_class, relative_error
+from emulator.graph import AccumulationPlan, Graph, forward
+from emulator.graph.convert import layer_tensors
+from emulator.graph.exact import exact_values
+from emulator.metrics import (accuracy, cosine_similarity, flip_rate, flipped, kl_divergence, neighbour_flips,
+                              predicted_class, relative_error)
 from emulator.network import Network
 from emulator.storage import parse_storage
 
 from .progress import progress
 from .validation import DEFAULT_BATCH
 
-__all__ = ["Emulation", "emulate"]
+__all__ = ["Emulation", "emulate", "model_task", "TASKS"]
+
+TASKS = ("classification", "embedding", "other")
+
+
+def model_task(model: "Network | Graph", labels=None) -> str:
+    """``meta["task"]`` when the model states it; else classification for a model with
+    ``classes`` (or labelled data), embedding for an output named ``*embedding*``, else
+    other."""
+    task = model.meta.get("task")
+    if task in TASKS:
+        return task
+    if model.meta.get("classes") is not None or labels is not None:
+        return "classification"
+    outputs = model.graph.outputs if isinstance(model, Network) else model.outputs
+    return "embedding" if any("embedding" in name for name in outputs) else "other"
+
+
+def _roles(model: "Network | Graph") -> tuple[Graph, str, str]:
+    """(graph, output tensor, logits tensor)."""
+    if isinstance(model, Network):
+        pre, out = layer_tensors(len(model) - 1)
+        return model.graph, out, pre
+    return model, model.outputs[0], model.outputs[0]
+
+
+@dataclass
+class _Errors:
+    abs: list = field(default_factory=list)
+    rel: list = field(default_factory=list)
+
+    def add(self, computed: np.ndarray, exact: np.ndarray) -> None:
+        with np.errstate(invalid="ignore"):
+            self.abs.append(np.where(computed == exact, 0.0, np.abs(computed - exact)).ravel())
+        self.rel.append(relative_error(computed, exact).ravel())
+
+    def summary(self) -> dict:
+        a = np.nan_to_num(np.concatenate(self.abs), nan=np.inf)
+        r = np.concatenate(self.rel)
+        return {"max_abs": float(np.max(a)), "max_rel": float(np.max(r)), "median_rel": float(np.median(r)),
+                "median_abs": float(np.median(a))}
 
 
 @dataclass
 class Emulation:
-    """The result of :func:`emulate`. ``layers`` (when kept) maps
-    ``layer{k}.preactivation`` / ``layer{k}.output`` to (N, m_k) float64 arrays."""
+    """The result of :func:`emulate`: per-output errors (``outputs``), the task's metrics
+    (``metrics``: accuracy, exact_accuracy, flips, flip_rate, kl_mean, kl_max for
+    classifiers; cosine_min, cosine_median, neighbour_flips, neighbour_flip_rate for
+    embeddings) and, when kept, every computed tensor (``tensors``)."""
 
     model: str
     architecture: str
     samples: int
-    accumulation: Accumulation
+    task: str
+    accumulation: dict
     storage: "str | None"
-    accuracy: "float | None"
-    exact_accuracy: "float | None"
-    flips: int
-    flip_rate: float
+    outputs: dict
+    metrics: dict
     overflow_components: int
-    max_abs_error: float
-    max_rel_error: float
-    median_abs_error: float
-    median_rel_error: float
-    layers: dict = field(default_factory=dict, repr=False)
+    tensors: dict = field(default_factory=dict, repr=False)
+
+    def __getattr__(self, name):
+        metrics = self.__dict__.get("metrics", {})
+        if name in metrics:
+            return metrics[name]
+        raise AttributeError(name)
+
+    @property
+    def output_error(self) -> dict:
+        """The errors of the model's (first) output."""
+        return next(iter(self.outputs.values()))
 
     def to_dict(self) -> dict:
         return {
-            "model": self.model, "architecture": self.architecture, "samples": self.samples,
-            "accumulation": self.accumulation.describe(), "storage": self.storage, "accuracy": self.accuracy,
-            "exact_accuracy": self.exact_accuracy, "flips": self.flips, "flip_rate": self.flip_rate,
-            "overflow_components": self.overflow_components,
-            "output_error": {"max_abs": self.max_abs_error, "max_rel": self.max_rel_error,
-                             "median_rel": self.median_rel_error, "median_abs": self.median_abs_error},
+            "model": self.model, "architecture": self.architecture, "samples": self.samples, "task": self.task,
+            "accumulation": self.accumulation, "storage": self.storage, **{k: self.metrics.get(k) for k in (
+                "accuracy", "exact_accuracy", "flips", "flip_rate")},
+            "metrics": self.metrics, "overflow_components": self.overflow_components,
+            "output_error": self.output_error, "outputs": self.outputs,
         }
 
 
-def emulate(network: Network, x, acc, storage=None, *, labels=None, keep_layers: bool = False,
-            batch_size: int = DEFAULT_BATCH, precision: int = 113) -> Emulation:
-    """Run ``network`` on ``x`` under accumulation ``acc`` (spec or row) and storage
-    ``storage``, and score its output against the exact forward pass: classes decided on
-    the logits, relative errors of the output components (0/0 = 0, c/0 = inf, NaN = inf).
-    ``labels`` adds accuracies; ``keep_layers`` keeps every layer's values."""
-    from emulator.reference import exact_forward
+def _feeds(model, graph: Graph, data) -> dict:
+    if isinstance(data, dict):
+        return data
+    if hasattr(data, "feeds"):
+        return data.feeds([t.name for t in graph.inputs])
+    return {graph.inputs[0].name: model.check_input(data) if isinstance(model, Network) else np.asarray(data)}
 
-    a = parse_accumulation(acc)
+
+def emulate(model: "Network | Graph", data, acc, storage=None, *, labels=None, keep: bool = False,
+            batch_size: int = DEFAULT_BATCH, precision: int = 113) -> Emulation:
+    """Run ``model`` on ``data`` (an (N, n) array for an MLP or single-input graph, a
+    dict of named inputs, or a Dataset) under ``acc`` (a spec, row or plan) and
+    ``storage``, and score it against the exact pass (see the module docstring).
+    ``labels`` adds accuracies; ``keep`` keeps every computed tensor."""
+    graph, output, logits = _roles(model)
+    plan = AccumulationPlan(acc)
     st = parse_storage(storage)
-    xs = network.check_input(x)
-    rounded = network.with_storage(st)
-    kept: dict[str, list] = {}
-    abs_err, rel_err, got, want, overflow = [], [], [], [], 0
-    starts = range(0, xs.shape[0], batch_size)
-    for start in progress(starts, desc=f"emulate {a.spec}", total=len(starts)):
-        run = network.forward(xs[start:start + batch_size], acc=a, storage=st, return_all=True)
-        ref = exact_forward(rounded, run.input, precision)
-        for k in range(len(network.layers)):
-            overflow += int(np.asarray(run.overflow[k]).sum())
-            if keep_layers:
-                kept.setdefault(f"layer{k}.preactivation", []).append(np.asarray(run.preactivations[k]))
-                kept.setdefault(f"layer{k}.output", []).append(np.asarray(run.outputs[k]))
-        z, z_ref = np.asarray(run.outputs[-1]), np.asarray(ref.outputs[-1])
-        with np.errstate(invalid="ignore"):
-            abs_err.append(np.where(z == z_ref, 0.0, np.abs(z - z_ref)))
-        rel_err.append(relative_error(z, z_ref))
-        got.append(predicted_class(run.preactivations[-1]))
-        want.append(predicted_class(ref.preactivations[-1]))
-    abs_err, rel_err = np.nan_to_num(np.concatenate(abs_err), nan=np.inf), np.concatenate(rel_err)
-    got, want = np.concatenate(got), np.concatenate(want)
-    classes = network.meta.get("classes")
+    feeds = graph.check_feeds(_feeds(model, graph, data))
+    n = next(iter(feeds.values())).shape[0]
+    task = model_task(model, labels)
+    errors = {name: _Errors() for name in graph.outputs}
+    got, want, kl, emb, emb_exact, overflow, kept = [], [], [], [], [], 0, {}
+    starts = range(0, n, batch_size)
+    spec = plan.default.spec if plan.default is not None and not (plan.by_op or plan.by_pattern) else "plan"
+    for start in progress(starts, desc=f"emulate {spec}", total=len(starts)):
+        batch = {k: v[start:start + batch_size] for k, v in feeds.items()}
+        run = forward(graph, batch, plan, st, keep=True if keep else [logits])
+        ref = exact_values(forward(graph, batch, f"exact:{precision}", st, keep=[logits]))
+        overflow += sum(int(np.count_nonzero(m)) for m in run.overflow.values())
+        for name in graph.outputs:
+            errors[name].add(np.asarray(run.outputs[name]), ref[name].value)
+        if keep:
+            for name, value in run.values.items():
+                kept.setdefault(name, []).append(np.asarray(value))
+        if task == "classification":
+            z, ze = np.asarray(run.values[logits]), ref[logits].value
+            got.append(predicted_class(z.reshape(z.shape[0], -1)))
+            want.append(predicted_class(ze.reshape(ze.shape[0], -1)))
+            kl.append(kl_divergence(z.reshape(z.shape[0], -1), ze.reshape(ze.shape[0], -1)))
+        elif task == "embedding":
+            emb.append(np.asarray(run.outputs[output]))
+            emb_exact.append(ref[output].value)
+    metrics: dict = {}
+    if task == "classification":
+        got, want, kl = np.concatenate(got), np.concatenate(want), np.concatenate(kl)
+        classes = model.meta.get("classes")
+        metrics = {"accuracy": None if labels is None else accuracy(got, labels, classes),
+                   "exact_accuracy": None if labels is None else accuracy(want, labels, classes),
+                   "flips": int(flipped(got, want).sum()), "flip_rate": flip_rate(got, want),
+                   "kl_mean": float(np.mean(kl)), "kl_max": float(np.max(kl))}
+    elif task == "embedding":
+        e, ee = np.concatenate(emb), np.concatenate(emb_exact)
+        cos, nf = cosine_similarity(e, ee), neighbour_flips(e, ee)
+        metrics = {"cosine_min": float(np.min(cos)), "cosine_median": float(np.median(cos)),
+                   "neighbour_flips": int(nf.sum()), "neighbour_flip_rate": float(np.mean(nf))}
+    describe = model.architecture if isinstance(model, Network) else model.meta.get("architecture", repr(model))
     return Emulation(
-        model=network.name, architecture=network.architecture, samples=xs.shape[0], accumulation=a,
-        storage=st.spec if st else None,
-        accuracy=None if labels is None else accuracy(got, labels, classes),
-        exact_accuracy=None if labels is None else accuracy(want, labels, classes),
-        flips=int(flipped(got, want).sum()), flip_rate=flip_rate(got, want), overflow_components=overflow,
-        max_abs_error=float(np.max(abs_err)), max_rel_error=float(np.max(rel_err)),
-        median_abs_error=float(np.median(abs_err)), median_rel_error=float(np.median(rel_err)),
-        layers={k: np.concatenate(v) for k, v in kept.items()},
+        model=model.name, architecture=str(describe), samples=n, task=task, accumulation=_describe(plan),
+        storage=st.spec if st else None, outputs={k: e.summary() for k, e in errors.items()}, metrics=metrics,
+        overflow_components=overflow, tensors={k: np.concatenate(v) for k, v in kept.items()},
     )
+
+
+def _describe(plan: AccumulationPlan) -> dict:
+    """One spec's description (as for an MLP), or the plan's mapping."""
+    if plan.default is not None and not plan.by_op and not plan.by_pattern:
+        return plan.default.describe()
+    return {"spec": "plan", **plan.describe()}

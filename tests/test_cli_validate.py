@@ -121,13 +121,30 @@ def test_bad_input_exits_2_with_one_line(capsys, args, fragment):
 def test_emulate_reports_and_saves_outputs(run_cli, tmp_path):
     npz, js = tmp_path / "out.npz", tmp_path / "e.json"
     code, stdout, stderr = run_cli("emulate", "digits-tanh", "--data", "digits", "--acc", "bf16", "--samples", "30",
-                                   "--storage", "bf16", "--save-outputs", npz, "--json", js, timeout=300)
+                                   "--storage", "bf16", "--save-outputs", npz, "--all-tensors", "--json", js, timeout=300)
     assert code == 0, stderr
-    assert "accuracy" in stdout and "flip rate" in stdout
+    assert "accuracy" in stdout and "flip rate" in stdout and "KL divergence" in stdout
     with np.load(npz, allow_pickle=False) as f:
-        assert sorted(f.files) == [f"layer{k}.{w}" for k in range(3) for w in ("output", "preactivation")]
-        assert f["layer0.preactivation"].shape == (30, 128) and f["layer2.output"].dtype == np.float64
+        assert sorted(f.files) == [f"layer{k}.{w}" for k in range(3) for w in ("out", "pre")]
+        assert f["layer0.pre"].shape == (30, 128) and f["layer2.out"].dtype == np.float64
     record = json.loads(js.read_text())
     assert record["samples"] == 30 and record["storage"] == "bf16" and 0 <= record["accuracy"] <= 1
     assert {"flip_rate", "output_error", "exact_accuracy", "provenance"} <= set(record)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["e.json", "out.npz"]
+
+
+def test_emulate_a_graph_saves_its_outputs_by_name(run_cli, tmp_path):
+    npz, js = tmp_path / "out.npz", tmp_path / "e.json"
+    code, stdout, stderr = run_cli("emulate", "digits-cnn", "--acc", "fp8-e4m3fn", "--samples", "20",
+                                   "--save-outputs", npz, "--json", js, timeout=300)
+    assert code == 0, stderr
+    assert "digits-cnn" in stdout and "flip rate" in stdout
+    with np.load(npz, allow_pickle=False) as f:
+        assert f.files == ["logits"] and f["logits"].shape == (20, 10)
+    record = json.loads(js.read_text())
+    assert record["task"] == "classification" and set(record["outputs"]) == {"logits"}
+    assert {"kl_mean", "kl_max", "flip_rate"} <= set(record["metrics"])
+    code, _, _ = run_cli("emulate", "digits-cnn", "--acc", "fp16", "--samples", "3", "--save-outputs", npz,
+                         "--all-tensors", timeout=300)
+    with np.load(npz, allow_pickle=False) as f:
+        assert {"image", "conv1", "relu1", "pool1", "logits"} <= set(f.files) and f["conv1"].shape == (3, 8, 8, 8)

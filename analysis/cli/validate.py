@@ -9,7 +9,7 @@ import sys
 import numpy as np
 
 from emulator.accumulation import parse_accumulation
-from emulator.data import Dataset, load_model_data
+from emulator.data import load_model_data
 from emulator.errors import DataError
 from emulator.modelio import load_model
 from emulator.storage import parse_storage
@@ -59,7 +59,7 @@ def load_inputs(args) -> tuple:
             data = data.head(args.samples)
         else:
             idx = np.sort(np.random.default_rng(args.seed).choice(len(data), args.samples, replace=False))
-            data = Dataset(data.x[idx], None if data.y is None else data.y[idx], data.name, data.split)
+            data = data.subset(idx)
     acc = parse_accumulation(getattr(args, "acc", None) or "fp16")
     if acc.seed is None and args.seed is not None:
         acc = dataclasses.replace(acc, seed=args.seed)
