@@ -140,6 +140,19 @@ class Arithmetic:
     def lift(self, array: np.ndarray):
         return array
 
+    def begin(self, graph, values: dict) -> None:
+        """Called once per pass, before the first node: ``values`` is the engine's live map
+        from tensor names to tensors (arithmetics that look at tensors other than an
+        operator's own inputs keep it)."""
+        self.graph, self.values = graph, values
+
+    def finish(self, node, name: str, value, *, raw: bool):
+        """A node's output ``name`` once computed: rounded to the storage format unless the
+        operator is a sum (``raw``) or the tensor holds integers."""
+        from .engine import is_float
+
+        return value if raw or not is_float(value) else self.store(value)
+
     def store(self, tensor):
         """round_S(tensor) for float tensors when a storage format is set."""
         if self.storage is None or not isinstance(tensor, np.ndarray) or tensor.dtype != np.float64:

@@ -120,6 +120,7 @@ def run_graph(graph: Graph, feeds: Mapping[str, np.ndarray], arith: Arithmetic, 
     from .ops import OPS
 
     values: dict[str, object] = {}
+    arith.begin(graph, values)
     for t in graph.inputs:
         a = feeds[t.name]
         values[t.name] = arith.lift(a) if t.dtype == FLOAT else a
@@ -149,8 +150,7 @@ def run_graph(graph: Graph, feeds: Mapping[str, np.ndarray], arith: Arithmetic, 
                 continue
             if isinstance(value, np.generic):  # numpy returns scalars for 0-d results
                 value = np.asarray(value)
-            if not op.raw and is_float(value):
-                value = arith.store(value)
+            value = arith.finish(node, name, value, raw=op.raw)
             values[name] = value
             if keep_all or name in wanted:
                 kept[name] = value
