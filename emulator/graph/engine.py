@@ -138,7 +138,7 @@ def run_graph(graph: Graph, feeds: Mapping[str, np.ndarray], arith: Arithmetic, 
         op = OPS.get(node.op)
         args = [values[t] if t else None for t in node.inputs]
         try:
-            outs = op.evaluate(Context(arith, node), args)
+            outs = arith.evaluate(op, Context(arith, node), args)
         except MixaccError:
             raise
         except (ValueError, IndexError, TypeError) as exc:
