@@ -21,7 +21,7 @@ from ..errors import MixaccError, ModelFileError
 from .arithmetic import Arithmetic, Site
 from .ir import FLOAT, Graph, Node
 
-__all__ = ["Context", "GraphRun", "run_graph", "forward", "make_arithmetic", "is_float"]
+__all__ = ["Context", "GraphRun", "run_graph", "forward", "prepare", "batches", "make_arithmetic", "is_float"]
 
 
 def is_float(tensor) -> bool:
@@ -191,13 +191,30 @@ def forward(graph: Graph, feeds: Mapping[str, np.ndarray], acc=None, storage=Non
     in batches of ``batch_size`` (all at once by default; one at a time for a graph
     exported with a fixed batch of 1); outputs, kept tensors and overflow masks are
     joined along the batch."""
+    prepared, data, st = prepare(graph, feeds, storage)
+    runs = []
+    for chunk in batches(graph, data, batch_size):
+        arith = make_arithmetic(acc, None if _is_exact(acc) else st, record=False)
+        runs.append(run_graph(prepared, chunk, arith, keep=keep))
+    return runs[0] if len(runs) == 1 else _join(runs)
+
+
+def prepare(graph: Graph, feeds: Mapping[str, np.ndarray], storage=None):
+    """What every pass of ``graph`` starts from: (the graph with its float initialisers
+    rounded to ``storage``, the checked feeds with their float inputs rounded to it, the
+    parsed storage); overflow of either is refused unless ``:saturate``."""
     from ..storage import parse_storage
 
     st = parse_storage(storage)
     data = graph.check_feeds(feeds)
-    prepared = graph.with_storage(st)
     if st is not None:
         data = {k: st.round_finite(v, f"input {k!r}") if v.dtype == np.float64 else v for k, v in data.items()}
+    return graph.with_storage(st), data, st
+
+
+def batches(graph: Graph, data: Mapping[str, np.ndarray], batch_size: "int | None"):
+    """The feeds in consecutive batches of ``batch_size`` samples (all at once for None;
+    one at a time for a graph exported with a fixed batch of 1)."""
     total = next(iter(data.values())).shape[0]
     fixed = {t.fixed_batch for t in graph.inputs} - {None}
     if fixed and fixed != {total}:
@@ -206,12 +223,8 @@ def forward(graph: Graph, feeds: Mapping[str, np.ndarray], acc=None, storage=Non
                                  f"many samples (got {total}) or re-export with a dynamic batch.")
         batch_size = 1
     step = total if not batch_size else max(1, int(batch_size))
-    runs = []
     for start in range(0, total, step):
-        chunk = {k: v[start:start + step] for k, v in data.items()}
-        arith = make_arithmetic(acc, None if _is_exact(acc) else st, record=False)
-        runs.append(run_graph(prepared, chunk, arith, keep=keep))
-    return runs[0] if len(runs) == 1 else _join(runs)
+        yield {k: v[start:start + step] for k, v in data.items()}
 
 
 def _is_exact(acc) -> bool:
