@@ -35,7 +35,7 @@ from emulator.storage import parse_storage
 from .progress import progress
 from .validation import DEFAULT_BATCH
 
-__all__ = ["Emulation", "emulate", "model_task", "TASKS"]
+__all__ = ["Emulation", "emulate", "model_task", "TaskScores", "TASKS"]
 
 TASKS = ("classification", "embedding", "other")
 
@@ -76,6 +76,43 @@ class _Errors:
         r = np.concatenate(self.rel)
         return {"max_abs": float(np.max(a)), "max_rel": float(np.max(r)), "median_rel": float(np.median(r)),
                 "median_abs": float(np.median(a))}
+
+
+class TaskScores:
+    """The network-level metrics of a task, gathered batch by batch: for a classifier the
+    classes decided on computed and exact logits and the KL divergence of their softmax
+    distributions; for an embedding model the embeddings (the neighbour metric needs
+    every sample)."""
+
+    def __init__(self, task: str, classes=None):
+        self.task, self.classes = task, classes
+        self.got, self.want, self.kl, self.emb, self.emb_exact = [], [], [], [], []
+
+    def add(self, computed: np.ndarray, exact: np.ndarray) -> None:
+        """One batch of the scored tensor (logits or embeddings), computed and exact."""
+        z = np.asarray(computed, dtype=np.float64).reshape(computed.shape[0], -1)
+        ze = np.asarray(exact, dtype=np.float64).reshape(exact.shape[0], -1)
+        if self.task == "classification":
+            self.got.append(predicted_class(z))
+            self.want.append(predicted_class(ze))
+            self.kl.append(kl_divergence(z, ze))
+        elif self.task == "embedding":
+            self.emb.append(z)
+            self.emb_exact.append(ze)
+
+    def metrics(self, labels=None) -> dict:
+        if self.task == "classification":
+            got, want, kl = np.concatenate(self.got), np.concatenate(self.want), np.concatenate(self.kl)
+            return {"accuracy": None if labels is None else accuracy(got, labels, self.classes),
+                    "exact_accuracy": None if labels is None else accuracy(want, labels, self.classes),
+                    "flips": int(flipped(got, want).sum()), "flip_rate": flip_rate(got, want),
+                    "kl_mean": float(np.mean(kl)), "kl_max": float(np.max(kl))}
+        if self.task == "embedding":
+            e, ee = np.concatenate(self.emb), np.concatenate(self.emb_exact)
+            cos, nf = cosine_similarity(e, ee), neighbour_flips(e, ee)
+            return {"cosine_min": float(np.min(cos)), "cosine_median": float(np.median(cos)),
+                    "neighbour_flips": int(nf.sum()), "neighbour_flip_rate": float(np.mean(nf))}
+        return {}
 
 
 @dataclass
@@ -138,7 +175,9 @@ def emulate(model: "Network | Graph", data, acc, storage=None, *, labels=None, k
     n = next(iter(feeds.values())).shape[0]
     task = model_task(model, labels)
     errors = {name: _Errors() for name in graph.outputs}
-    got, want, kl, emb, emb_exact, overflow, kept = [], [], [], [], [], 0, {}
+    scores = TaskScores(task, model.meta.get("classes"))
+    overflow, kept = 0, {}
+    scored = logits if task == "classification" else output
     starts = range(0, n, batch_size)
     spec = plan.default.spec if plan.default is not None and not (plan.by_op or plan.by_pattern) else "plan"
     for start in progress(starts, desc=f"emulate {spec}", total=len(starts)):
@@ -151,27 +190,8 @@ def emulate(model: "Network | Graph", data, acc, storage=None, *, labels=None, k
         if keep:
             for name, value in run.values.items():
                 kept.setdefault(name, []).append(np.asarray(value))
-        if task == "classification":
-            z, ze = np.asarray(run.values[logits]), ref[logits].value
-            got.append(predicted_class(z.reshape(z.shape[0], -1)))
-            want.append(predicted_class(ze.reshape(ze.shape[0], -1)))
-            kl.append(kl_divergence(z.reshape(z.shape[0], -1), ze.reshape(ze.shape[0], -1)))
-        elif task == "embedding":
-            emb.append(np.asarray(run.outputs[output]))
-            emb_exact.append(ref[output].value)
-    metrics: dict = {}
-    if task == "classification":
-        got, want, kl = np.concatenate(got), np.concatenate(want), np.concatenate(kl)
-        classes = model.meta.get("classes")
-        metrics = {"accuracy": None if labels is None else accuracy(got, labels, classes),
-                   "exact_accuracy": None if labels is None else accuracy(want, labels, classes),
-                   "flips": int(flipped(got, want).sum()), "flip_rate": flip_rate(got, want),
-                   "kl_mean": float(np.mean(kl)), "kl_max": float(np.max(kl))}
-    elif task == "embedding":
-        e, ee = np.concatenate(emb), np.concatenate(emb_exact)
-        cos, nf = cosine_similarity(e, ee), neighbour_flips(e, ee)
-        metrics = {"cosine_min": float(np.min(cos)), "cosine_median": float(np.median(cos)),
-                   "neighbour_flips": int(nf.sum()), "neighbour_flip_rate": float(np.mean(nf))}
+        scores.add(np.asarray(run.values[scored] if scored in run.values else run.outputs[scored]), ref[scored].value)
+    metrics = scores.metrics(labels)
     describe = model.architecture if isinstance(model, Network) else model.meta.get("architecture", repr(model))
     return Emulation(
         model=model.name, architecture=str(describe), samples=n, task=task, accumulation=_describe(plan),
