@@ -62,6 +62,7 @@ class ErrorSummary:
     spearman_excluded: int = 0
     vacuous: bool = False
     capped: int = 0
+    vacuous_components: int = 0
     closest: "dict | None" = None
     worst_relative: "dict | None" = None
     extra: dict = field(default_factory=dict)
@@ -78,7 +79,8 @@ class ErrorSummary:
             "median_rel_error": self.median_rel_error, "median_tightness": self.median_tightness,
             "spearman_predicted_vs_measured": self.spearman_predicted_vs_measured,
             "spearman_pairs": self.spearman_pairs, "spearman_excluded": self.spearman_excluded,
-            "vacuous": self.vacuous, "capped": self.capped, "max_bound": self.max_bound,
+            "vacuous": self.vacuous, "capped": self.capped, "vacuous_components": self.vacuous_components,
+            "max_bound": self.max_bound,
             "median_bound": self.median_bound, "closest_to_bound": self.closest, "worst_relative": self.worst_relative,
             **self.extra,
         }
@@ -198,6 +200,7 @@ class _Collector:
     def __init__(self, failure: float, vacuous: bool):
         self.failure, self.vacuous = failure, vacuous
         self.total = self.uncovered = self.violations = self.extra_violations = self.capped = 0
+        self.vacuous_components = 0
         self.max_abs = self.max_rel = 0.0
         self.rel, self.pred, self.tight, self.bound = [], [], [], []
         self.closest: "dict | None" = None
@@ -210,6 +213,8 @@ class _Collector:
         self.total += covered.size
         self.uncovered += int((~covered).sum())
         self.capped += int((covered & capped).sum())
+        with np.errstate(invalid="ignore"):
+            self.vacuous_components += int((covered & ~(bound < np.abs(computed))).sum())
         self.violations += int((covered & (lower > bound)).sum())
         if extra_violation is not None:
             self.extra_violations += int((covered & extra_violation).sum())
@@ -252,7 +257,8 @@ class _Collector:
             max_bound=float(np.max(bound)) if bound.size else None,
             median_bound=float(np.median(finite_bound)) if finite_bound.size else None,
             failure_probability=self.failure, closest=self.closest, worst_relative=self.worst_rel,
-            spearman_pairs=pairs, spearman_excluded=excluded, vacuous=self.vacuous, capped=self.capped, extra=extra,
+            spearman_pairs=pairs, spearman_excluded=excluded, vacuous=self.vacuous, capped=self.capped,
+            vacuous_components=self.vacuous_components, extra=extra,
         )
 
 
