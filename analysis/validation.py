@@ -214,7 +214,8 @@ class _Collector:
         self.uncovered += int((~covered).sum())
         self.capped += int((covered & capped).sum())
         with np.errstate(invalid="ignore"):
-            self.vacuous_components += int((covered & ~(bound < np.abs(computed))).sum())
+            useless = ~np.isfinite(bound) | ((computed != 0) & ~(bound < np.abs(computed)))
+            self.vacuous_components += int((covered & useless).sum())
         self.violations += int((covered & (lower > bound)).sum())
         if extra_violation is not None:
             self.extra_violations += int((covered & extra_violation).sum())
@@ -330,7 +331,9 @@ def validate(network, x, acc, bound="deterministic", storage=None, *, labels=Non
              precision: int = 113, data_name: "str | None" = None) -> Validation:
     """Measure every layer's local and global errors of ``network`` on inputs ``x``
     (N, n) under accumulation ``acc`` (spec or row), against the exact reference, and
-    check them against the ``bound`` ("deterministic" or "probabilistic:LAMBDA").
+    check them against the ``bound`` ("deterministic" or "probabilistic:LAMBDA"). A
+    graph (``x`` its named inputs or a Dataset, ``acc`` a spec or an accumulation plan)
+    goes to :func:`analysis.graph_validation.validate_graph`.
 
     ``storage`` (a format, ``FMT:saturate`` or None) rounds weights, biases, the input
     and every layer output, as ``Network.forward`` does; the reference uses the same
@@ -341,7 +344,15 @@ def validate(network, x, acc, bound="deterministic", storage=None, *, labels=Non
     from emulator.storage import parse_storage
     from emulator.reference import exact_forward
 
+    from emulator.graph import Graph
+
     net = load_model(network) if isinstance(network, str) else network
+    if isinstance(net, Graph):
+        from .graph_validation import GRAPH_BATCH, validate_graph
+
+        return validate_graph(net, x, acc, bound, storage, labels=labels,
+                              batch_size=min(batch_size, GRAPH_BATCH), data_name=data_name)
+    x = x.x if hasattr(x, "feeds") else x
     accumulation = parse_accumulation(acc)
     spec = parse_bound(bound)
     st = parse_storage(storage)

@@ -8,7 +8,7 @@ from __future__ import annotations
 from ..atomic import write_json, write_npz
 from ..emulation import emulate
 from ..provenance import provenance
-from .validate import add_common_arguments, load_inputs
+from .validate import add_common_arguments, add_site_arguments, load_inputs, site_plan
 
 HELP = "run the forward pass with emulated accumulation; errors, flips and task metrics against the exact pass"
 
@@ -19,6 +19,7 @@ def add_arguments(parser) -> None:
                         help="accumulation, e.g. fp16, fp64, e4m3:promote:32:fp32, exact")
     parser.add_argument("--save-outputs", metavar="PATH.npz",
                         help="write every output of the model under its own name (float64, batch first)")
+    add_site_arguments(parser)
     parser.add_argument("--all-tensors", action="store_true",
                         help="with --save-outputs, also write every intermediate tensor under its name")
 
@@ -38,7 +39,8 @@ def _metric_line(result) -> str:
 
 def run(args) -> int:
     model, data, acc, storage = load_inputs(args)
-    result = emulate(model, data, acc, storage, labels=data.y, keep=bool(args.save_outputs and args.all_tensors))
+    plan = site_plan(args, acc)
+    result = emulate(model, data, plan, storage, labels=data.y, keep=bool(args.save_outputs and args.all_tensors))
     record = {**result.to_dict(), "data": data.name, "split": data.split}
     e = result.output_error
     print(f"{model.name} ({result.architecture}) on {data.name} ({data.split}), {result.samples} samples; "
@@ -46,7 +48,7 @@ def run(args) -> int:
     print(f"{_metric_line(result)}; output error vs exact: max abs {e['max_abs']:.3e}, max rel {e['max_rel']:.3e}, "
           f"median rel {e['median_rel']:.3e}; overflowed components {result.overflow_components}")
     if args.save_outputs:
-        arrays = result.tensors if args.all_tensors else _outputs(model, data, acc, storage)
+        arrays = result.tensors if args.all_tensors else _outputs(model, data, plan, storage)
         write_npz(args.save_outputs, arrays)
         record["saved_outputs"] = str(args.save_outputs)
     if args.json:

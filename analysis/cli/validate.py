@@ -42,10 +42,18 @@ def add_arguments(parser) -> None:
     parser.add_argument("--acc", metavar="SPEC", default="fp16", help="accumulation, e.g. fp16, bf16:pairwise (default fp16)")
     parser.add_argument("--bound", metavar="KIND", default="deterministic",
                         help="deterministic (default) or probabilistic:LAMBDA")
+    add_site_arguments(parser)
     parser.add_argument("--max-rel-error", type=float, metavar="X",
                         help="exit 1 if the output's largest relative error exceeds X")
     parser.add_argument("--max-flip-rate", type=float, metavar="F",
                         help="exit 1 if the fraction of samples whose predicted class changes exceeds F")
+
+
+def add_site_arguments(parser) -> None:
+    """--site-acc KEY=SPEC (graphs: per operator type or site-name pattern)."""
+    parser.add_argument("--site-acc", action="append", metavar="KEY=SPEC",
+                        help="graphs: accumulation for the sites of an operator type (MatMul=fp32) or whose name "
+                             "matches a pattern ('*attention*=fp32'); repeatable; --acc covers the rest")
 
 
 def load_inputs(args) -> tuple:
@@ -70,6 +78,43 @@ def _fmt(v, spec: str = ".2e") -> str:
     return "-" if v is None else format(v, spec)
 
 
+def site_plan(args, acc):
+    """The accumulation plan: ``--acc`` for every site, overridden by each
+    ``--site-acc KEY=SPEC`` (an operator type such as MatMul, or a site-name pattern)."""
+    overrides = getattr(args, "site_acc", None) or []
+    if not overrides:
+        return acc
+    plan = {}
+    for item in overrides:
+        key, sep, spec = item.partition("=")
+        if not sep or not key.strip() or not spec.strip():
+            raise DataError(f"--site-acc {item!r}: takes the form KEY=SPEC (an operator type or a site pattern).")
+        plan[key.strip()] = spec.strip()
+    return {**plan, "*": acc}
+
+
+def _plan_note(args) -> str:
+    overrides = getattr(args, "site_acc", None) or []
+    return f" (sites: {', '.join(overrides)})" if overrides else ""
+
+
+def _print_sites(result) -> None:
+    """One row per accumulation site of a graph: its local errors and the global errors of
+    the tensor it computes."""
+    head = ("site", "op", "n", "kind", "components", "violations", "max abs err", "max rel err", "median rel",
+            "median bound/err", "spearman", "vacuous")
+    rows = [head]
+    for s in result.sites:
+        for kind, summary in (("local", s.local), ("global", s.global_)):
+            rows.append((s.name, s.op, str(s.n), kind, str(summary.components), str(summary.violations),
+                         _fmt(summary.max_abs_error), _fmt(summary.max_rel_error), _fmt(summary.median_rel_error),
+                         _fmt(summary.median_tightness, ".3g"), _fmt(summary.spearman_predicted_vs_measured, ".3f"),
+                         "yes" if summary.vacuous else ""))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
+    for r in rows:
+        print("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
+
+
 def _print_table(result) -> None:
     head = ("layer", "shape", "activation", "kind", "components", "violations", "max abs err", "max rel err",
             "median rel", "median bound/err", "spearman", "uncovered")
@@ -82,6 +127,19 @@ def _print_table(result) -> None:
     widths = [max(len(r[i]) for r in rows) for i in range(len(head))]
     for r in rows:
         print("  ".join(c.ljust(w) for c, w in zip(r, widths)).rstrip())
+
+
+def _network_line(result) -> str:
+    """The network-level metrics: flips (and accuracy) of a classifier, cosine and
+    neighbour flips of an embedding model."""
+    if result.flip_rate is not None:
+        accuracy = "" if result.accuracy is None else f"; accuracy {result.accuracy:.4f} (exact {result.exact_accuracy:.4f})"
+        return f"flip rate {result.flip_rate:.4g} ({result.flips} of {result.samples}){accuracy}"
+    m = getattr(result, "metrics", {})
+    if "cosine_min" in m:
+        return (f"cosine to the exact embedding min {m['cosine_min']:.6f}, median {m['cosine_median']:.6f}; nearest "
+                f"neighbour changes {m['neighbour_flips']} of {result.samples}")
+    return "no task metrics"
 
 
 def bound_notes(result) -> list[str]:
@@ -115,7 +173,7 @@ def threshold_failures(result, max_rel_error: "float | None", max_flip_rate: "fl
         out.append(f"max relative error {s.max_rel_error:.3g} of the output (layer {len(result.layers) - 1}, sample "
                    f"{w.get('sample')}, component {w.get('component')}: computed {w.get('computed')!r}, exact "
                    f"{w.get('exact')!r}) exceeds --max-rel-error {max_rel_error:g}")
-    if max_flip_rate is not None and result.flip_rate > max_flip_rate:
+    if max_flip_rate is not None and result.flip_rate is not None and result.flip_rate > max_flip_rate:
         out.append(f"flip rate {result.flip_rate:.4g} ({result.flips} of {result.samples} samples change class) "
                    f"exceeds --max-flip-rate {max_flip_rate:g}")
     return out
@@ -128,13 +186,13 @@ def run(args) -> int:
         value = getattr(args, name)
         if value is not None and not value >= 0:
             raise DataError(f"--{name.replace('_', '-')} == {value}, must be >= 0.")
-    result = validate(net, data.x, acc, bound, storage, labels=data.y, data_name=data.name)
-    print(f"{net.name} ({net.architecture}) on {data.name} ({data.split}), {result.samples} samples; accumulation "
-          f"{acc.spec}; storage {storage.spec if storage else 'none'}; bound {bound.spec}")
-    _print_table(result)
-    accuracy = "" if result.accuracy is None else f"; accuracy {result.accuracy:.4f} (exact {result.exact_accuracy:.4f})"
+    result = validate(net, data, site_plan(args, acc), bound, storage, labels=data.y, data_name=data.name)
+    architecture = getattr(net, "architecture", None) or net.meta.get("architecture", "graph")
+    print(f"{net.name} ({architecture}) on {data.name} ({data.split}), {result.samples} samples; accumulation "
+          f"{acc.spec}{_plan_note(args)}; storage {storage.spec if storage else 'none'}; bound {bound.spec}")
+    (_print_sites if hasattr(result, "sites") else _print_table)(result)
     print(f"violations: {result.violations} (local {result.violations_local}, global {result.violations_global}); "
-          f"flip rate {result.flip_rate:.4g} ({result.flips} of {result.samples}){accuracy}")
+          f"{_network_line(result)}")
     for line in bound_notes(result):
         print(line)
     failures = threshold_failures(result, args.max_rel_error, args.max_flip_rate)
