@@ -97,3 +97,14 @@ def test_feeds_are_checked():
         forward(graph, {"x": np.zeros((1, 5, 4)), "y": np.zeros(1)}, None)
     with pytest.raises(ModelFileError, match="unsupported op 'Hardmax' \\(node 'h'\\)"):
         Graph([Node("h", "Hardmax", ("x",), ("y",))], [TensorInfo("x")], ["y"])
+
+
+def test_a_graph_exported_with_a_fixed_batch_of_one_runs_sample_by_sample():
+    w = RNG.standard_normal((3, 2))
+    fixed = Graph([Node("fc", "MatMul", ("x", "w"), ("y",)), Node("r", "Reshape", ("y", "shape"), ("z",))],
+                  [TensorInfo("x", "float", (1, 3))], ["z"], {"w": w, "shape": np.array([1, 2])}, "old-export")
+    x = RNG.standard_normal((5, 3))
+    np.testing.assert_array_equal(forward(fixed, {"x": x}, "fp16").outputs["z"], linear(x, w.T, None, "fp16"))
+    other = Graph(fixed.nodes, [TensorInfo("x", "float", (4, 3))], ["z"], fixed.initializers, "batch-of-four")
+    with pytest.raises(ModelFileError, match="exported with a fixed batch of 4"):
+        forward(other, {"x": x}, None)
