@@ -27,31 +27,15 @@ import numpy as np
 from emulator.graph import AccumulationPlan, Graph, forward
 from emulator.graph.convert import layer_tensors
 from emulator.graph.exact import exact_values
-from emulator.metrics import (accuracy, cosine_similarity, flip_rate, flipped, kl_divergence, neighbour_flips,
-                              predicted_class, relative_error)
+from emulator.metrics import relative_error
 from emulator.network import Network
 from emulator.storage import parse_storage
 
 from .progress import progress
+from .tasks import TaskScores, model_task
 from .validation import DEFAULT_BATCH
 
-__all__ = ["Emulation", "emulate", "model_task", "TaskScores", "TASKS"]
-
-TASKS = ("classification", "embedding", "other")
-
-
-def model_task(model: "Network | Graph", labels=None) -> str:
-    """``meta["task"]`` when the model states it; else classification for a model with
-    ``classes`` (or labelled data), embedding for an output named ``*embedding*``, else
-    other."""
-    task = model.meta.get("task")
-    if task in TASKS:
-        return task
-    if model.meta.get("classes") is not None or labels is not None:
-        return "classification"
-    outputs = model.graph.outputs if isinstance(model, Network) else model.outputs
-    return "embedding" if any("embedding" in name for name in outputs) else "other"
-
+__all__ = ["Emulation", "emulate"]
 
 def _roles(model: "Network | Graph") -> tuple[Graph, str, str]:
     """(graph, output tensor, logits tensor)."""
@@ -76,43 +60,6 @@ class _Errors:
         r = np.concatenate(self.rel)
         return {"max_abs": float(np.max(a)), "max_rel": float(np.max(r)), "median_rel": float(np.median(r)),
                 "median_abs": float(np.median(a))}
-
-
-class TaskScores:
-    """The network-level metrics of a task, gathered batch by batch: for a classifier the
-    classes decided on computed and exact logits and the KL divergence of their softmax
-    distributions; for an embedding model the embeddings (the neighbour metric needs
-    every sample)."""
-
-    def __init__(self, task: str, classes=None):
-        self.task, self.classes = task, classes
-        self.got, self.want, self.kl, self.emb, self.emb_exact = [], [], [], [], []
-
-    def add(self, computed: np.ndarray, exact: np.ndarray) -> None:
-        """One batch of the scored tensor (logits or embeddings), computed and exact."""
-        z = np.asarray(computed, dtype=np.float64).reshape(computed.shape[0], -1)
-        ze = np.asarray(exact, dtype=np.float64).reshape(exact.shape[0], -1)
-        if self.task == "classification":
-            self.got.append(predicted_class(z))
-            self.want.append(predicted_class(ze))
-            self.kl.append(kl_divergence(z, ze))
-        elif self.task == "embedding":
-            self.emb.append(z)
-            self.emb_exact.append(ze)
-
-    def metrics(self, labels=None) -> dict:
-        if self.task == "classification":
-            got, want, kl = np.concatenate(self.got), np.concatenate(self.want), np.concatenate(self.kl)
-            return {"accuracy": None if labels is None else accuracy(got, labels, self.classes),
-                    "exact_accuracy": None if labels is None else accuracy(want, labels, self.classes),
-                    "flips": int(flipped(got, want).sum()), "flip_rate": flip_rate(got, want),
-                    "kl_mean": float(np.mean(kl)), "kl_max": float(np.max(kl))}
-        if self.task == "embedding":
-            e, ee = np.concatenate(self.emb), np.concatenate(self.emb_exact)
-            cos, nf = cosine_similarity(e, ee), neighbour_flips(e, ee)
-            return {"cosine_min": float(np.min(cos)), "cosine_median": float(np.median(cos)),
-                    "neighbour_flips": int(nf.sum()), "neighbour_flip_rate": float(np.mean(nf))}
-        return {}
 
 
 @dataclass

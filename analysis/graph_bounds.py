@@ -30,7 +30,7 @@ import numpy as np
 from emulator.graph.arithmetic import Arithmetic, Site, SiteRecord, contraction_shapes
 from emulator.graph.ball import Ball
 from emulator.graph.ballmath import BallMath, as_ball
-from emulator.graph.engine import is_float
+from emulator.graph.ir import is_float
 
 from .bounds import local_bound, model_constant
 from .conditioning import absolute_sums

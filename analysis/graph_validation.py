@@ -3,7 +3,7 @@ local error of the emulated sum against the exact sum of the same computed opera
 its local bound; per tensor, the global error of the emulated value against the exact
 pass and its global bound (``analysis.graph_bounds``); Spearman of the first-order
 predictions against the measured errors; the network-level metrics of the model's task
-(``analysis.emulation.TaskScores``).
+(``analysis.tasks.TaskScores``).
 
 For each batch four passes run on the same storage-rounded graph and inputs: the emulated
 pass (recording its sites, keeping every tensor), the exact pass (certified enclosures),
@@ -23,11 +23,11 @@ from emulator.graph.engine import batches, prepare, run_graph
 from emulator.graph.exact import Exact, exact_values
 
 from .bounds import model_constant, parse_bound
-from .emulation import TaskScores, model_task
 from .graph_bounds import NATIVE_SPEC, GlobalBounds
 from .progress import progress
 from .sites import site_components
-from .validation import ErrorSummary, _Collector
+from .summaries import Collector, ErrorSummary
+from .tasks import TaskScores, model_task
 
 __all__ = ["GraphValidation", "SiteSummary", "TensorSummary", "validate_graph", "GRAPH_BATCH"]
 
@@ -165,8 +165,8 @@ def validate_graph(graph: Graph, data, acc, bound="deterministic", storage=None,
     scores = TaskScores(task, graph.meta.get("classes"))
     scored = graph.outputs[0]
     producers = graph.producers()
-    local: dict[str, _Collector] = {}
-    glob: dict[str, _Collector] = {}
+    local: dict[str, Collector] = {}
+    glob: dict[str, Collector] = {}
     site_info: dict[str, dict] = {}
     tensor_info: dict[str, dict] = {}
     offset, site_rows = 0, {}
@@ -188,7 +188,7 @@ def validate_graph(graph: Graph, data, acc, bound="deterministic", storage=None,
             rows = sc.y_hat.shape[0]
             if name not in local:
                 c = model_constant(record.acc or NATIVE_SPEC, sc.n, record.bias is not None, spec)
-                local[name] = _Collector(c.failure, c.vacuous)
+                local[name] = Collector(c.failure, c.vacuous)
                 site_info[name] = {"op": record.site.op, "n": sc.n, "m": sc.y_hat.shape[1], "groups": sc.groups,
                                    "spec": sc.spec, "constant": c, "tensor": tensor_of[name]}
             local[name].add(site_rows.get(name, 0), sc.y_hat, sc.exact, sc.radius, sc.bound, sc.predicted, sc.covered,
@@ -209,7 +209,7 @@ def validate_graph(graph: Graph, data, acc, bound="deterministic", storage=None,
                     pred_rel = np.where(pred == 0, 0.0, pred / np.abs(computed))
                 covered = np.isfinite(computed)
                 if name not in glob:
-                    glob[name] = _Collector(0.0, False)
+                    glob[name] = Collector(0.0, False)
                     tensor_info[name] = {"op": node.op, "shape": tuple(value.shape[1:])}
                 glob[name].add(offset, computed, _rows(reference.value), _rows(reference.radius), radius, pred_rel,
                                covered, np.zeros(covered.shape, dtype=bool))
@@ -220,7 +220,7 @@ def validate_graph(graph: Graph, data, acc, bound="deterministic", storage=None,
     by_tensor = {t.name: t.global_ for t in tensors}
     sites = [SiteSummary(k, name, info["op"], info["tensor"], info["n"], info["m"], info["groups"], info["spec"],
                          info["constant"], local[name].summary(),
-                         by_tensor.get(info["tensor"]) or _Collector(0.0, False).summary())
+                         by_tensor.get(info["tensor"]) or Collector(0.0, False).summary())
              for k, (name, info) in enumerate(site_info.items())]
     return GraphValidation(
         model=graph.name, samples=offset, accumulation=_plan_description(plan), storage=st.spec if st else None,

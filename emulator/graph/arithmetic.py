@@ -32,6 +32,7 @@ import numpy as np
 from ..accumulation import Accumulation, parse_accumulation
 from ..errors import FormatSpecError, ShapeError
 from ..storage import Storage, parse_storage
+from .ir import is_float
 
 
 __all__ = ["Site", "AccumulationPlan", "Arithmetic", "Native", "Emulated", "SiteRecord"]
@@ -155,8 +156,6 @@ class Arithmetic:
     def finish(self, node, name: str, value, *, raw: bool):
         """A node's output ``name`` once computed: rounded to the storage format unless the
         operator is a sum (``raw``) or the tensor holds integers."""
-        from .engine import is_float
-
         return value if raw or not is_float(value) else self.store(value)
 
     def store(self, tensor):

@@ -19,15 +19,11 @@ import numpy as np
 
 from ..errors import MixaccError, ModelFileError
 from .arithmetic import Arithmetic, Site
-from .ir import FLOAT, Graph, Node
+from .ir import FLOAT, Graph, Node, is_float
 
 __all__ = ["Context", "GraphRun", "run_graph", "forward", "prepare", "batches", "make_arithmetic", "is_float"]
 
 
-def is_float(tensor) -> bool:
-    """True for a floating-point tensor of any arithmetic (numpy float64 or an enclosure);
-    integer arrays and integer numpy scalars (a 0-d take or a full reduction) are not."""
-    return not (isinstance(tensor, (np.ndarray, np.generic)) and tensor.dtype.kind in "biu")
 
 
 class Context:

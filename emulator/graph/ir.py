@@ -29,10 +29,16 @@ import numpy as np
 from ..arrays import first_bad
 from ..errors import DataError, ModelFileError, ShapeError
 
-__all__ = ["FLOAT", "INT", "DTYPES", "TensorInfo", "Node", "Graph"]
+__all__ = ["FLOAT", "INT", "DTYPES", "TensorInfo", "Node", "Graph", "is_float"]
 
 FLOAT, INT = "float", "int"
 DTYPES = (FLOAT, INT)
+
+
+def is_float(tensor) -> bool:
+    """True for a floating-point tensor of any arithmetic (numpy float64 or an enclosure);
+    integer arrays and integer numpy scalars (a 0-d take or a full reduction) are not."""
+    return not (isinstance(tensor, (np.ndarray, np.generic)) and tensor.dtype.kind in "biu")
 
 
 @dataclass(frozen=True)

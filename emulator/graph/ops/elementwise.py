@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from ...errors import ModelFileError
-from ..engine import is_float
+from ..ir import is_float
 from . import register
 
 

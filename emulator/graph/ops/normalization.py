@@ -19,7 +19,7 @@ from __future__ import annotations
 import numpy as np
 
 from ...errors import ModelFileError
-from ..engine import is_float
+from ..ir import is_float
 from ..math import FLOAT64
 from . import register
 from .contraction import _auto_pad, _pads

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from ...errors import DataError, ModelFileError
-from ..engine import is_float
+from ..ir import is_float
 from . import register
 
 
