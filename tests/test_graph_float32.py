@@ -169,3 +169,14 @@ def test_graphs_bench_times_the_digits_models_against_float32_and_onnxruntime(mo
     assert all(v > 0 for v in row.baselines.values()) and row.value > 0
     assert row.meets == (row.value <= 100 * row.baselines["float32 arithmetic"])
     assert "100x of float32 numpy" in row.target
+
+
+def test_one_instance_serves_every_batch_with_its_own_overflow_masks():
+    """Overflow in the first batch only: the joined masks say so (the instance's masks
+    are taken after each batch)."""
+    graph = Graph([Node("fc", "Gemm", ("x", "W"), ("y",), {"transB": 1})], [TensorInfo("x", "float", (None, 2))], ["y"],
+                  {"W": np.array([[1.0, 1.0], [1.0, -1.0]])})
+    x = np.array([[3e38, 3e38], [1.0, 2.0], [3.0, 4.0], [5.0, 6.0]])
+    run = forward(graph, {"x": x}, acc=Float32(), batch_size=2)
+    assert run.overflow["fc"].tolist() == [[True, False], [False, False], [False, False], [False, False]]
+    assert run.overflow["fc"].tolist() == (~np.isfinite(run.outputs["y"])).tolist()

@@ -20,6 +20,9 @@ evaluates to the same numbers (bit for bit in float64).
   decimal, so 0.01 or 1e-12 go through, 1/3 is refused); graph inputs with their dtypes
   and shapes (as stated: a graph input of shape (None,) is one axis), the batch axis
   named ``batch``; outputs with the types and shapes ONNX shape inference finds.
+
+:func:`onnxruntime_session` opens onnxruntime's CPU session of a written model (graph
+optimisations off by default: the kernels of the nodes as written).
 """
 
 from __future__ import annotations
@@ -35,7 +38,6 @@ from ..registry import Registry
 from .float32 import as_float32
 from .ir import FLOAT, INT, Graph, Node
 from .onnx_import import snap_float32
-from .ops import OPS
 from .ops.shape import _BOOL, _FLOAT_TYPES, constant_value
 
 __all__ = ["graph_to_onnx", "onnxruntime_session", "EXPORTS", "ACTIVATION_EXPORTS", "EXPORT_OPSETS", "Export",
