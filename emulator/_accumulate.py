@@ -62,17 +62,21 @@ results do not depend on batch size or thread count.
 from __future__ import annotations
 
 import math
+from functools import lru_cache
+from typing import NamedTuple
 
 import numpy as np
 from numba import njit
 
 from ._bits import bits_f64, f64_bits, fma
 from .eft import sum_rn
-from .rounding import round_scalar
+from .formats import Format
+from .rounding import DOWN, NEAREST, STOCHASTIC, UP, ZERO, RoundingMode, RoundingParams, kernel_params, \
+    overflow_magnitude, round_scalar
 from .rounding import stream_bits as stream
 
 MAX_TERMS_LOG2 = 23  # at most 2^23 inputs: an exact sum has at most 2^24 + 3 terms
-TINY = 2.0**-969  # smallest nonzero product whose FMA error term is exact
+MIN_EXACT_PRODUCT = 2.0**-969  # smallest nonzero product whose FMA error term is exact
 BIG = 2.0**990  # terms on the exact path stay below: sums of 2^24 + 3 of them stay finite
 BIG_FAST = 2.0**900  # largest |h| on the fast path (keeps C finite)
 FEW_SHIFT = 8  # the quick pass leaving <= m / 2^FEW_SHIFT lanes sends them straight to the exact path
@@ -80,8 +84,6 @@ SLOW_STEPS, MAX_SLOW_STEPS = 16, 1024  # steps without the quick pass after it l
 #                                        lanes: 2 SLOW_STEPS, doubling while it keeps failing
 SIGN_TOL = 2.0**-24  # |r| > A SIGN_TOL: sign(r) is that of the exact sum of m <= 2^27 residuals,
 #                      as |r - rho| <= 2 m 2^-53 A for recursive summation
-
-NEAREST, ZERO, UP, DOWN, STOCHASTIC = range(5)
 
 # tags (typed np.int64, not literals, so that numba compiles each helper once)
 TAG_PRODUCT = np.int64(1 << 56)  # | j: rounding of product j to the product format
@@ -96,6 +98,46 @@ _MANT = np.uint64(0xFFFFFFFFFFFFF)
 _HALF_MANT = np.int64(1 << 51)
 
 
+class KernelFormat(NamedTuple):
+    """A format as the kernels round into it under one accumulation's rounding mode,
+    overflow rule and subnormal handling (built once by ``kernel_format``)."""
+
+    params: RoundingParams  # ``round_scalar``'s constants of F
+    wide: RoundingParams  # F with one more exponent bit: rounding into it tells overflow
+    wide_rz: RoundingParams  # the same keeping subnormals (stochastic rounding's RZ(v))
+    mode: int  # the rounding mode's code
+    exact_only: bool  # p >= 52 or quanta below float64's normal range: exact path only
+    eminb: int  # emin + 1023: the lowest biased exponent of a quantum's binade
+    c_shift: int  # 53 - p: C = 1.5 * 2^(e + c_shift) has ulp(C) = F's quantum in binade e
+    hq_shift: int  # -p: half F's quantum in binade e is 2^(e + hq_shift)
+    ovf_pos: float  # the result of an overflow of v > 0 (mode and overflow rule)
+    ovf_neg: float  # the same for v < 0
+    veltkamp: float  # 2^(53-p) + 1, the quick pass's splitting constant (0: no quick pass)
+
+
+def _widened(fmt: Format) -> Format:
+    """F with one more exponent bit (same p, same emin): rounding into it is F's rounding
+    with an exponent range wide enough to tell overflow."""
+    ebits = min(fmt.ebits + 1, 11)
+    return Format(f"{fmt.name}+", ebits, fmt.mbits, fmt.bias, "ieee")
+
+
+@lru_cache(maxsize=256)
+def kernel_format(fmt: Format, rounding: RoundingMode, saturate: bool, subnormals: bool) -> KernelFormat:
+    """The constants the kernels read for rounding into ``fmt``, derived once."""
+    mode = rounding.code
+    ovf = overflow_magnitude(fmt, saturate)
+    eminb = fmt.emin + 1023
+    exact_only = fmt.p >= 52 or eminb - fmt.p < 1
+    wide = _widened(fmt)
+    return KernelFormat(
+        params=kernel_params(fmt, saturate, subnormals), wide=kernel_params(wide, False, subnormals),
+        wide_rz=kernel_params(wide, False, True), mode=mode, exact_only=exact_only, eminb=eminb, c_shift=53 - fmt.p,
+        hq_shift=-fmt.p, ovf_pos=float(fmt.max) if mode in (ZERO, DOWN) else ovf,
+        ovf_neg=-(float(fmt.max) if mode in (ZERO, UP) else ovf),
+        veltkamp=0.0 if exact_only else float(2 ** (53 - fmt.p) + 1))
+
+
 # ---------------------------------------------------------------------------------------
 # fast path
 
@@ -104,19 +146,19 @@ _HALF_MANT = np.int64(1 << 51)
 def fast_round(h, r, A2, fc, kind, rb):
     """(round_F(v), proven, overflowed) for v = h + rho described as in the module
     docstring; ``kind`` 0 nearest, 1 directed, 2 stochastic (a compile-time constant)."""
-    exact_only, eminb, cadd, hadd, maxval, minnormal, ftz, ovf_pos, ovf_neg, mode = fc[:10]
+    minnormal = fc.params.minnormal
     hb = f64_bits(h)
-    ee = max(np.int64((hb >> np.uint64(52)) & np.uint64(0x7FF)), eminb)
-    big_c = bits_f64(np.uint64(((ee + cadd) << 52) | _HALF_MANT))
+    ee = max(np.int64((hb >> np.uint64(52)) & np.uint64(0x7FF)), fc.eminb)
+    big_c = bits_f64(np.uint64(((ee + fc.c_shift) << 52) | _HALF_MANT))
     y = (h + big_c) - big_c
-    hq = bits_f64(np.uint64((ee + hadd) << 52))
+    hq = bits_f64(np.uint64((ee + fc.hq_shift) << 52))
     q = hq + hq
     d = h - y
     ad = abs(d)
     ay = abs(y)
     ah = abs(h)
     mant0 = (f64_bits(y) & _MANT) == 0
-    ok = (ah < BIG_FAST) & (not exact_only)
+    ok = (ah < BIG_FAST) & (not fc.exact_only)
     if kind == 0:
         ok = ok & (A2 <= hq - ad) & (A2 <= 0.5 * hq)
         res = y
@@ -124,9 +166,9 @@ def fast_round(h, r, A2, fc, kind, rb):
         sdelta = (d > 0.0) - (d < 0.0) if d != 0.0 else (r > 0.0) - (r < 0.0)
         known = (A2 <= ad) | ((d == 0.0) & (r != 0.0))
         ok = ok & known & (A2 <= 0.25 * q)
-        if mode == UP:
+        if fc.mode == UP:
             step = np.int64(sdelta > 0)
-        elif mode == DOWN:
+        elif fc.mode == DOWN:
             step = -np.int64(sdelta < 0)
         else:
             step = np.int64((sdelta > 0) & (y < 0.0)) - np.int64((sdelta < 0) & (y > 0.0))
@@ -148,9 +190,9 @@ def fast_round(h, r, A2, fc, kind, rb):
         mag = a + q if up else a
         res = -mag if h < 0.0 else mag
     ares = abs(res)
-    over = ares > maxval
-    res = (ovf_neg if res < 0.0 else ovf_pos) if over else res
-    res = 0.0 if ftz & (ares < minnormal) else res
+    over = ares > fc.params.maxval
+    res = (fc.ovf_neg if res < 0.0 else fc.ovf_pos) if over else res
+    res = 0.0 if fc.params.ftz & (ares < minnormal) else res
     return res, ok, over
 
 
@@ -168,22 +210,19 @@ def _round_scalar(h, sigma, params, mode):
 def round_terms(buf, nbuf, work, fc, rb):
     """(round_F(exact sum of buf[:nbuf]), overflowed): finite terms of magnitude < BIG.
     ``work`` is scratch of length >= 2 * nbuf + 4."""
-    mode = fc[9]
-    params, wide, wide_rz = fc[10], fc[11], fc[12]
-    maxval, minnormal, ftz = fc[4], fc[5], fc[6]
+    mode, maxval, minnormal = fc.mode, fc.params.maxval, fc.params.minnormal
     h, sigma = sum_rn(buf, nbuf, work)
     if mode != STOCHASTIC:
-        y = _round_scalar(h, sigma, params, mode)
+        y = _round_scalar(h, sigma, fc.params, mode)
         over = False
         if not abs(y) < maxval:
-            over = not abs(_round_scalar(h, sigma, wide, mode)) <= maxval
+            over = not abs(_round_scalar(h, sigma, fc.wide, mode)) <= maxval
         return y, over
     if h == 0.0 and sigma == 0:
         return 0.0, False
     neg = h < 0.0 or (h == 0.0 and sigma < 0)
-    a = abs(_round_scalar(h, sigma, wide_rz, np.int64(ZERO)))
-    p, emin = fc[13], fc[14]
-    qe = (math.frexp(a)[1] - 1 if a >= minnormal else emin) - p + 1
+    a = abs(_round_scalar(h, sigma, fc.wide_rz, np.int64(ZERO)))
+    qe = (math.frexp(a)[1] - 1 if a >= minnormal else fc.params.emin) - fc.params.p + 1
     kk = rb >> np.uint64(11)
     te = qe - 53
     if te < -1074:
@@ -199,8 +238,8 @@ def round_terms(buf, nbuf, work, fc, rb):
     mag = a + math.ldexp(1.0, qe) if diff > 0.0 else a
     over = mag > maxval
     if over:
-        mag = fc[15]
-    elif ftz and mag < minnormal:
+        mag = fc.params.overflow
+    elif fc.params.ftz and mag < minnormal:
         mag = 0.0
     return (-mag if neg else mag), over
 
@@ -208,7 +247,7 @@ def round_terms(buf, nbuf, work, fc, rb):
 @njit(cache=True)
 def round_special(h, fc):
     """round_F of a non-finite float64 h (IEEE arithmetic has produced it)."""
-    return _round_scalar(h, np.int64(0), fc[10], fc[9] if fc[9] != STOCHASTIC else np.int64(NEAREST))
+    return _round_scalar(h, np.int64(0), fc.params, fc.mode if fc.mode != STOCHASTIC else np.int64(NEAREST))
 
 
 @njit(cache=True, inline="always")
@@ -221,7 +260,7 @@ def product_in_range(w, x, pr):
     """The exact product w x is pr + fma error and lies in the exact path's range."""
     if w == 0.0 or x == 0.0:
         return True
-    return TINY <= abs(pr) < BIG
+    return MIN_EXACT_PRODUCT <= abs(pr) < BIG
 
 
 @njit(cache=True)
@@ -282,7 +321,7 @@ def exact_add(a, b, fcf, rbs, buf, work):
 def _leaf_fast(w, x, xzero, fcp, has_p, kind, rbp):
     pr = w * x
     pl = fma(w, x, -pr)
-    ok = (abs(pr) >= TINY) | (w == 0.0) | xzero
+    ok = (abs(pr) >= MIN_EXACT_PRODUCT) | (w == 0.0) | xzero
     over = False
     if has_p:
         p, okp, over = fast_round(pr, pl, 2.0 * abs(pl), fcp, kind, rbp)
@@ -308,7 +347,7 @@ def step_add_leaf(acc, wrow, x, keys, flags, ovf, tag_s, fcf, kind, masked):
         w = wrow[i]
         p = w * x
         pl = fma(w, x, -p)
-        okl = (abs(p) >= TINY) | (w == 0.0) | xzero
+        okl = (abs(p) >= MIN_EXACT_PRODUCT) | (w == 0.0) | xzero
         h = s + p
         bb = h - s
         r = ((s - (h - bb)) + (p - bb)) + pl
@@ -338,7 +377,7 @@ def step_quick(acc, wrow, x, flags, fc):
     round_F of every such point (below 2^emin the p-bit grid is finer than F's, so
     landing on 2^emin still means round_F = 2^emin). Ties, F's subnormal range and
     overflow are flagged for the full fast path."""
-    sigma, minnormal, maxval = fc[16], fc[5], fc[4]
+    sigma, minnormal, maxval = fc.veltkamp, fc.params.minnormal, fc.params.maxval
     nflag = 0
     for i in range(acc.shape[0]):
         s = acc[i]
@@ -539,7 +578,7 @@ def step_fused_leaf(hh, rs, aa, okc, wrow, x):
         w = wrow[i]
         p = w * x
         pl = fma(w, x, -p)
-        ok = (abs(p) >= TINY) | (w == 0.0) | xzero
+        ok = (abs(p) >= MIN_EXACT_PRODUCT) | (w == 0.0) | xzero
         hv = hh[i]
         h = hv + p
         bb = h - hv
@@ -666,7 +705,7 @@ def kernel_blocked(x, wt, bias, has_bias, bias_last, colfinite, fcf, fcp, fco, h
     nsamp, n = x.shape
     m = wt.shape[1]
     stochastic = kind == 2
-    quick_ok = kind == 0 and fcf[16] > 0.0
+    quick_ok = kind == 0 and fcf.veltkamp > 0.0
     ngroups = (nsamp + group - 1) // group
     for gi in range(ngroups):
         r0 = gi * group

@@ -29,9 +29,14 @@ from numba import njit
 from emulator import _accumulate as K
 from emulator.accumulation import parse_accumulation
 from emulator.errors import DataError, MixaccError, ShapeError, UnknownNameError
-from emulator.linear import format_consts, linear, linear_slow
+from emulator.linear import linear, linear_slow
 
 linear_module = importlib.import_module("emulator.linear")  # the package exports the function as emulator.linear
+
+
+def _kernel_format(a):
+    """The kernels' constants for rounding into a's accumulator format."""
+    return K.kernel_format(a.fmt, a.rounding, a.saturate, a.subnormals)
 
 # ---------------------------------------------------------------- the oracle: formats
 
@@ -630,7 +635,7 @@ def test_fast_path_is_right_whenever_it_answers(fmt, mode):
     bits = rng.integers(0, 2**63, 3000, dtype=np.uint64) * np.uint64(2)
     a = parse_accumulation(f"{fmt}:rounding={mode}")
     out, ok = np.empty(3000), np.zeros(3000, dtype=np.bool_)
-    _fast_many(h, r, a2, format_consts(a.fmt, a), {"nearest": 0, "stochastic": 2}.get(mode, 1), bits, out, ok)
+    _fast_many(h, r, a2, _kernel_format(a), {"nearest": 0, "stochastic": 2}.get(mode, 1), bits, out, ok)
     assert ok.mean() > 0.2
     for i in np.flatnonzero(ok):
         hv, bound = Fraction(float(h[i])), Fraction(float(a2[i]))
@@ -653,7 +658,7 @@ def test_exact_path_rounds_sums_of_terms(fmt, mode):
     sums with heavy cancellation, against the oracle."""
     rng = np.random.default_rng(71)
     a = parse_accumulation(f"{fmt}:rounding={mode}")
-    fc = format_consts(a.fmt, a)
+    fc = _kernel_format(a)
     buf, work = np.zeros(6), np.zeros(16)
     for _ in range(150):
         t = rng.standard_normal(5) * 2.0 ** rng.integers(-30, 30, 5)
@@ -685,7 +690,7 @@ def test_quick_pass_is_right_whenever_it_answers(fmt):
     x = float(1 + 2.0**-30)
     a = parse_accumulation(fmt)
     acc, flags = s.copy(), np.zeros(4000, dtype=np.bool_)
-    left = _quick_many(acc, w, x, flags, format_consts(a.fmt, a))
+    left = _quick_many(acc, w, x, flags, _kernel_format(a))
     assert left == flags.sum() and 0 < left < 4000
     for i in np.flatnonzero(~flags):
         v = Fraction(float(s[i])) + Fraction(float(w[i])) * Fraction(x)
