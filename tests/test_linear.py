@@ -670,17 +670,20 @@ def test_exact_path_rounds_sums_of_terms(fmt, mode):
         assert (got == want or (math.isnan(got) and math.isnan(want))) and over == want_over, (t, got, want)
 
 
-@njit
-def _quick_many(acc, wrow, x, flags, fc):
-    return K.step_quick(acc, wrow, x, flags, fc)
+def _quick_many(out, acc, wrow, x, flags, fc):
+    """The quick pass over many lanes; the lanes it leaves are flagged by its twin test."""
+    left = K.quick_add_leaf(out, acc, wrow, x, fc)
+    assert K.mark_quick_leaf(acc, wrow, x, flags, fc) == left
+    return left
 
 
+@pytest.mark.parametrize("ftz", [False, True])
 @pytest.mark.parametrize("fmt", ["fp16", "bf16", "fp8-e4m3fn", "e4m3", "fp4-e2m1"])
-def test_quick_pass_is_right_whenever_it_answers(fmt):
-    """The round-to-nearest pass without error-free transformations (Veltkamp brackets):
-    running sums on and next to every breakpoint, products from far below an ulp to far
-    above the sum (cancellation); every lane it answers is round_F(s + w x) exactly, and
-    it leaves the exact ties."""
+def test_quick_pass_is_right_whenever_it_answers(fmt, ftz):
+    """The round-to-nearest pass without error-free transformations (one FMA, then the
+    midpoint test): running sums on and next to every breakpoint (subnormals and the top
+    binade included), products from far below an ulp to far above the sum (cancellation);
+    every lane it answers is round_F(s + w x) exactly, and it leaves the exact ties."""
     rng = np.random.default_rng(81)
     vals = np.array(values(fmt))
     mids = (vals[1:] + vals[:-1]) / 2
@@ -688,16 +691,49 @@ def test_quick_pass_is_right_whenever_it_answers(fmt):
     w = rng.standard_normal(4000) * 2.0 ** rng.integers(-60, 8, 4000)
     w[:400] = 0.0
     x = float(1 + 2.0**-30)
-    a = parse_accumulation(fmt)
-    acc, flags = s.copy(), np.zeros(4000, dtype=np.bool_)
-    left = _quick_many(acc, w, x, flags, _kernel_format(a))
+    a = parse_accumulation(fmt + (":ftz" if ftz else ""))
+    acc, out, flags = s.copy(), np.empty(4000), np.zeros(4000, dtype=np.bool_)
+    left = _quick_many(out, acc, w, x, flags, _kernel_format(a))
     assert left == flags.sum() and 0 < left < 4000
     for i in np.flatnonzero(~flags):
         v = Fraction(float(s[i])) + Fraction(float(w[i])) * Fraction(x)
-        assert acc[i] == oracle_round(v, fmt, "nearest", False, False, 0)[0], (s[i], w[i])
-    assert np.all(acc[flags] == s[flags])
+        assert out[i] == oracle_round(v, fmt, "nearest", False, ftz, 0)[0], (s[i], w[i])
+    assert np.array_equal(acc, s)
     ties = np.isin(np.abs(s), mids) & (w == 0.0)
     assert ties.any() and flags[ties].all()
+
+
+def _quick_pairs(out, w1, x1, w2, x2, flags, fc):
+    left = K.quick_add_pair(out, w1, x1, w2, x2, fc)
+    assert K.mark_quick_pair(w1, x1, w2, x2, flags, fc) == left
+    return left
+
+
+@pytest.mark.parametrize("x1", [1 + 2.0**-29, 0.5])
+@pytest.mark.parametrize("fmt", ["fp16", "bf16", "fp8-e4m3fn", "e4m3", "fp4-e2m1"])
+def test_quick_pair_is_right_whenever_it_answers(fmt, x1):
+    """The quick pass for the sum of two products (pairwise leaves, two roundings in
+    float64): first products on and next to every breakpoint of F (and tiny or huge ones),
+    second products from far below an ulp to cancelling; every lane it answers is
+    round_F(w1 x1 + w2 x2) exactly, and it leaves the exact ties (x1 = 0.5: w1 x1 exact)."""
+    rng = np.random.default_rng(83)
+    vals = np.array(values(fmt))
+    mids = (vals[1:] + vals[:-1]) / 2
+    x2 = float(1 - 2.0**-31)
+    base = rng.choice(np.concatenate([vals, mids, vals * (1 + 2.0**-40), [2.0**-1000, 2.0**600]]), 4000)
+    w1 = base * rng.choice([-1, 1], 4000) / x1
+    w2 = rng.standard_normal(4000) * 2.0 ** rng.integers(-60, 8, 4000)
+    w2[:400] = 0.0
+    w2[400:800] = -w1[400:800] * x1 / x2 * (1 + rng.integers(-4, 5, 400) * 2.0**-52)
+    out, flags = np.empty(4000), np.zeros(4000, dtype=np.bool_)
+    left = _quick_pairs(out, w1, x1, w2, x2, flags, _kernel_format(parse_accumulation(fmt)))
+    assert left == flags.sum() and 0 < left < 4000
+    for i in np.flatnonzero(~flags):
+        v = Fraction(float(w1[i])) * Fraction(x1) + Fraction(float(w2[i])) * Fraction(x2)
+        assert out[i] == oracle_round(v, fmt, "nearest", False, False, 0)[0], (w1[i], w2[i])
+    if x1 == 0.5:
+        ties = np.isin(np.abs(w1 * x1), mids) & (w2 == 0.0)
+        assert ties.any() and flags[ties].all()
 
 
 def test_bench_section_reports_every_case(monkeypatch):
