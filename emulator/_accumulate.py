@@ -4,7 +4,7 @@ Every rounding event rounds an exact value v, known as float64 terms whose exact
 v, once to a format F. A lane (one sample, one output component) goes through up to
 three tiers, each of which either proves its answer or leaves the lane to the next:
 
-1. QUICK PASS (round to nearest; ``quick_lane``): one FMA gives h = RN(v) for a sum
+1. QUICK PASS (round to nearest; ``quick_step``): one FMA gives h = RN(v) for a sum
    s + w x (or a + b), h is rounded to F's grid with a magic constant, and one
    comparison proves the result; about 13 vector operations per lane.
 2. FAST PATH (every mode, every sum; ``fast_round``): TwoSum and FMA give v exactly as
@@ -79,7 +79,7 @@ from functools import lru_cache
 from typing import NamedTuple
 
 import numpy as np
-from numba import njit
+from numba import literally, njit
 
 from ._bits import bits_f64, f64_bits, fma
 from .eft import MIN_EXACT_PRODUCT, sum_rn
@@ -122,6 +122,8 @@ class KernelFormat(NamedTuple):
     quick: bool  # round to nearest with a fast path: the quick pass applies
     c_mul: float  # 1.5 * 2^(53-p): C = 2^e c_mul has ulp(C) = F's quantum in binade e
     hq_mul: float  # 2^-p: half F's quantum in binade e is 2^e hq_mul
+    pair_hq_mul: float  # 2^-p - 2^-50: the same less the share of |h| in the quick pass's bound for pairs
+    joins: bool  # the quick pass applies to sums of two values of F without a tie test (p <= 25)
     quick_max: float  # largest binade 2^e the quick pass answers: 2^(e+1) <= max
     quick_min: float  # smallest binade it answers: F's smallest normal with ftz, else 0
     ovf_pos: float  # the result of an overflow of v > 0 (mode and overflow rule)
@@ -146,6 +148,7 @@ def kernel_format(fmt: Format, rounding: RoundingMode, saturate: bool, subnormal
         params=kernel_params(fmt, saturate, subnormals), wide=kernel_params(wide, False, subnormals),
         wide_rz=kernel_params(wide, False, True), mode=mode, exact_only=exact_only,
         quick=mode == NEAREST and not exact_only, c_mul=1.5 * 2.0 ** (53 - fmt.p), hq_mul=2.0**-fmt.p,
+        pair_hq_mul=2.0**-fmt.p - 2.0**-50, joins=mode == NEAREST and not exact_only and fmt.p <= 25,
         quick_max=2.0 ** (math.frexp(float(fmt.max))[1] - 2), quick_min=0.0 if subnormals else float(fmt.min_normal),
         ovf_pos=float(fmt.max) if mode in (ZERO, DOWN) else ovf, ovf_neg=-(float(fmt.max) if mode in (ZERO, UP) else ovf))
 
@@ -155,30 +158,71 @@ def kernel_format(fmt: Format, rounding: RoundingMode, saturate: bool, subnormal
 
 
 @njit(cache=True, inline="always")
-def _binade(h, fc):
-    """(e0, E): e0 = 2^e for |h| in [2^e, 2^(e+1)) (0 below float64's normal range, inf
-    for inf and NaN) and E = max(e0, F's smallest normal), the binade of F's quantum at h."""
+def _on_grid(h, fc):
+    """(y, d, E, e0): e0 = 2^e for |h| in [2^e, 2^(e+1)) (0 below float64's normal
+    range, inf for inf and NaN), E = max(e0, F's smallest normal) the binade of F's
+    quantum at h, y = h rounded to nearest-even on that grid, d = h - y (exact)."""
     e0 = bits_f64(f64_bits(h) & _EXPONENT)
-    return e0, max(e0, fc.params.minnormal)
-
-
-@njit(cache=True, inline="always")
-def _nearest_on_grid(h, E, fc):
-    """(y, d, hq): y = h rounded to nearest-even on F's grid of binade E, d = h - y
-    (exact), hq = half that grid's quantum."""
+    E = max(e0, fc.params.minnormal)
     c = E * fc.c_mul
     y = (h + c) - c
-    return y, h - y, E * fc.hq_mul
+    return y, h - y, E, e0
 
 
 @njit(cache=True, inline="always")
-def quick_lane(h, slack, exact, fc):
-    """(round_F(v), proven) in round-to-nearest for an exact v with h = RN(v) (``slack``
-    0) or 2 |v - h| <= slack; a tie of h is proven when ``exact`` (v = h); see the module
-    docstring."""
-    e0, E = _binade(h, fc)
-    y, d, hq = _nearest_on_grid(h, E, fc)
-    return y, ((abs(d) + slack < hq) | exact) & (E <= fc.quick_max) & (e0 >= fc.quick_min)
+def _in_quick_range(E, e0, fc):
+    """F's rounding is the rounding on the grid: no overflow, and no flush with ftz."""
+    return (E <= fc.quick_max) & (e0 >= fc.quick_min)
+
+
+@njit(cache=True, inline="always")
+def quick_leaf(s, w, x, fc):
+    """(round_F(s + w x), proven), w x exact: h = RN(s + w x) by one FMA."""
+    y, d, E, e0 = _on_grid(fma(w, x, s), fc)
+    return y, (abs(d) < E * fc.hq_mul) & _in_quick_range(E, e0, fc)
+
+
+@njit(cache=True, inline="always")
+def quick_sum(a, b, fc):
+    """(round_F(a + b), proven) for two float64 values; a tie of h is proven when the sum
+    is exact: h - a = b and h - b = a (the difference with the larger operand is exact)."""
+    h = a + b
+    y, d, E, e0 = _on_grid(h, fc)
+    exact = (h - a == b) & (h - b == a)
+    return y, ((abs(d) < E * fc.hq_mul) | exact) & _in_quick_range(E, e0, fc)
+
+
+@njit(cache=True, inline="always")
+def quick_join(a, b, fc):
+    """(round_F(a + b), proven) for two values of F with p <= 25 (``fc.joins``): every h
+    in range is proven."""
+    y, _, E, e0 = _on_grid(a + b, fc)
+    return y, _in_quick_range(E, e0, fc)
+
+
+@njit(cache=True, inline="always")
+def quick_pair(w1, x1, w2, x2, fc):
+    """(round_F(w1 x1 + w2 x2), proven), both products exact: p = fl(w1 x1), h =
+    fl(p + w2 x2), proven when |d| + 2B < Q/2 (module docstring)."""
+    p = w1 * x1
+    y, d, E, e0 = _on_grid(fma(w2, x2, p), fc)
+    return y, (abs(d) + fma(abs(p), 2.0**-51, 2.0**-1072) < E * fc.pair_hq_mul) & _in_quick_range(E, e0, fc)
+
+
+LEAF, SUM, JOIN, PAIR = range(4)  # what a quick step adds (compile-time constants)
+
+
+@njit(cache=True, inline="always")
+def _quick(op, u, v, x1, x2, fc):
+    """One lane of a quick step: LEAF u + v x1, SUM u + v, JOIN u + v (values of F), PAIR
+    u x1 + v x2."""
+    if op == LEAF:
+        return quick_leaf(u, v, x1, fc)
+    if op == SUM:
+        return quick_sum(u, v, fc)
+    if op == JOIN:
+        return quick_join(u, v, fc)
+    return quick_pair(u, x1, v, x2, fc)
 
 
 @njit(cache=True)
@@ -186,8 +230,8 @@ def fast_round(h, r, A2, fc, kind, rb):
     """(round_F(v), proven, overflowed) for v = h + rho described as in the module
     docstring; ``kind`` 0 nearest, 1 directed, 2 stochastic (a compile-time constant)."""
     minnormal = fc.params.minnormal
-    _, E = _binade(h, fc)
-    y, d, hq = _nearest_on_grid(h, E, fc)
+    y, d, E, _ = _on_grid(h, fc)
+    hq = E * fc.hq_mul
     q = hq + hq
     ad = abs(d)
     ay = abs(y)
@@ -397,95 +441,26 @@ def _bits_for(keys, i, tag, kind):
     return stream(keys[i], tag) if kind == 2 else np.uint64(0)
 
 
-@njit(cache=True, inline="always")
-def _leaf_lane(s, w, x, fc):
-    """``quick_lane`` for s + w x (exact product): h = RN(s + w x) by one FMA."""
-    return quick_lane(fma(w, x, s), 0.0, False, fc)
-
-
-@njit(cache=True, inline="always")
-def _pair_lane(w1, x1, w2, x2, fc):
-    """``quick_lane`` for w1 x1 + w2 x2 (exact products): p = fl(w1 x1) and
-    h = fl(p + w2 x2) are each within 2^-53 of their magnitude (or 2^-1075) of the exact
-    values, so 2 |v - h| <= slack."""
-    p = w1 * x1
-    h = fma(w2, x2, p)
-    return quick_lane(h, fma(abs(p) + abs(h), 2.0**-51, 2.0**-1072), False, fc)
-
-
-@njit(cache=True, inline="always")
-def _sum_lane(a, b, fc):
-    """``quick_lane`` for a + b (two float64 values): h = RN(a + b), exact when h - a = b
-    and h - b = a (the difference with the larger operand is exact, Sterbenz), so that
-    the ties of sums of F values (frequent) are decided."""
-    h = a + b
-    return quick_lane(h, 0.0, (h - a == b) & (h - b == a), fc)
-
-
 @njit(cache=True)
-def quick_add_leaf(out, acc, wrow, x, fc):
-    """out[i] = round_F(acc[i] + w_i x) (exact product, round to nearest) on every lane
-    the quick test proves; returns the number of lanes it leaves, whose out[i] is
-    meaningless."""
+def quick_step(out, u, v, x1, x2, op, fc):
+    """out[i] = the quick pass's lane i (``_quick``; op a constant): round to nearest,
+    where proven; returns the number of lanes it leaves, whose out[i] is meaningless."""
+    op = literally(op)
     left = 0
     for i in range(out.shape[0]):
-        y, ok = _leaf_lane(acc[i], wrow[i], x, fc)
+        y, ok = _quick(op, u[i], v[i], x1, x2, fc)
         out[i] = y
         left += not ok
     return left
 
 
 @njit(cache=True)
-def mark_quick_leaf(acc, wrow, x, flags, fc):
-    """flags[i] = ``quick_add_leaf`` leaves lane i; returns their number."""
+def mark_quick(u, v, x1, x2, op, flags, fc):
+    """flags[i] = ``quick_step`` leaves lane i; returns their number."""
+    op = literally(op)
     left = 0
     for i in range(flags.shape[0]):
-        _, ok = _leaf_lane(acc[i], wrow[i], x, fc)
-        flags[i] = not ok
-        left += not ok
-    return left
-
-
-@njit(cache=True)
-def quick_add_sum(out, a, b, fc):
-    """out[i] = round_X(a[i] + b[i]) (round to nearest) as ``quick_add_leaf`` does."""
-    left = 0
-    for i in range(out.shape[0]):
-        y, ok = _sum_lane(a[i], b[i], fc)
-        out[i] = y
-        left += not ok
-    return left
-
-
-@njit(cache=True)
-def mark_quick_sum(a, b, flags, fc):
-    """flags[i] = ``quick_add_sum`` leaves lane i; returns their number."""
-    left = 0
-    for i in range(flags.shape[0]):
-        _, ok = _sum_lane(a[i], b[i], fc)
-        flags[i] = not ok
-        left += not ok
-    return left
-
-
-@njit(cache=True)
-def quick_add_pair(out, w1, x1, w2, x2, fc):
-    """out[i] = round_F(w1_i x1 + w2_i x2) (exact products, round to nearest) as
-    ``quick_add_leaf`` does."""
-    left = 0
-    for i in range(out.shape[0]):
-        y, ok = _pair_lane(w1[i], x1, w2[i], x2, fc)
-        out[i] = y
-        left += not ok
-    return left
-
-
-@njit(cache=True)
-def mark_quick_pair(w1, x1, w2, x2, flags, fc):
-    """flags[i] = ``quick_add_pair`` leaves lane i; returns their number."""
-    left = 0
-    for i in range(flags.shape[0]):
-        _, ok = _pair_lane(w1[i], x1, w2[i], x2, fc)
+        _, ok = _quick(op, u[i], v[i], x1, x2, fc)
         flags[i] = not ok
         left += not ok
     return left
@@ -532,7 +507,7 @@ def finish_add_leaf(out, acc, wrow, x, keys, flags, ovf, dead, tag_s, fcf, kind,
     (-1: it did not run): a few go straight to the exact path, more to the fast path
     first (every lane), then the exact path."""
     if 0 < left <= out.shape[0] >> FEW_SHIFT:
-        nflag = mark_quick_leaf(acc, wrow, x, flags, fcf)
+        nflag = mark_quick(acc, wrow, x, 0.0, LEAF, flags, fcf)
     elif kind == 0:
         nflag = step_add_leaf(out, acc, wrow, x, keys, flags, ovf, tag_s, fcf, 0)
     elif kind == 1:
@@ -577,7 +552,7 @@ def finish_add(out, a, b, keys, flags, ovf, dead, tag, fc, kind, left, buf, work
     """Complete out = round_X(a + b) after the quick pass left ``left`` lanes (-1: it did
     not run), as ``finish_add_leaf``."""
     if 0 < left <= out.shape[0] >> FEW_SHIFT:
-        nflag = mark_quick_sum(a, b, flags, fc)
+        nflag = mark_quick(a, b, 0.0, 0.0, SUM, flags, fc)
     elif kind == 0:
         nflag = step_add(out, a, b, keys, flags, ovf, tag, fc, 0)
     elif kind == 1:
@@ -592,7 +567,7 @@ def finish_add(out, a, b, keys, flags, ovf, dead, tag, fc, kind, left, buf, work
 def add_vectors(out, a, b, keys, flags, ovf, dead, tag, fc, kind, quick, buf, work):
     """out = round_X(a + b), lane by lane, through the tiers (the quick pass when
     ``quick``: round to nearest only); returns the number of lanes it left (-1 without)."""
-    left = quick_add_sum(out, a, b, fc) if quick else -1
+    left = quick_step(out, a, b, 0.0, 0.0, SUM, fc) if quick else -1
     if left:
         finish_add(out, a, b, keys, flags, ovf, dead, tag, fc, kind, left, buf, work)
     return left
@@ -647,7 +622,7 @@ def add_product(out, acc, wrow, x, th, tl, keys, flags, ovf, dead, j, tag_s, fcf
     if has_p:
         leaves(th, tl, wrow, x, keys, flags, ovf, dead, TAG_PRODUCT | j, fcp, True, kind, buf, work)
         wrow, x = th, 1.0
-    left = quick_add_leaf(out, acc, wrow, x, fcf) if quick else -1
+    left = quick_step(out, acc, wrow, x, 0.0, LEAF, fcf) if quick else -1
     if left:
         finish_add_leaf(out, acc, wrow, x, keys, flags, ovf, dead, tag_s, fcf, kind, left, buf, work)
     return left
@@ -700,7 +675,7 @@ def finish_pair(out, w1, x1, w2, x2, lh, ll, th, tl, keys, flags, ovf, dead, j, 
     (-1: it did not run): a few go to the exact path, else every lane goes through the
     leaves (into lh, ll and th, tl) and the fast path."""
     if 0 < left <= out.shape[0] >> FEW_SHIFT:
-        mark_quick_pair(w1, x1, w2, x2, flags, fcf)
+        mark_quick(w1, w2, x1, x2, PAIR, flags, fcf)
         for i in range(out.shape[0]):
             if flags[i]:
                 y, over, gone = exact_pair(w1[i], x1, w2[i], x2, fcf, buf, work)
@@ -894,7 +869,7 @@ def kernel_blocked(x, wt, bias, has_bias, bias_last, colfinite, fcf, fcp, fco, h
                         left = add_product(inner[1 - c, g], inner[c, g], wrow, xv, th, tl, keys[g], flags, ovf[r0 + g],
                                            dead[r0 + g], j, tag_s, fcf, fcp, has_p, kind, quick, buf, work)
                     else:  # add_product's path, its quick pass called here: a call of few arguments
-                        left = quick_add_leaf(inner[1 - c, g], inner[c, g], wrow, xv, fcf)
+                        left = quick_step(inner[1 - c, g], inner[c, g], wrow, xv, 0.0, LEAF, fcf)
                         if left:
                             finish_add_leaf(inner[1 - c, g], inner[c, g], wrow, xv, keys[g], flags, ovf[r0 + g],
                                             dead[r0 + g], tag_s, fcf, kind, left, buf, work)
@@ -1015,16 +990,17 @@ def kernel_pairwise(x, wt, bias, has_bias, fcf, fcp, has_p, kind, seedkey, row0,
                 x1 = x[r0 + g, j - 1]
                 x2 = x[r0 + g, j]
                 d = 1 if land == 1 else top
-                # add_pair and add_vectors, their quick passes called here: calls of few arguments
-                left = quick_add_pair(stack[g, d], w1, x1, w2, x2, fcf) if quick and not has_p else -1
+                # the quick passes called here, the tiers only for lanes they leave: calls of few arguments
+                left = quick_step(stack[g, d], w1, w2, x1, x2, PAIR, fcf) if quick and not has_p else -1
                 if left:
                     finish_pair(stack[g, d], w1, x1, w2, x2, lh, ll, th, tl, keys[g], flags, ovf[r0 + g], dead[r0 + g],
                                 j, tag_pair, fcf, fcp, has_p, kind, left, buf, work)
                 slow[g], backoff[g] = _pace(slow[g], backoff[g], left, m)
-                level = 1  # joins by the quick pass alone until one leaves lanes (a call in this loop would slow it)
+                level = 1  # joins by the quick pass until one leaves lanes (the tiers' call out of this loop)
                 while level < land and quick:
                     e = land if level == land - 1 else 2 * top + 1 - d
-                    if quick_add_sum(stack[g, e], stack[g, d], stack[g, level], fcf):
+                    if (quick_step(stack[g, e], stack[g, d], stack[g, level], 0.0, 0.0, JOIN, fcf) if fcf.joins else
+                            quick_step(stack[g, e], stack[g, d], stack[g, level], 0.0, 0.0, SUM, fcf)):
                         break
                     d = e
                     level += 1
