@@ -4,9 +4,9 @@ Every rounding event rounds an exact value v, known as float64 terms whose exact
 v, once to a format F. A lane (one sample, one output component) goes through up to
 three tiers, each of which either proves its answer or leaves the lane to the next:
 
-1. QUICK PASS (round to nearest; ``quick_step``): one FMA gives h = RN(v) for a sum
-   s + w x (or a + b), h is rounded to F's grid with a magic constant, and one
-   comparison proves the result; about 13 vector operations per lane.
+1. QUICK PASS (round to nearest; ``quick_step``): one rounding gives h = RN(v) for a sum
+   s + w x (one FMA) or a + b, h is rounded to F's grid with a magic constant, and a
+   comparison or two prove the result; about 13 vector operations per lane.
 2. FAST PATH (every mode, every sum; ``fast_round``): TwoSum and FMA give v exactly as
    h + rho, rounded with the same magic constant and checked against the nearest
    breakpoint.
@@ -25,12 +25,22 @@ Q Z (exact float64 steps); d = h - y is exact and |d| <= Q/2.
 Quick pass, the proof. F's midpoints are float64 numbers (p + 1 <= 53 bits, at least
 2^(emin-p) >= 2^-1074), and h = RN(v) means that no float64 other than h lies between v
 and h. So unless h is itself a midpoint (|d| = Q/2), no midpoint of F separates v from h
-and round_F(v) = round_F(h) = y, provided y is F's rounding: |h| < 2^floor(log2 max)
-(no overflow) and, with ftz, |h| >= F's smallest normal. For the sum of two products
-(pairwise leaves) p = fl(w1 x1) and h = fl(p + w2 x2) (one FMA) give
-|v - h| <= B = 2^-53 (|p| + |h|) + 2^-1074, and the test is |d| + 2B < Q/2: then
-|v - y| < Q/2 - B, and when y is a power of two with |h| >= |y| (the grid below y is
-finer), v lies within B < Q/4 of the binade above. It leaves ties, overflow, inf and NaN.
+and round_F(v) = round_F(h) = y, provided y is F's rounding: |h| < 2^floor(log2 max) (no
+overflow) and, with ftz, |h| >= F's smallest normal. The four shapes of sums:
+
+* LEAF s + w x (w x exact), one FMA: proven when |d| < Q/2.
+* SUM a + b: proven when |d| < Q/2, or when h is exact, a tie then going to even as y
+  does: h - a = b and h - b = a (the difference with the larger operand is exact).
+* JOIN a + b, both values of F with p <= 25 (pairwise joins): a tie of h is always exact.
+  With |a| >= |b| and Q_a the quantum at a, an inexact float64 sum spans more than 53 bit
+  positions, so the lowest bit of b lies below 2^(e_a - 51) and |b| < 2^(2p-53) Q_a <=
+  Q_a/8: h is then within Q_a/8 + ulp(h) of the F value a, no midpoint. Every h in range
+  is proven.
+* PAIR w1 x1 + w2 x2 (pairwise leaves): p = fl(w1 x1) and h = fl(p + w2 x2) (one FMA)
+  give |v - h| <= B = 2^-53 (|p| + |h|) + 2^-1074 <= 2^-53 |p| + 2^-52 E + 2^-1074 (h in
+  binade E, |h| < 2E), and the test |d| + fl(2^-51 |p| + 2^-1072) < E (2^-p - 2^-50)
+  gives |d| + 2B < Q/2: then |v - y| < Q/2 - B, and when y is a power of two with
+  |h| >= |y| (the grid below y is finer) v lies within B < Q/4 of the binade above.
 
 Fast path, the proof. The caller gives h = fl(sum of the high parts) and the residual
 rho = v - h through a float ``r`` (sign(r) = sign(rho) when r != 0; r = 0 with A2 > 0

@@ -50,7 +50,7 @@ from .rounding import DOWN, NEAREST, STOCHASTIC, UP, ZERO, overflow_magnitude, s
 __all__ = ["linear", "linear_slow"]
 
 BATCH = 4096  # samples converted to float64 and processed per kernel call
-GROUP = 4  # samples sharing one pass over W inside a parallel task
+GROUP = 2  # samples sharing a pass over W: their running sums and a row of W fit a 32 KiB L1 (m <= 800)
 MAX_INPUTS = 1 << K.MAX_TERMS_LOG2
 _MASK64 = (1 << 64) - 1
 
