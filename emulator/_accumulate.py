@@ -4,7 +4,7 @@ Every rounding event rounds an exact value v, known as float64 terms whose exact
 v, once to a format F. A lane (one sample, one output component) goes through up to
 three tiers, each of which either proves its answer or leaves the lane to the next:
 
-1. QUICK PASS (round to nearest; ``quick_step``): one rounding gives h = RN(v) for a sum
+1. QUICK PASS (round to nearest; ``_quick_pass``): one rounding gives h = RN(v) for a sum
    s + w x (one FMA) or a + b, h is rounded to F's grid with a magic constant, and a
    comparison or two prove the result; about 13 vector operations per lane.
 2. FAST PATH (every mode, every sum; ``fast_round``): TwoSum and FMA give v exactly as
@@ -89,7 +89,7 @@ from functools import lru_cache
 from typing import NamedTuple
 
 import numpy as np
-from numba import literally, njit
+from numba import njit
 
 from ._bits import bits_f64, f64_bits, fma
 from .eft import MIN_EXACT_PRODUCT, sum_rn
@@ -152,15 +152,17 @@ def kernel_format(fmt: Format, rounding: RoundingMode, saturate: bool, subnormal
     """The constants the kernels read for rounding into ``fmt``, derived once."""
     mode = rounding.code
     ovf = overflow_magnitude(fmt, saturate)
+    top = float(fmt.max)
     exact_only = fmt.p >= 52 or fmt.emin + 1023 - fmt.p < 1
+    quick = mode == NEAREST and not exact_only
     wide = _widened(fmt)
     return KernelFormat(
         params=kernel_params(fmt, saturate, subnormals), wide=kernel_params(wide, False, subnormals),
-        wide_rz=kernel_params(wide, False, True), mode=mode, exact_only=exact_only,
-        quick=mode == NEAREST and not exact_only, c_mul=1.5 * 2.0 ** (53 - fmt.p), hq_mul=2.0**-fmt.p,
-        pair_hq_mul=2.0**-fmt.p - 2.0**-50, joins=mode == NEAREST and not exact_only and fmt.p <= 25,
-        quick_max=2.0 ** (math.frexp(float(fmt.max))[1] - 2), quick_min=0.0 if subnormals else float(fmt.min_normal),
-        ovf_pos=float(fmt.max) if mode in (ZERO, DOWN) else ovf, ovf_neg=-(float(fmt.max) if mode in (ZERO, UP) else ovf))
+        wide_rz=kernel_params(wide, False, True), mode=mode, exact_only=exact_only, quick=quick,
+        c_mul=1.5 * 2.0 ** (53 - fmt.p), hq_mul=2.0**-fmt.p, pair_hq_mul=2.0**-fmt.p - 2.0**-50,
+        joins=quick and fmt.p <= 25, quick_max=2.0 ** (math.frexp(top)[1] - 2),
+        quick_min=0.0 if subnormals else float(fmt.min_normal), ovf_pos=top if mode in (ZERO, DOWN) else ovf,
+        ovf_neg=-(top if mode in (ZERO, UP) else ovf))
 
 
 # ---------------------------------------------------------------------------------------
@@ -451,11 +453,10 @@ def _bits_for(keys, i, tag, kind):
     return stream(keys[i], tag) if kind == 2 else np.uint64(0)
 
 
-@njit(cache=True)
-def quick_step(out, u, v, x1, x2, op, fc):
-    """out[i] = the quick pass's lane i (``_quick``; op a constant): round to nearest,
+@njit(cache=True, inline="always")
+def _quick_pass(out, u, v, x1, x2, op, fc):
+    """out[i] = the quick pass's lane i (``_quick``; op a constant), round to nearest,
     where proven; returns the number of lanes it leaves, whose out[i] is meaningless."""
-    op = literally(op)
     left = 0
     for i in range(out.shape[0]):
         y, ok = _quick(op, u[i], v[i], x1, x2, fc)
@@ -464,16 +465,54 @@ def quick_step(out, u, v, x1, x2, op, fc):
     return left
 
 
-@njit(cache=True)
-def mark_quick(u, v, x1, x2, op, flags, fc):
-    """flags[i] = ``quick_step`` leaves lane i; returns their number."""
-    op = literally(op)
+@njit(cache=True, inline="always")
+def _quick_marks(u, v, x1, x2, op, flags, fc):
+    """flags[i] = ``_quick_pass`` leaves lane i; returns their number."""
     left = 0
     for i in range(flags.shape[0]):
         _, ok = _quick(op, u[i], v[i], x1, x2, fc)
         flags[i] = not ok
         left += not ok
     return left
+
+
+@njit(cache=True)
+def quick_leaves(out, acc, wrow, x, fc):
+    """The quick pass of out = round_F(acc + w x) (``_quick_pass``)."""
+    return _quick_pass(out, acc, wrow, x, 0.0, LEAF, fc)
+
+
+@njit(cache=True)
+def quick_sums(out, a, b, fc):
+    """The quick pass of out = round_X(a + b)."""
+    return _quick_pass(out, a, b, 0.0, 0.0, SUM, fc)
+
+
+@njit(cache=True)
+def quick_joins(out, a, b, fc):
+    """The quick pass of out = round_F(a + b), a and b values of F (``fc.joins``)."""
+    return _quick_pass(out, a, b, 0.0, 0.0, JOIN, fc)
+
+
+@njit(cache=True)
+def quick_pairs(out, w1, w2, x1, x2, fc):
+    """The quick pass of out = round_F(w1 x1 + w2 x2)."""
+    return _quick_pass(out, w1, w2, x1, x2, PAIR, fc)
+
+
+@njit(cache=True)
+def mark_leaves(acc, wrow, x, flags, fc):
+    return _quick_marks(acc, wrow, x, 0.0, LEAF, flags, fc)
+
+
+@njit(cache=True)
+def mark_sums(a, b, flags, fc):
+    return _quick_marks(a, b, 0.0, 0.0, SUM, flags, fc)
+
+
+@njit(cache=True)
+def mark_pairs(w1, w2, x1, x2, flags, fc):
+    return _quick_marks(w1, w2, x1, x2, PAIR, flags, fc)
 
 
 @njit(cache=True, inline="always")
@@ -517,7 +556,7 @@ def finish_add_leaf(out, acc, wrow, x, keys, flags, ovf, dead, tag_s, fcf, kind,
     (-1: it did not run): a few go straight to the exact path, more to the fast path
     first (every lane), then the exact path."""
     if 0 < left <= out.shape[0] >> FEW_SHIFT:
-        nflag = mark_quick(acc, wrow, x, 0.0, LEAF, flags, fcf)
+        nflag = mark_leaves(acc, wrow, x, flags, fcf)
     elif kind == 0:
         nflag = step_add_leaf(out, acc, wrow, x, keys, flags, ovf, tag_s, fcf, 0)
     elif kind == 1:
@@ -562,7 +601,7 @@ def finish_add(out, a, b, keys, flags, ovf, dead, tag, fc, kind, left, buf, work
     """Complete out = round_X(a + b) after the quick pass left ``left`` lanes (-1: it did
     not run), as ``finish_add_leaf``."""
     if 0 < left <= out.shape[0] >> FEW_SHIFT:
-        nflag = mark_quick(a, b, 0.0, 0.0, SUM, flags, fc)
+        nflag = mark_sums(a, b, flags, fc)
     elif kind == 0:
         nflag = step_add(out, a, b, keys, flags, ovf, tag, fc, 0)
     elif kind == 1:
@@ -577,7 +616,7 @@ def finish_add(out, a, b, keys, flags, ovf, dead, tag, fc, kind, left, buf, work
 def add_vectors(out, a, b, keys, flags, ovf, dead, tag, fc, kind, quick, buf, work):
     """out = round_X(a + b), lane by lane, through the tiers (the quick pass when
     ``quick``: round to nearest only); returns the number of lanes it left (-1 without)."""
-    left = quick_step(out, a, b, 0.0, 0.0, SUM, fc) if quick else -1
+    left = quick_sums(out, a, b, fc) if quick else -1
     if left:
         finish_add(out, a, b, keys, flags, ovf, dead, tag, fc, kind, left, buf, work)
     return left
@@ -631,8 +670,8 @@ def add_product(out, acc, wrow, x, th, tl, keys, flags, ovf, dead, j, tag_s, fcf
     lane by lane through the tiers; returns the number of lanes the quick pass left."""
     if has_p:
         leaves(th, tl, wrow, x, keys, flags, ovf, dead, TAG_PRODUCT | j, fcp, True, kind, buf, work)
-        wrow, x = th, 1.0
-    left = quick_step(out, acc, wrow, x, 0.0, LEAF, fcf) if quick else -1
+        return add_vectors(out, acc, th, keys, flags, ovf, dead, tag_s, fcf, kind, quick, buf, work)
+    left = quick_leaves(out, acc, wrow, x, fcf) if quick else -1
     if left:
         finish_add_leaf(out, acc, wrow, x, keys, flags, ovf, dead, tag_s, fcf, kind, left, buf, work)
     return left
@@ -685,7 +724,7 @@ def finish_pair(out, w1, x1, w2, x2, lh, ll, th, tl, keys, flags, ovf, dead, j, 
     (-1: it did not run): a few go to the exact path, else every lane goes through the
     leaves (into lh, ll and th, tl) and the fast path."""
     if 0 < left <= out.shape[0] >> FEW_SHIFT:
-        mark_quick(w1, w2, x1, x2, PAIR, flags, fcf)
+        mark_pairs(w1, w2, x1, x2, flags, fcf)
         for i in range(out.shape[0]):
             if flags[i]:
                 y, over, gone = exact_pair(w1[i], x1, w2[i], x2, fcf, buf, work)
@@ -879,7 +918,7 @@ def kernel_blocked(x, wt, bias, has_bias, bias_last, colfinite, fcf, fcp, fco, h
                         left = add_product(inner[1 - c, g], inner[c, g], wrow, xv, th, tl, keys[g], flags, ovf[r0 + g],
                                            dead[r0 + g], j, tag_s, fcf, fcp, has_p, kind, quick, buf, work)
                     else:  # add_product's path, its quick pass called here: a call of few arguments
-                        left = quick_step(inner[1 - c, g], inner[c, g], wrow, xv, 0.0, LEAF, fcf)
+                        left = quick_leaves(inner[1 - c, g], inner[c, g], wrow, xv, fcf)
                         if left:
                             finish_add_leaf(inner[1 - c, g], inner[c, g], wrow, xv, keys[g], flags, ovf[r0 + g],
                                             dead[r0 + g], tag_s, fcf, kind, left, buf, work)
@@ -1001,7 +1040,7 @@ def kernel_pairwise(x, wt, bias, has_bias, fcf, fcp, has_p, kind, seedkey, row0,
                 x2 = x[r0 + g, j]
                 d = 1 if land == 1 else top
                 # the quick passes called here, the tiers only for lanes they leave: calls of few arguments
-                left = quick_step(stack[g, d], w1, w2, x1, x2, PAIR, fcf) if quick and not has_p else -1
+                left = quick_pairs(stack[g, d], w1, w2, x1, x2, fcf) if quick and not has_p else -1
                 if left:
                     finish_pair(stack[g, d], w1, x1, w2, x2, lh, ll, th, tl, keys[g], flags, ovf[r0 + g], dead[r0 + g],
                                 j, tag_pair, fcf, fcp, has_p, kind, left, buf, work)
@@ -1009,8 +1048,8 @@ def kernel_pairwise(x, wt, bias, has_bias, fcf, fcp, has_p, kind, seedkey, row0,
                 level = 1  # joins by the quick pass until one leaves lanes (the tiers' call out of this loop)
                 while level < land and quick:
                     e = land if level == land - 1 else 2 * top + 1 - d
-                    if (quick_step(stack[g, e], stack[g, d], stack[g, level], 0.0, 0.0, JOIN, fcf) if fcf.joins else
-                            quick_step(stack[g, e], stack[g, d], stack[g, level], 0.0, 0.0, SUM, fcf)):
+                    if (quick_joins(stack[g, e], stack[g, d], stack[g, level], fcf) if fcf.joins else
+                            quick_sums(stack[g, e], stack[g, d], stack[g, level], fcf)):
                         break
                     d = e
                     level += 1

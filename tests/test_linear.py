@@ -350,9 +350,9 @@ def test_few_ties_data_leaves_a_few_lanes():
     x, W, _ = few_ties_data()
     fc = _kernel_format(parse_accumulation("fp16"))
     flags = np.zeros(520, dtype=np.bool_)
-    steps = [K.mark_quick(linear(x[0, :k], W[:, :k], None, "fp16"), W[:, k], float(x[0, k]), 0.0, K.LEAF, flags, fc)
+    steps = [K.mark_leaves(linear(x[0, :k], W[:, :k], None, "fp16"), W[:, k], float(x[0, k]), flags, fc)
              for k in range(1, 24)]
-    pairs = [K.mark_quick(W[:, j - 1], W[:, j], float(x[0, j - 1]), float(x[0, j]), K.PAIR, flags, fc)
+    pairs = [K.mark_pairs(W[:, j - 1], W[:, j], float(x[0, j - 1]), float(x[0, j]), flags, fc)
              for j in range(1, 24, 2)]
     for left in (steps, pairs):
         assert 1 <= max(left) <= 520 >> K.FEW_SHIFT
@@ -724,8 +724,8 @@ def test_exact_path_rounds_sums_of_terms(fmt, mode):
 
 def _quick_many(out, acc, wrow, x, flags, fc):
     """The quick pass over many lanes; the lanes it leaves are flagged by its twin test."""
-    left = K.quick_step(out, acc, wrow, x, 0.0, K.LEAF, fc)
-    assert K.mark_quick(acc, wrow, x, 0.0, K.LEAF, flags, fc) == left
+    left = K.quick_leaves(out, acc, wrow, x, fc)
+    assert K.mark_leaves(acc, wrow, x, flags, fc) == left
     return left
 
 
@@ -772,8 +772,8 @@ def test_quick_sum_is_right_whenever_it_answers(fmt):
     b[400:800] = -a[400:800] * (1 + rng.integers(-4, 5, 400) * 2.0**-52)
     out, flags = np.empty(4000), np.zeros(4000, dtype=np.bool_)
     fc = _kernel_format(parse_accumulation(fmt))
-    left = K.quick_step(out, a, b, 0.0, 0.0, K.SUM, fc)
-    assert K.mark_quick(a, b, 0.0, 0.0, K.SUM, flags, fc) == left == flags.sum() and 0 < left < 4000
+    left = K.quick_sums(out, a, b, fc)
+    assert K.mark_sums(a, b, flags, fc) == left == flags.sum() and 0 < left < 4000
     for i in np.flatnonzero(~flags):
         v = Fraction(float(a[i])) + Fraction(float(b[i]))
         assert out[i] == oracle_round(v, fmt, "nearest", False, False, 0)[0], (a[i], b[i])
@@ -785,17 +785,17 @@ def test_quick_sum_is_right_whenever_it_answers(fmt):
     assert exact_ties.any() and not flags[exact_ties].any()
     # values of F (from lane 800 on): the join test proves every sum below the top binade
     a, b = a[800:], b[800:]
-    left = K.quick_step(out[800:], a, b, 0.0, 0.0, K.JOIN, fc)
-    assert fc.joins and K.mark_quick(a, b, 0.0, 0.0, K.JOIN, flags[800:], fc) == left
-    assert not flags[800:][np.abs(a + b) < 2 * fc.quick_max].any()
-    for i in np.flatnonzero(~flags[800:]):
+    y = np.empty(len(a))
+    in_range = np.abs(a + b) < 2 * fc.quick_max
+    assert fc.joins and K.quick_joins(y, a, b, fc) == (~in_range).sum()
+    for i in np.flatnonzero(in_range):
         v = Fraction(float(a[i])) + Fraction(float(b[i]))
-        assert out[800 + i] == oracle_round(v, fmt, "nearest", False, False, 0)[0], (a[i], b[i])
+        assert y[i] == oracle_round(v, fmt, "nearest", False, False, 0)[0], (a[i], b[i])
 
 
 def _quick_pairs(out, w1, x1, w2, x2, flags, fc):
-    left = K.quick_step(out, w1, w2, x1, x2, K.PAIR, fc)
-    assert K.mark_quick(w1, w2, x1, x2, K.PAIR, flags, fc) == left
+    left = K.quick_pairs(out, w1, w2, x1, x2, fc)
+    assert K.mark_pairs(w1, w2, x1, x2, flags, fc) == left
     return left
 
 
