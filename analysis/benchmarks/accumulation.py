@@ -94,13 +94,13 @@ def run(quick: bool) -> list[Measurement]:
         native = time_call(lambda: x32 @ w32.T, repeat=5) / macs * 1e9
         sub = x[:LOOP_SAMPLES]
         loops: dict[str, float] = {}
-        plain = time_call(lambda: _plain_numpy_loop(sub, w), repeat=1) / (len(sub) * n * m) * 1e9
+        plain = time_call(lambda: _plain_numpy_loop(sub, w), repeat=2) / (len(sub) * n * m) * 1e9
         values: dict[str, float] = {}
         for spec in CASES:
             fmt = spec.split(":")[0]
             if fmt not in loops:
                 loops[fmt] = time_call(lambda: _numpy_loop(sub, w, fmt), repeat=1) / (len(sub) * n * m) * 1e9
-            values[spec] = time_call(lambda: linear(x, w, None, spec), repeat=2) / macs * 1e9
+            values[spec] = time_call(lambda: linear(x, w, None, spec), repeat=3) / macs * 1e9
             baselines = {NATIVE: native, PLAIN_LOOP: plain, f"numpy loop + round_to({fmt})": loops[fmt]}
             if spec != "fp16":
                 baselines[RECURSIVE_FP16] = values["fp16"]
