@@ -433,7 +433,7 @@ def exact_pair(w1, x1, w2, x2, fc, buf, work):
 
 # ---------------------------------------------------------------------------------------
 # vector steps (one sample, all components): out[i] = round(...) from inputs that ``out``
-# does not alias; ``kind``, ``has_p`` and ``mark`` are compile-time constants
+# does not alias; ``kind``, ``has_p`` and ``op`` are compile-time constants
 
 
 @njit(cache=True)
@@ -502,16 +502,19 @@ def quick_pairs(out, w1, w2, x1, x2, fc):
 
 @njit(cache=True)
 def mark_leaves(acc, wrow, x, flags, fc):
+    """flags[i] = ``quick_leaves`` leaves lane i; returns their number."""
     return _quick_marks(acc, wrow, x, 0.0, LEAF, flags, fc)
 
 
 @njit(cache=True)
 def mark_sums(a, b, flags, fc):
+    """flags[i] = ``quick_sums`` leaves lane i; returns their number."""
     return _quick_marks(a, b, 0.0, 0.0, SUM, flags, fc)
 
 
 @njit(cache=True)
 def mark_pairs(w1, w2, x1, x2, flags, fc):
+    """flags[i] = ``quick_pairs`` leaves lane i; returns their number."""
     return _quick_marks(w1, w2, x1, x2, PAIR, flags, fc)
 
 
