@@ -140,6 +140,11 @@ class Arithmetic:
     def lift(self, array: np.ndarray):
         return array
 
+    def begin(self, graph, values: dict) -> None:
+        """Called by the engine before the first node: the graph it runs and the engine's
+        own dict of live tensors by name (for arithmetics whose sums look at other tensors;
+        they must not modify it). Nothing here."""
+
     def store(self, tensor):
         """round_S(tensor) for float tensors when a storage format is set."""
         if self.storage is None or not isinstance(tensor, np.ndarray) or tensor.dtype != np.float64:
