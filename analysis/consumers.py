@@ -199,13 +199,14 @@ class GraphConsumers:
 
     @classmethod
     def of(cls, graph: Graph) -> "GraphConsumers":
-        """The analysis of ``graph``, computed once while the graph lives."""
+        """The analysis of ``graph``, computed once while the graph lives (the analysis
+        holds no reference to the graph)."""
         if graph not in _ANALYSED:
             _ANALYSED[graph] = cls(graph)
         return _ANALYSED[graph]
 
     def __init__(self, graph: Graph):
-        self.graph = graph
+        self._nodes, self._outputs, self._initializers = graph.nodes, frozenset(graph.outputs), tuple(graph.initializers)
         self._readers = graph.consumers()
         names = set(graph.initializers)
         for node in graph.nodes:
@@ -270,7 +271,7 @@ class GraphConsumers:
         return CONSUMER_RULES.get("other")
 
     def _routes(self, tensor: str, steps: tuple[Step, ...]):
-        if tensor in self.graph.outputs:
+        if tensor in self._outputs:
             yield Route(steps, None, 0, CONSUMER_RULES.get("output"))
         for node in self._readers.get(tensor, []):
             for index, name in enumerate(node.inputs):
@@ -291,8 +292,8 @@ class GraphConsumers:
         key = getattr(storage, "spec", None)
         if key not in self._folded:
             arith = Native(storage)
-            folded = {k: values[k] for k in self.graph.initializers if k in values}
-            for node in self.graph.nodes:
+            folded = {k: values[k] for k in self._initializers if k in values}
+            for node in self._nodes:
                 if not all(t in folded for t in node.inputs if t) or not any(
                         t in self.constant_names for t in node.outputs if t):
                     continue

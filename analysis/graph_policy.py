@@ -94,10 +94,13 @@ class SitePasses(Passes):
 
 class SiteState:
     """One site of one run while it is decided: operands, the low pass and, on demand,
-    the forced components, the magnitude pass, the consumers' view and the exact sums."""
+    the forced components, the magnitude pass, the consumers' view and the exact sums;
+    ``low_passes`` counts the low-precision passes taken (the low pass, and the magnitude
+    pass once a selector asks for it)."""
 
     def __init__(self, arith: "MixedArithmetic", site: Site, x, w, bias, batched: bool):
         self.arith, self.site, self.x, self.w, self.bias, self.batched = arith, site, x, w, bias, batched
+        self.low_passes = 1
 
     @cached_property
     def low(self) -> tuple[np.ndarray, np.ndarray]:
@@ -115,6 +118,7 @@ class SiteState:
     @cached_property
     def magnitude(self) -> np.ndarray:
         a = self.arith
+        self.low_passes += 1
         return a.passes.magnitude(a, a.low, self.x, self.w, self.bias, self.batched)
 
     @cached_property
@@ -135,12 +139,11 @@ class SiteState:
 @dataclass(frozen=True)
 class Selector:
     """How a method chooses the recomputed components of a site: ``choose(state)`` -> a
-    bool mask (shape of ŷ); ``low_passes(state)`` the low-precision passes it charges per
-    component (the low pass, the magnitude pass); ``uses_low`` False for uniform high."""
+    bool mask (shape of ŷ), computing from ``state`` what it needs (each low-precision
+    pass it takes is charged for every component); ``uses_low`` False for uniform high."""
 
     method: str
     choose: Callable[[SiteState], np.ndarray]
-    low_passes: Callable[[SiteState], int] = lambda state: 1
     uses_low: bool = True
     criterion: "str | None" = None
     tau: "float | None" = None
@@ -155,8 +158,8 @@ def guided_scores(state: SiteState, criterion: str) -> np.ndarray:
 
 def _guided(criterion: str, tau: float) -> Selector:
     crit = get_criterion(criterion)
-    return Selector(GUIDED, lambda s: select(guided_scores(s, crit.name), s.forced, tau),
-                    lambda s: 2 if crit.needs_magnitude else 1, criterion=crit.name, tau=tau)
+    return Selector(GUIDED, lambda s: select(guided_scores(s, crit.name), s.forced, tau), criterion=crit.name,
+                    tau=tau)
 
 
 def lamp_form_names() -> list[str]:
@@ -175,9 +178,12 @@ def _lamp(form: str, tau: float) -> Selector:
     return Selector(LAMP, choose, criterion=form, tau=tau)
 
 
-def _matched(method: str, like: "GraphMixedRun", ranking: Callable[[SiteState], np.ndarray]) -> Selector:
+def _matched(method: str, like: "GraphMixedRun", ranking: Callable[[SiteState], np.ndarray],
+             lazy: bool = False) -> Selector:
     """The forced components plus the best-ranked others (lowest key first), as many per
-    site and sample as ``like`` recomputed there."""
+    site and sample as ``like`` recomputed there; ``lazy``: no ranking where the forced
+    components fill the budget (the random ranking draws at every site, so that its draws
+    do not depend on the budgets)."""
     choices = like.choices
     samples = like.logits.shape[0]
 
@@ -191,6 +197,8 @@ def _matched(method: str, like: "GraphMixedRun", ranking: Callable[[SiteState], 
                               f"(or has another shape there).")
         budget = state.blocks(choices[name] > 0).sum(axis=1)
         must = state.blocks(state.forced)
+        if lazy and np.all(budget <= must.sum(axis=1)):
+            return state.forced
         mask = must | take_first(state.blocks(ranking(state)), budget, first=must)
         return mask.reshape(state.y.shape)
 
@@ -258,7 +266,7 @@ class MixedArithmetic(Emulated):
         work: dict = {}
         if sel.uses_low:
             y, ovf = state.low
-            work[self.low] = sel.low_passes(state) * y.size
+            work[self.low] = state.low_passes * y.size
         if mask.any() or not sel.uses_low:
             y_high, ovf_high = self.passes.sums(self, self.high, x, w, bias, batched)
             y, ovf = (np.where(mask, y_high, y), np.where(mask, ovf_high, ovf)) if sel.uses_low else (y_high, ovf_high)
@@ -368,12 +376,14 @@ def uniform_graph(graph: Graph, data, low, high, level: int, storage=None, **com
         selector = Selector(UNIFORM_LOW, lambda s: np.zeros(s.y.shape, dtype=bool))
     else:
         selector = Selector(UNIFORM_HIGH, lambda s: np.ones(s.x.shape[:-1] + (s.w.shape[-2],), dtype=bool),
-                            low_passes=lambda s: 0, uses_low=False)
+                            uses_low=False)
     return mixed_graph_forward(graph, data, (low, high), selector, storage=storage, **common)
 
 
-def _matched_run(graph: Graph, data, like: GraphMixedRun, method: str, ranking: Callable, storage, common):
-    return mixed_graph_forward(graph, data, like.formats, _matched(method, like, ranking), storage=storage, **common)
+def _matched_run(graph: Graph, data, like: GraphMixedRun, method: str, ranking: Callable, storage, common,
+                 lazy: bool = False):
+    return mixed_graph_forward(graph, data, like.formats, _matched(method, like, ranking, lazy), storage=storage,
+                               **common)
 
 
 def random_graph(graph: Graph, data, like: GraphMixedRun, seed: int = 0, storage=None, **common) -> GraphMixedRun:
@@ -391,22 +401,19 @@ def local_oracle_graph(graph: Graph, data, like: GraphMixedRun, error: str = "re
     operands, as many per site and sample as in ``like``."""
     measure = ORACLE_ERRORS.get(error).measure
     return _matched_run(graph, data, like, LOCAL_ORACLE, lambda s: -measure(s.y, s.exact(precision)), storage,
-                        common)
+                        common, lazy=True)
 
 
 def guided_ranked_graph(graph: Graph, data, like: GraphMixedRun, criterion: str = "kappa", storage=None,
                         **common) -> GraphMixedRun:
     """The forced components plus those of largest guided score (undefined scores first),
     as many per site and sample as in ``like`` (a LAMP run: the guided ranking at LAMP's
-    budget). It pays the guided estimation passes."""
+    budget). It pays the guided estimation passes at the sites it ranks."""
     crit = get_criterion(criterion)
 
     def ranking(state: SiteState) -> np.ndarray:
         score = guided_scores(state, crit.name)
         return -np.where(np.isnan(score), np.inf, score)
 
-    selector = _matched(GUIDED_RANKED, like, ranking)
-    selector = Selector(selector.method, selector.choose, lambda s: 2 if crit.needs_magnitude else 1,
-                        criterion=like.criterion, tau=like.tau)
-    return mixed_graph_forward(graph, data, like.formats, selector, storage=storage, **common)
+    return _matched_run(graph, data, like, GUIDED_RANKED, ranking, storage, common, lazy=True)
 

@@ -17,6 +17,7 @@ from analysis.graph_sweep import graph_sweep
 from analysis.opconditioning import lamp_relaxed, lamp_strict, layer_norm_condition
 from analysis.policy import PolicyError, recompute
 from analysis.sweep import sweep
+from emulator.accumulation import parse_accumulation
 from emulator.graph import Graph, Node, TensorInfo, forward
 from emulator.graph.arithmetic import Emulated, Site
 from emulator.linear import linear
@@ -320,6 +321,14 @@ def test_guided_cost_counts_the_estimation_passes(transformer):
         want = sum(s.n * (passes * s.choice.size * 16 + int(s.choice.sum()) * 32) for s in run.sites)
         assert run.cost.total == want
         assert run.cost.reference == sum(s.n * s.choice.size * 32 for s in run.sites)
+    # matched to LAMP, the guided ranking pays its magnitude pass only where it ranks: at
+    # the attention scores (LAMP recomputes nothing elsewhere, nothing is forced)
+    lamp = lamp_graph(g, feeds, "bf16", "fp32", 0.05)
+    ranked = guided_ranked_graph(g, feeds, lamp, "kappa")
+    consumers = GraphConsumers.of(g)
+    for s in ranked.sites:
+        passes = 2 if consumers.sites[s.site.name].attention else 1
+        assert s.work[parse_accumulation("bf16")] == passes * s.choice.size, s.site.name
 
 
 # --- an MLP as its graph -----------------------------------------------------------------

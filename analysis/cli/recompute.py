@@ -147,9 +147,8 @@ def _table(summaries, columns) -> list[str]:
 
 
 def run(args) -> int:
-    from emulator.modelio import load_model
-
     from emulator.graph import Graph
+    from emulator.modelio import load_model
 
     config = _resolve(args)
     network = load_model(config["model"])
@@ -188,6 +187,7 @@ def run(args) -> int:
             taus=config["taus"], storage=storage, weights_storage=config["weights_storage"], levels=args.levels,
             static_calibration_samples=args.static, seed=args.seed, local_oracle_error=args.local_oracle_error,
             preset=args.preset, note=config["note"], **lamp)
-        record["provenance"] = provenance({k: v for k, v in record.items() if k != "runs"}, seed=args.seed)
+        record["provenance"] = provenance({k: v for k, v in record.items() if k not in ("runs", "sites")},
+                                          seed=args.seed)
         write_json(args.json, record)
     return 0
