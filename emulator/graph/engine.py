@@ -116,12 +116,12 @@ def run_graph(graph: Graph, feeds: Mapping[str, np.ndarray], arith: Arithmetic, 
     from .ops import OPS
 
     values: dict[str, object] = {}
-    arith.begin(graph, values)
     for t in graph.inputs:
         a = feeds[t.name]
         values[t.name] = arith.lift(a) if t.dtype == FLOAT else a
     for name, a in graph.initializers.items():
         values[name] = arith.lift(a) if a.dtype == np.float64 else a
+    arith.begin(graph, values)
     keep_all = keep is True
     wanted = set(graph.outputs) | (set() if keep_all else set(keep or ()))
     remaining: dict[str, int] = {}
