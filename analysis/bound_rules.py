@@ -21,11 +21,11 @@ over a box is evaluated with them, widened by that stated margin.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable
+from typing import Callable
 
 import numpy as np
 
-from emulator.graph.arithmetic import division_format, divide_in
+from emulator.graph.arithmetic import Arithmetic, division_format, divide_in
 from emulator.graph.ball import Ball
 from emulator.graph.ballmath import as_ball
 from emulator.registry import Registry
@@ -33,9 +33,6 @@ from emulator.registry import Registry
 from .bounds import underflow_unit, unit_roundoff
 from .enclosure import distance, ends, interval_ball
 from .upward import lower_sum, next_down, next_up, up_add, up_mul, upper_sum
-
-if TYPE_CHECKING:
-    from .graph_bounds import GlobalBounds
 
 __all__ = ["BoundRule", "BOUND_RULES", "LIBM_EVAL_ERROR", "LIBM_EVAL_FLOOR", "exp_bounds", "log_bounds", "log1p_bounds",
            "excluded_sums", "softmax_range", "log_softmax_range", "division_error"]
@@ -235,7 +232,7 @@ def _box_rows(ball: Ball, axis: int) -> tuple[np.ndarray, np.ndarray]:
     return _rows(low, axis), _rows(high, axis)
 
 
-def _sum_parts(arith: "GlobalBounds", ctx):
+def _sum_parts(arith: Arithmetic, ctx):
     """The softmax denominator of the emulated pass: (ê (rows, T), ŝ (rows, 1), E (rows,
     1)) with E the local bound of ŝ (inf where ŝ is not a positive finite number), and
     bounds (s_lo, s_hi) on the exact sum s̃ = sum_j ê_j; the site is consumed."""
@@ -256,7 +253,7 @@ def _smallest_sum(s: np.ndarray, local: np.ndarray, s_low: np.ndarray) -> np.nda
 
 
 @_rule("Softmax")
-def softmax_rule(arith: "GlobalBounds", ctx, args):
+def softmax_rule(arith: Arithmetic, ctx, args):
     """softmax along ``axis`` from the denominator's local bound and the exact range over
     the input box.
 
@@ -296,7 +293,7 @@ def softmax_rule(arith: "GlobalBounds", ctx, args):
 
 
 @_rule("LogSoftmax")
-def log_softmax_rule(arith: "GlobalBounds", ctx, args):
+def log_softmax_rule(arith: Arithmetic, ctx, args):
     """log-softmax along ``axis`` from the denominator's local bound and the exact range
     over the input box.
 
@@ -351,7 +348,7 @@ def _layer_norm_applies(ctx) -> bool:
 
 
 @_rule("LayerNormalization")
-def layer_norm_rule(arith: "GlobalBounds", ctx, args):
+def layer_norm_rule(arith: Arithmetic, ctx, args):
     """(x - mean) / sqrt(var + eps) g + b over the trailing axes from ``axis``: the exact
     output at the emulated input from the two sites' local bounds, plus a centred form for
     the propagated error.
