@@ -217,3 +217,16 @@ def test_relu_spearman_counts_the_excluded_inactive_units(inputs):
     net, data = inputs("digits-relu", 40)
     first = validate(net, data.x, "fp16").layers[0].global_
     assert first.spearman_excluded > 0 and first.spearman_pairs + first.spearman_excluded == first.components
+
+
+def test_bench_activations_section_times_every_activation_against_relu(monkeypatch):
+    from analysis.benchmarks import activations as bench
+    from emulator.activations import ACTIVATIONS
+
+    monkeypatch.setattr(bench, "SIZES", {True: ((6, 5, 3), 2)})
+    rows = bench.run(quick=True)
+    assert [r.case.rsplit(", ", 1)[1] for r in rows] == [n for n in ACTIVATIONS.names() if n != "relu"]
+    for r in rows:
+        assert r.unit == "s" and r.value > 0 and set(r.baselines) == {"relu"} and r.meets is None
+    net = bench.network("gelu_tanh", (6, 5, 3))
+    assert [layer.activation.name for layer in net] == ["gelu_tanh", "identity"]
