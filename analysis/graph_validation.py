@@ -37,8 +37,10 @@ GRAPH_BATCH = 16
 @dataclass
 class SiteSummary:
     """One accumulation site: its name, operator, sum length ``n``, components per sample
-    ``m``, groups (separate products), spec, constant, and its local and global (its output
-    tensor's) summaries."""
+    ``m``, groups (separate products), ``shape`` of its sums over every sample validated
+    ((rows, m), or (groups, rows, m) for a batched product: the shape ``mixacc
+    recompute`` reports for the same samples), spec, constant, and its local and global
+    (its output tensor's) summaries."""
 
     index: int
     name: str
@@ -47,6 +49,7 @@ class SiteSummary:
     n: int
     m: int
     groups: int
+    shape: tuple
     spec: str
     constant: object
     local: ErrorSummary
@@ -54,7 +57,7 @@ class SiteSummary:
 
     def to_dict(self) -> dict:
         return {"index": self.index, "name": self.name, "op": self.op, "tensor": self.tensor, "inputs": self.n,
-                "outputs": self.m, "groups": self.groups, "accumulation": self.spec,
+                "outputs": self.m, "groups": self.groups, "shape": list(self.shape), "accumulation": self.spec,
                 "constant": self.constant.describe(), "local": self.local.to_dict(), "global": self.global_.to_dict()}
 
 
@@ -190,7 +193,10 @@ def validate_graph(graph: Graph, data, acc, bound="deterministic", storage=None,
                 c = model_constant(record.acc or NATIVE_SPEC, sc.n, record.bias is not None, spec)
                 local[name] = Collector(c.failure, c.vacuous)
                 site_info[name] = {"op": record.site.op, "n": sc.n, "m": sc.y_hat.shape[1], "groups": sc.groups,
-                                   "spec": sc.spec, "constant": c, "tensor": tensor_of[name]}
+                                   "spec": sc.spec, "constant": c, "tensor": tensor_of[name],
+                                   "shape": (0, *record.y.shape[1:])}
+            shape = site_info[name]["shape"]
+            site_info[name]["shape"] = (shape[0] + record.y.shape[0], *shape[1:])
             local[name].add(site_rows.get(name, 0), sc.y_hat, sc.exact, sc.radius, sc.bound, sc.predicted, sc.covered,
                             sc.capped)
             site_rows[name] = site_rows.get(name, 0) + rows
@@ -218,8 +224,8 @@ def validate_graph(graph: Graph, data, acc, bound="deterministic", storage=None,
     tensors = [TensorSummary(name, info["op"], info["shape"], _with_vacuous(glob[name].summary()))
                for name, info in tensor_info.items()]
     by_tensor = {t.name: t.global_ for t in tensors}
-    sites = [SiteSummary(k, name, info["op"], info["tensor"], info["n"], info["m"], info["groups"], info["spec"],
-                         info["constant"], local[name].summary(),
+    sites = [SiteSummary(k, name, info["op"], info["tensor"], info["n"], info["m"], info["groups"], info["shape"],
+                         info["spec"], info["constant"], local[name].summary(),
                          by_tensor.get(info["tensor"]) or Collector(0.0, False).summary())
              for k, (name, info) in enumerate(site_info.items())]
     return GraphValidation(
