@@ -20,19 +20,24 @@ from typing import Callable
 
 import numpy as np
 
-from emulator.metrics import relative_error
+from emulator.graph import Graph
 from emulator.network import Network
 from emulator.registry import Registry
 
 from .cost import CostModel
 from .methods import LOCAL_ORACLE, RANDOM, UNIFORM_HIGH, UNIFORM_LOW
 from .mixed import LayerStep, MixedRun, Passes, format_list, mixed_forward, take_first
-from .policy import PolicyError, forced
+from .criteria import ORACLE_ERRORS, OracleError, PolicyError, forced
 
-__all__ = ["uniform_low", "uniform_high", "random_selection", "local_oracle_selection", "ORACLE_ERRORS", "OracleError"]
+__all__ = ["uniform_low", "uniform_high", "random_selection", "local_oracle_selection", "ORACLE_ERRORS", "OracleError",
+           "MatchedBaseline", "MATCHED_BASELINES"]
 
 
-def _uniform(level: int, method: str, network: Network, x, low, high, storage, cost, passes) -> MixedRun:
+def _uniform(level: int, method: str, network: "Network | Graph", x, low, high, storage, cost, passes) -> MixedRun:
+    if isinstance(network, Graph):
+        from .graph_policy import uniform_graph
+
+        return uniform_graph(network, x, low, high, level, storage, cost=cost, passes=passes)
     formats = format_list([low, high])
 
     def step(k, layer, xhat, passes_):
@@ -42,13 +47,14 @@ def _uniform(level: int, method: str, network: Network, x, low, high, storage, c
     return mixed_forward(network, x, formats, step, method=method, storage=storage, cost=cost, passes=passes)
 
 
-def uniform_low(network: Network, x, low, high, storage=None, *, cost: "CostModel | str" = "bits",
+def uniform_low(network: "Network | Graph", x, low, high, storage=None, *, cost: "CostModel | str" = "bits",
                 passes: "Passes | None" = None) -> MixedRun:
-    """Every component in ``low`` and nothing recomputed (cost relative to ``high``)."""
+    """Every component in ``low`` and nothing recomputed (cost relative to ``high``); a
+    graph at every site (``analysis.graph_policy.uniform_graph``)."""
     return _uniform(0, UNIFORM_LOW, network, x, low, high, storage, cost, passes)
 
 
-def uniform_high(network: Network, x, low, high, storage=None, *, cost: "CostModel | str" = "bits",
+def uniform_high(network: "Network | Graph", x, low, high, storage=None, *, cost: "CostModel | str" = "bits",
                  passes: "Passes | None" = None) -> MixedRun:
     """Every component in ``high`` only (relative cost 1)."""
     return _uniform(1, UNIFORM_HIGH, network, x, low, high, storage, cost, passes)
@@ -79,43 +85,28 @@ def _matched(network: Network, x, like: MixedRun, method: str, ranking: Callable
                          storage=storage, cost=cost, passes=passes)
 
 
-def random_selection(network: Network, x, like: MixedRun, seed: int = 0, storage=None, *,
+def random_selection(network: "Network | Graph", x, like: MixedRun, seed: int = 0, storage=None, *,
                      cost: "CostModel | str" = "bits", passes: "Passes | None" = None) -> MixedRun:
     """The forced components plus uniformly random others (``seed``), as many per layer
-    and sample as in ``like``."""
+    and sample as in ``like`` (a graph: per site, ``analysis.graph_policy.random_graph``)."""
+    if isinstance(network, Graph):
+        from .graph_policy import random_graph
+
+        return random_graph(network, x, like, seed, storage, cost=cost, passes=passes)
     rng = np.random.default_rng(seed)
     return _matched(network, x, like, RANDOM, lambda layer, xhat, p, y: rng.random(y.shape), storage, cost, passes)
 
 
-@dataclass(frozen=True)
-class OracleError:
-    """How the local oracle measures the true local error e_i of z_i = sigma(ŷ_i) against
-    sigma(ỹ_i)."""
-
-    name: str
-    description: str
-    measure: Callable[[np.ndarray, np.ndarray], np.ndarray] = field(repr=False)
-
-
-def _absolute(z: np.ndarray, exact: np.ndarray) -> np.ndarray:
-    with np.errstate(all="ignore"):
-        err = np.abs(z - exact)
-    return np.where(np.isnan(err), np.inf, err)
-
-
-ORACLE_ERRORS: Registry[OracleError] = Registry("oracle error")
-for _row in (
-    OracleError("relative", "|sigma(ŷ) - sigma(ỹ)| / |sigma(ỹ)| (0/0 = 0, c/0 = inf)", relative_error),
-    OracleError("absolute", "|sigma(ŷ) - sigma(ỹ)|", _absolute),
-):
-    ORACLE_ERRORS.add(_row.name, _row)
-
-
-def local_oracle_selection(network: Network, x, like: MixedRun, error: str = "relative", storage=None, *,
+def local_oracle_selection(network: "Network | Graph", x, like: MixedRun, error: str = "relative", storage=None, *,
                            cost: "CostModel | str" = "bits", passes: "Passes | None" = None,
                            precision: int = 113) -> MixedRun:
     """The forced components plus those with the largest true local error (``error``:
-    relative or absolute), as many per layer and sample as in ``like``."""
+    relative or absolute), as many per layer and sample as in ``like`` (a graph: of each
+    site's sums, ``analysis.graph_policy.local_oracle_graph``)."""
+    if isinstance(network, Graph):
+        from .graph_policy import local_oracle_graph
+
+        return local_oracle_graph(network, x, like, error, storage, precision=precision, cost=cost, passes=passes)
     measure = ORACLE_ERRORS.get(error).measure
 
     def ranking(layer, xhat, passes_, y):
@@ -123,3 +114,23 @@ def local_oracle_selection(network: Network, x, like: MixedRun, error: str = "re
         return -measure(f(y), f(passes_.exact(layer, xhat, precision)))
 
     return _matched(network, x, like, LOCAL_ORACLE, ranking, storage, cost, passes)
+
+
+@dataclass(frozen=True)
+class MatchedBaseline:
+    """A baseline run at another run's recompute counts (guided; LAMP on a graph):
+    ``run(network, x, like, options, common)`` with a sweep's options (seed,
+    local_oracle_error, precision) and the keywords common to every run (storage, cost,
+    passes)."""
+
+    name: str
+    run: Callable = field(repr=False)
+
+
+MATCHED_BASELINES: Registry[MatchedBaseline] = Registry("baseline")
+for _row in (
+    MatchedBaseline(RANDOM, lambda net, x, g, o, c: random_selection(net, x, g, o["seed"], **c)),
+    MatchedBaseline(LOCAL_ORACLE, lambda net, x, g, o, c: local_oracle_selection(
+        net, x, g, o["local_oracle_error"], precision=o["precision"], **c)),
+):
+    MATCHED_BASELINES.add(_row.name, _row)

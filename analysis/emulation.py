@@ -36,7 +36,7 @@ from .progress import progress
 from .tasks import TaskScores, model_task
 from .validation import DEFAULT_BATCH
 
-__all__ = ["Emulation", "emulate"]
+__all__ = ["Emulation", "emulate", "model_feeds", "MetricsByName"]
 
 def _roles(model: "Network | Graph") -> tuple[Graph, str, str]:
     """(graph, output tensor, logits tensor)."""
@@ -63,8 +63,18 @@ class _Errors:
                 "median_abs": float(np.median(a))}
 
 
+class MetricsByName:
+    """Read the entries of a ``metrics`` dict as attributes (``result.flip_rate``)."""
+
+    def __getattr__(self, name):
+        metrics = self.__dict__.get("metrics", {})
+        if name in metrics:
+            return metrics[name]
+        raise AttributeError(name)
+
+
 @dataclass
-class Emulation:
+class Emulation(MetricsByName):
     """The result of :func:`emulate`: per-output errors (``outputs``), the task's metrics
     (``metrics``: accuracy, exact_accuracy, flips, flip_rate, kl_mean, kl_max for
     classifiers; cosine_min, cosine_median, neighbour_flips, neighbour_flip_rate for
@@ -81,12 +91,6 @@ class Emulation:
     overflow_components: int
     tensors: dict = field(default_factory=dict, repr=False)
 
-    def __getattr__(self, name):
-        metrics = self.__dict__.get("metrics", {})
-        if name in metrics:
-            return metrics[name]
-        raise AttributeError(name)
-
     @property
     def output_error(self) -> dict:
         """The errors of the model's (first) output."""
@@ -102,7 +106,9 @@ class Emulation:
         }
 
 
-def _feeds(model, graph: Graph, data) -> dict:
+def model_feeds(model, graph: Graph, data) -> dict:
+    """The graph's data inputs by name from ``data``: a dict of them, a Dataset, or one
+    (N, n) array for an MLP or a single-input graph."""
     if isinstance(data, dict):
         return data
     if hasattr(data, "feeds"):
@@ -119,7 +125,7 @@ def emulate(model: "Network | Graph", data, acc, storage=None, *, labels=None, k
     graph, output, logits = _roles(model)
     plan = AccumulationPlan(acc)
     st = parse_storage(storage)
-    feeds = graph.check_feeds(_feeds(model, graph, data))
+    feeds = graph.check_feeds(model_feeds(model, graph, data))
     n = next(iter(feeds.values())).shape[0]
     task = model_task(model, labels)
     errors = {name: _Errors() for name in graph.outputs}

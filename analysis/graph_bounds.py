@@ -13,8 +13,13 @@ rounded outward), on balls (t̂, Δ) whose centre t̂ is the emulated value and 
   local(x̂, ŵ) + |x̂| ΔW^T + ΔX |ŵ|^T + ΔX ΔW^T of the exact sum, where
   ΔX = |x̂ - centre(X)| + radius(X) and local is ``analysis.bounds.local_bound`` (for
   Q̂ K̂^T: |Q̂||ΔK|^T + |ΔQ||K̂|^T + |ΔQ||ΔK|^T plus the rounding of the sum);
+* an operator with a rule of its own (``analysis.bound_rules.BOUND_RULES``: Softmax,
+  LogSoftmax, LayerNormalization, whose interval evaluation loses the dependency between
+  their operands) is enclosed by it, from its inputs' balls and the local bounds of its
+  sums;
 * every other operator is evaluated on the balls of its inputs, which encloses its exact
-  output; the emulated output t̂ (float64 evaluation and storage rounding included) is
+  output;
+* either way the emulated output t̂ (float64 evaluation and storage rounding included) is
   then at most Δ = |t̂ - centre| + radius from the exact one, and the output becomes the
   ball (t̂, Δ).
 
@@ -32,8 +37,10 @@ from emulator.graph.ball import Ball
 from emulator.graph.ballmath import BallMath, as_ball
 from emulator.graph.ir import is_float
 
+from .bound_rules import BOUND_RULES
 from .bounds import local_bound, model_constant
 from .conditioning import absolute_sums
+from .enclosure import distance
 from .upward import up_add, upper_abs_matmul
 
 __all__ = ["GlobalBounds", "distance", "NATIVE_SPEC"]
@@ -42,17 +49,6 @@ NATIVE_SPEC = "fp64:products=fp64"
 """A site a plan leaves in float64 is summed by numpy in an order the BLAS chooses; its
 local bound is that of float64 with rounded products, which covers every order (each
 term passes at most n roundings)."""
-
-
-def distance(computed: np.ndarray, ball: Ball) -> np.ndarray:
-    """An upper bound on |computed - x| for every x in ``ball``: |computed - hi| + |lo| +
-    rad, rounded up (0 where an exact infinity was computed, inf where anything else is
-    not finite)."""
-    computed = np.asarray(computed, dtype=np.float64)
-    hi, lo, rad = ball.parts()
-    with np.errstate(invalid="ignore", over="ignore"):
-        d = np.where(computed == hi, 0.0, np.nextafter(np.abs(computed - hi), np.inf))
-    return up_add(up_add(d, np.abs(lo)), rad)
 
 
 class GlobalBounds(Arithmetic):
@@ -71,6 +67,7 @@ class GlobalBounds(Arithmetic):
         self.bound = bound
         self.first_order = first_order
         self.sites: dict[str, np.ndarray] = {}
+        self.enclosures: dict[str, Ball] = {}
 
     def lift(self, array):
         return Ball(array)
@@ -78,7 +75,19 @@ class GlobalBounds(Arithmetic):
     def store(self, tensor):
         return tensor
 
-    def _record(self, site: Site) -> SiteRecord:
+    def evaluate(self, op, ctx, args: list) -> list:
+        """The node's outputs by its operator's bound rule when it has one (and the rule
+        takes the node), else by the operator's own evaluation on the balls; an input
+        whose ball is partly unknown comes narrowed by its kept enclosure (``finish``)."""
+        args = [self.enclosures.get(name, arg) if name else arg for name, arg in zip(ctx.node.inputs, args)]
+        if op.name in BOUND_RULES:
+            outputs = BOUND_RULES.get(op.name).enclose(self, ctx, args)
+            if outputs is not None:
+                return outputs
+        return op.evaluate(ctx, args)
+
+    def site_record(self, site: Site) -> SiteRecord:
+        """The emulated pass's record of ``site``, the next one in order (consumed)."""
         record = self._records[self._next]
         self._next += 1
         if record.site.name != site.name:
@@ -87,7 +96,7 @@ class GlobalBounds(Arithmetic):
         return record
 
     def contract(self, site: Site, x, w, bias=None, *, batched: bool = False):
-        record = self._record(site)
+        record = self.site_record(site)
         xb, wb, bb, lead = contraction_shapes(self.math, site, as_ball(x), as_ball(w),
                                               None if bias is None else as_ball(bias), batched)
         dx = distance(record.x, xb)
@@ -104,7 +113,22 @@ class GlobalBounds(Arithmetic):
         return Ball(record.y.reshape(*lead, m), None, radius.reshape(*lead, m))
 
     def _radius(self, record: SiteRecord, x: np.ndarray, w: np.ndarray, dx: np.ndarray, dw: np.ndarray) -> np.ndarray:
-        """local(x̂, ŵ) + |x̂| ΔW^T + ΔX |ŵ|^T + ΔX ΔW^T for one group, upward."""
+        """local(x̂, ŵ) + |x̂| ΔW^T + ΔX |ŵ|^T + ΔX ΔW^T for one group, upward (the terms
+        with ΔW left out when the weights are exact, ΔW = 0)."""
+        prop = upper_abs_matmul(dx, np.abs(w))
+        if dw.any():
+            safe_x = np.where(np.isfinite(x), x, 0.0)
+            prop = up_add(up_add(upper_abs_matmul(np.abs(safe_x), dw), prop), upper_abs_matmul(dx, dw))
+        return up_add(self.local_error(record, x, w), prop)
+
+    def local_error(self, record: SiteRecord, x: "np.ndarray | None" = None,
+                    w: "np.ndarray | None" = None) -> np.ndarray:
+        """The local bound of the emulated sum of ``record`` at its computed operands (one
+        group: ``x``, ``w``, by default the record's shared ones), (rows, m): the rigorous
+        bound, or c u a_i in the first-order pass; inf for rows with an operand that is not
+        finite."""
+        x = record.x if x is None else x
+        w = record.w if w is None else w
         acc = record.acc if record.acc is not None else NATIVE_SPEC
         safe_x = np.where(np.isfinite(x), x, 0.0)
         if self.first_order:
@@ -112,10 +136,16 @@ class GlobalBounds(Arithmetic):
             local = c.first_order * absolute_sums(safe_x, w, record.bias)
         else:
             local = local_bound(safe_x, w, record.bias, acc, self.bound)
-        prop = up_add(up_add(upper_abs_matmul(np.abs(safe_x), dw), upper_abs_matmul(dx, np.abs(w))),
-                      upper_abs_matmul(dx, dw))
-        out = up_add(local, prop)
-        return np.where(np.isfinite(x).all(axis=-1, keepdims=True), out, np.inf)
+        return np.where(np.isfinite(x).all(axis=-1, keepdims=True), local, np.inf)
+
+    def emulated_input(self, ctx, k: int, ball: Ball) -> "np.ndarray | None":
+        """The emulated value of the node's input ``k``: the emulated pass's tensor, or the
+        ball itself when it is an exact float64 tensor (inputs and initialisers, which
+        both passes share); None when neither is known."""
+        name = ctx.node.inputs[k]
+        if name in self.computed:
+            return np.asarray(self.computed[name], dtype=np.float64)
+        return ball.hi if ball.exact else None
 
     def divide(self, site: Site, total, count):
         """The exact quotient of the enclosed sum (the emulated rounding of the division is
@@ -123,10 +153,21 @@ class GlobalBounds(Arithmetic):
         return self.math.div(total, self.lift(np.asarray(count, dtype=np.float64)))
 
     def finish(self, node, name: str, value, *, raw: bool):
+        """The ball (t̂, Δ) of the module docstring. Where Δ is not finite (an emulated
+        value the storage format overflowed, a masked score stored as -inf while the exact
+        one is finite) the enclosure before re-centring still bounds the exact value: the
+        ball with those elements replaced by it is kept in ``enclosures`` for the
+        operators that read the tensor."""
         if not is_float(value) or name not in self.computed:
             return value
         computed = np.asarray(self.computed[name], dtype=np.float64)
-        return Ball(computed, None, distance(computed, as_ball(value)))
+        enclosure = as_ball(value)
+        radius = distance(computed, enclosure)
+        settled = Ball(computed, None, radius)
+        known = np.isfinite(radius)
+        if not known.all():
+            self.enclosures[name] = self.math.where(known, settled, enclosure)
+        return settled
 
     @staticmethod
     def radius(ball) -> np.ndarray:

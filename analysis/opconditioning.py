@@ -214,24 +214,28 @@ def _exclusive_sums(v: np.ndarray, axis: int) -> np.ndarray:
     return np.moveaxis(before + after, -1, axis)
 
 
-def _softmax_sums(s, axis: int):
+def _softmax_sums(s, axis: int, magnitude=None):
     """e = exp(s - max s), its sum T, and the sums over the other components of e and of
-    e |s| (e |s| = 0 where e = 0, the limit at s = -inf)."""
+    e m, m = ``magnitude`` (default |s|; e m = 0 where e = 0, the limit at s = -inf)."""
     s = np.asarray(s, dtype=np.float64)
+    m = np.abs(s) if magnitude is None else np.asarray(magnitude, dtype=np.float64)
     with np.errstate(invalid="ignore", over="ignore"):
         e = np.exp(s - np.max(s, axis=axis, keepdims=True))
-        weighted = np.where(e == 0, 0.0, e * np.abs(s))
+        weighted = np.where(e == 0, 0.0, e * m)
     return e, np.sum(e, axis=axis, keepdims=True), _exclusive_sums(e, axis), _exclusive_sums(weighted, axis)
 
 
-def softmax_condition(s, axis: int = -1) -> np.ndarray:
+def softmax_condition(s, axis: int = -1, magnitude=None) -> np.ndarray:
     """a = softmax(s): kappa_i = |s_i| (1 - a_i) + sum_{j != i} a_j |s_j|, with 1 - a_i
     computed as sum_{j != i} a_j, accurate for a dominant a_i ~ 1
-    (docs/method.md#softmax-logsoftmax-and-the-lamp-criteria)."""
+    (docs/method.md#softmax-logsoftmax-and-the-lamp-criteria). With ``magnitude`` m >= 0,
+    |s| is replaced by m: the condition number when only a part of size m_j of each s_j
+    is perturbed (s = t + mask with the mask exact: m = |t|)."""
     s = np.asarray(s, dtype=np.float64)
-    _, total, others, weighted = _softmax_sums(s, axis)
+    m = np.abs(s) if magnitude is None else np.asarray(magnitude, dtype=np.float64)
+    _, total, others, weighted = _softmax_sums(s, axis, m)
     with np.errstate(invalid="ignore", divide="ignore"):
-        return (np.abs(s) * others + weighted) / total
+        return (m * others + weighted) / total
 
 
 def log_softmax_condition(s, y, axis: int = -1) -> np.ndarray:

@@ -15,106 +15,31 @@ For each layer, low format L, high format H, tolerance tau, at the computed inpu
 Variants: :func:`recompute_multilevel` (formats F_1 < ... < F_r; component i takes the
 cheapest F_j with u_{F_j} s_i <= tau) and :func:`recompute_static` (per-neuron formats
 fixed on a calibration set, no run-time estimation). Baselines live in
-``analysis.baselines``.
+``analysis.baselines``; the criteria and the selection rule, shared with the graph policy
+(``analysis.graph_policy``), in ``analysis.criteria``.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
-from typing import Callable, Sequence
+from typing import Sequence
 
 import numpy as np
 
-from emulator.activations import Activation
-from emulator.errors import MixaccError
+from emulator.graph import Graph
 from emulator.network import Network
-from emulator.registry import Registry
 
+from .criteria import (CRITERIA, Criterion, PolicyError, check_tau, criterion_names, forced, get_criterion, scores,
+                       select, sensitivity_scores)
 from .mixed import LayerStep, MixedRun, Passes, format_list, mixed_forward, take_first
 from .cost import CostModel
 from .methods import GUIDED, MULTI_LEVEL, STATIC
 
 __all__ = [
-    "PolicyError", "Criterion", "CRITERIA", "get_criterion", "criterion_names", "scores", "forced", "select",
+    "PolicyError", "Criterion", "CRITERIA", "get_criterion", "criterion_names", "scores", "sensitivity_scores", "forced",
+    "select",
     "recompute", "recompute_multilevel", "recompute_static", "static_assignment", "check_tau",
 ]
-
-
-class PolicyError(MixaccError):
-    """A recompute policy asked for with parameters that do not make sense."""
-
-
-def _abs_or_nan(y: np.ndarray) -> np.ndarray:
-    return np.where(y == 0, np.nan, np.abs(y))
-
-
-def _kappa_score(y: np.ndarray, magnitude: np.ndarray, act: Activation) -> np.ndarray:
-    with np.errstate(all="ignore"):
-        return magnitude / _abs_or_nan(y) * act.kappa(y)
-
-
-def _kappa_prime_score(y: np.ndarray, magnitude, act: Activation) -> np.ndarray:
-    with np.errstate(all="ignore"):
-        return act.kappa(y) / _abs_or_nan(y)
-
-
-@dataclass(frozen=True)
-class Criterion:
-    """A score s_i computed from the low-precision pre-activation ŷ (and, when
-    ``needs_magnitude``, from acc_L(|W||x̂| + |b|), which costs one more low pass)."""
-
-    name: str
-    description: str
-    needs_magnitude: bool
-    score: Callable[[np.ndarray, "np.ndarray | None", Activation], np.ndarray] = field(repr=False)
-
-
-CRITERIA: Registry[Criterion] = Registry("recompute criterion")
-for _row in (
-    Criterion("kappa", "s = kappa^ kappa_sigma(ŷ), kappa^ = acc_L(|W||x̂|+|b|) / |ŷ| (the analysis)", True, _kappa_score),
-    Criterion("kappa-prime", "s = kappa_sigma(ŷ) / |ŷ| (the authors' released experiments)", False, _kappa_prime_score),
-):
-    CRITERIA.add(_row.name, _row)
-
-
-def get_criterion(name: "str | Criterion") -> Criterion:
-    return name if isinstance(name, Criterion) else CRITERIA.get(name)
-
-
-def criterion_names() -> list[str]:
-    return CRITERIA.names()
-
-
-def check_tau(tau) -> float:
-    """tau as a float; it must be a number >= 0 (inf allowed: recompute only the forced)."""
-    try:
-        value = float(tau)
-    except (TypeError, ValueError):
-        raise PolicyError(f"tau == {tau!r}, must be a number >= 0.") from None
-    if not value >= 0:
-        raise PolicyError(f"tau == {tau!r}, must be a number >= 0.")
-    return value
-
-
-def scores(y: np.ndarray, activation: Activation, criterion: "str | Criterion" = "kappa",
-           magnitude: "np.ndarray | None" = None) -> np.ndarray:
-    """The criterion's score of each component of the low-precision pre-activation ``y``
-    (NaN where undefined: ŷ = 0, or 0 · inf)."""
-    crit = get_criterion(criterion)
-    if crit.needs_magnitude and magnitude is None:
-        raise PolicyError(f"Criterion {crit.name!r} needs acc_L(|W||x̂| + |b|) (the magnitude argument).")
-    return crit.score(np.asarray(y, dtype=np.float64), magnitude, activation)
-
-
-def forced(y: np.ndarray, overflow: np.ndarray) -> np.ndarray:
-    """Components recomputed whatever the score: overflowed, not finite, or ŷ_i = 0."""
-    return np.asarray(overflow, dtype=bool) | ~np.isfinite(y) | (y == 0)
-
-
-def select(score: np.ndarray, must: np.ndarray, tau: float) -> np.ndarray:
-    """Algorithm 1, step 3: s_i > tau, or forced, or s_i undefined (NaN)."""
-    return must | ~(score <= tau)
 
 
 def _scored(layer, xhat: np.ndarray, passes: Passes, low, crit: Criterion):
@@ -130,15 +55,23 @@ def _estimate_work(crit: Criterion, components: int) -> int:
     return components * (2 if crit.needs_magnitude else 1)
 
 
-def recompute(network: Network, x, low, high, tau: float, criterion: "str | Criterion" = "kappa", storage=None, *,
-              cost: "CostModel | str" = "bits", passes: "Passes | None" = None) -> MixedRun:
+def recompute(network: "Network | Graph", x, low, high, tau: float, criterion: "str | Criterion" = "kappa",
+              storage=None, *, cost: "CostModel | str" = "bits", passes: "Passes | None" = None) -> MixedRun:
     """Algorithm 1: every component in ``low``, then the selected ones (see the module
     docstring) recomputed in ``high``; layer k's mixed output feeds layer k + 1.
 
     Returns a :class:`~analysis.mixed.MixedRun`: ``outputs``, ``masks`` (recomputed
     components per layer), ``layer_fraction``, ``fraction`` and ``cost`` (low pass for
     every component, plus the magnitude pass for ``kappa``, plus the high pass of each
-    recomputed one, relative to uniform ``high``)."""
+    recomputed one, relative to uniform ``high``).
+
+    A :class:`~emulator.graph.Graph` (``x``: its inputs by name, a Dataset or one array)
+    runs the policy at every accumulation site (``analysis.graph_policy.recompute_graph``)
+    and returns a :class:`~analysis.graph_policy.GraphMixedRun`."""
+    if isinstance(network, Graph):
+        from .graph_policy import recompute_graph
+
+        return recompute_graph(network, x, low, high, tau, criterion, storage, cost=cost, passes=passes)
     tau = check_tau(tau)
     crit = get_criterion(criterion)
     lo, hi = format_list([low, high])

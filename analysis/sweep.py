@@ -17,19 +17,19 @@ A row whose logits hold NaN predicts no class (counts as wrong and as flipped).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable, Sequence
+from typing import Sequence
 
 import numpy as np
 
 from emulator.metrics import accuracy, flip_rate, predicted_class, relative_error
+from emulator.graph import Graph
 from emulator.network import Network
-from emulator.registry import Registry
 
 from .mixed import MixedRun, Passes
-from .baselines import local_oracle_selection, random_selection, uniform_high, uniform_low
+from .baselines import MATCHED_BASELINES, uniform_high, uniform_low
 from .cost import get_cost_model
 from .methods import LOCAL_ORACLE, MULTI_LEVEL, RANDOM
-from .policy import check_tau, get_criterion, recompute, recompute_multilevel, recompute_static
+from .policy import PolicyError, check_tau, get_criterion, recompute, recompute_multilevel, recompute_static
 from .progress import progress
 
 __all__ = ["RunSummary", "Sweep", "sweep", "output_metrics", "MATCHED_BASELINES"]
@@ -46,25 +46,6 @@ def output_metrics(z: np.ndarray, exact: np.ndarray, logits: np.ndarray, exact_l
     return {"accuracy": None if labels is None else accuracy(pred, labels, classes),
             "flip_rate": flip_rate(pred, pred_exact), "median_rel_error": float(np.median(rel)),
             "max_rel_error": float(np.max(rel))}
-
-
-@dataclass(frozen=True)
-class MatchedBaseline:
-    """A baseline run at a guided run's recompute counts: ``run(network, x, guided,
-    options, common)`` with the sweep's options (seed, local_oracle_error, precision) and the
-    keywords common to every run (storage, cost, passes)."""
-
-    name: str
-    run: Callable = field(repr=False)
-
-
-MATCHED_BASELINES: Registry[MatchedBaseline] = Registry("baseline")
-for _row in (
-    MatchedBaseline(RANDOM, lambda net, x, g, o, c: random_selection(net, x, g, o["seed"], **c)),
-    MatchedBaseline(LOCAL_ORACLE, lambda net, x, g, o, c: local_oracle_selection(
-        net, x, g, o["local_oracle_error"], precision=o["precision"], **c)),
-):
-    MATCHED_BASELINES.add(_row.name, _row)
 
 
 @dataclass(frozen=True)
@@ -116,10 +97,16 @@ class Sweep:
         return [r.describe() for r in self.runs]
 
 
-def sweep_record(network: Network, data, result: Sweep, *, low, high, criteria: Sequence[str], taus: Sequence[float],
-                 storage=None, **settings) -> dict:
+def sweep_record(network: "Network | Graph", data, result: Sweep, *, low, high, criteria: Sequence[str],
+                 taus: Sequence[float], storage=None, **settings) -> dict:
     """The JSON record of a sweep, as ``mixacc recompute --json`` writes it (without
-    provenance): model, data, configuration (``settings`` adds to it), then ``runs``."""
+    provenance): model, data, configuration (``settings`` adds to it), then ``runs``; a
+    graph's adds ``task`` and ``sites`` (``analysis.graph_sweep.graph_sweep_record``)."""
+    if isinstance(network, Graph):
+        from .graph_sweep import graph_sweep_record
+
+        return graph_sweep_record(network, data, result, low=low, high=high, criteria=criteria, taus=taus,
+                                  storage=storage, **settings)
     return {
         "model": network.name, "architecture": network.architecture, "data": data.name, "samples": len(data),
         "low": low, "high": high, "criterion": list(criteria), "taus": list(taus), "cost_model": result.cost_model,
@@ -127,14 +114,30 @@ def sweep_record(network: Network, data, result: Sweep, *, low, high, criteria: 
     }
 
 
-def sweep(network: Network, x, low, high, taus: Sequence[float], criteria: Sequence[str] = ("kappa",), *,
+def sweep(network: "Network | Graph", x, low, high, taus: Sequence[float], criteria: Sequence[str] = ("kappa",), *,
           labels=None, storage=None, cost="bits", seed: int = 0, local_oracle_error: str = "relative",
           levels: "Sequence | None" = None, x_calibration=None, baselines: Sequence[str] = (RANDOM, LOCAL_ORACLE),
-          precision: int = 113) -> Sweep:
+          precision: int = 113, **graph_options) -> Sweep:
     """Run uniform low and high, then for each criterion and tau the guided policy, the
     ``baselines`` matched to it (random with ``seed``, local-oracle with ``local_oracle_error``), the
     static variant when ``x_calibration`` is given and the multi-level one when ``levels``
-    is; score every run against the exact forward pass (and ``labels``)."""
+    is; score every run against the exact forward pass (and ``labels``).
+
+    A :class:`~emulator.graph.Graph` (``x``: its inputs by name, a Dataset, or one array)
+    runs ``analysis.graph_sweep.graph_sweep`` (``graph_options``: ``lamp``, ``lamp_taus``);
+    the static and multi-level variants are for MLPs only."""
+    if isinstance(network, Graph):
+        from .graph_sweep import graph_sweep
+
+        for name, value in (("levels", levels), ("x_calibration", x_calibration)):
+            if value is not None:
+                raise PolicyError(f"{name}: the {'multi-level' if name == 'levels' else 'static'} variant is for "
+                                  f"MLPs only, not for graph {network.name!r}.")
+        return graph_sweep(network, x, low, high, taus, criteria, labels=labels, storage=storage, cost=cost, seed=seed,
+                           local_oracle_error=local_oracle_error, baselines=baselines, precision=precision,
+                           **graph_options)
+    if graph_options:
+        raise PolicyError(f"{', '.join(graph_options)}: options of graph sweeps (LAMP), not of an MLP.")
     taus = [check_tau(t) for t in taus]
     crits = [get_criterion(c).name for c in criteria]
     model = get_cost_model(cost)

@@ -13,7 +13,8 @@ import numpy as np
 
 from emulator.errors import ShapeError
 
-__all__ = ["float_up", "growth", "up_add", "up_mul", "upper_abs_matmul", "TINY64"]
+__all__ = ["float_up", "growth", "next_up", "next_down", "up_add", "up_mul", "upper_abs_matmul", "upper_sum", "lower_sum",
+           "TINY64"]
 
 TINY64 = 2.0**-1074
 
@@ -56,6 +57,18 @@ def growth(*factors: tuple[int, float]) -> float:
     return float_up(Fraction(m - one, one))
 
 
+def next_up(value) -> np.ndarray:
+    """The next float64 above ``value``, the round-to-nearest result of one operation: no
+    smaller than that operation's exact result (NaN stays NaN)."""
+    return np.nextafter(value, np.inf)
+
+
+def next_down(value) -> np.ndarray:
+    """The next float64 below ``value`` (see :func:`next_up`): no larger than the exact
+    result."""
+    return np.nextafter(value, -np.inf)
+
+
 def up_add(a, b) -> np.ndarray:
     """A float64 >= a + b elementwise (NaN becomes inf)."""
     with np.errstate(invalid="ignore", over="ignore"):
@@ -94,3 +107,26 @@ def upper_abs_matmul(v, W) -> np.ndarray:
         s = np.where(np.isnan(s), np.inf, s)
         phi = 1.0 + (n + 1) * 2.0**-52
         return up_add(s * phi, (n + 1) * TINY64)
+
+
+def upper_sum(v) -> np.ndarray:
+    """An upper bound on the sum of v >= 0 along the last axis (keeping it, size 1): the
+    bound of :func:`upper_abs_matmul` with weights 1."""
+    v = np.asarray(v, dtype=np.float64)
+    return upper_abs_matmul(v, np.ones((1, v.shape[-1])))
+
+
+def lower_sum(v) -> np.ndarray:
+    """A lower bound on the sum of v >= 0 along the last axis (keeping it, size 1): the
+    float64 sum S times 1 - n 2^-52, rounded down, and never below 0.
+
+    Proof. Each term passes at most n - 1 roundings (additions in any order), each of
+    relative error <= u = 2^-53, and additions of nonnegative numbers lose nothing to
+    underflow; so S <= s (1 + u)^(n-1), i.e. s >= S (1 + u)^-(n-1) >= S (1 - (n - 1) u)
+    >= S (1 - n 2^-52). An overflowed S gives 0."""
+    v = np.asarray(v, dtype=np.float64)
+    n = v.shape[-1]
+    with np.errstate(invalid="ignore", over="ignore"):
+        s = np.sum(v, axis=-1, keepdims=True)
+        low = np.maximum(next_down(s * (1.0 - n * 2.0**-52)), 0.0)
+    return np.where(np.isfinite(s), low, 0.0)

@@ -29,13 +29,13 @@ from .eft import expansion_rn, fast_two_sum, grow_expansion, two_prod, two_prod_
 
 U = 2.0**-53
 U2 = 2.0**-106
-TINY = 2.0**-1074
+MIN_SUBNORMAL = 2.0**-1074  # the smallest positive float64
 REL_ADD_FP = 3 * U2
 REL_ADD = 4 * U2
 REL_MUL_FP = 3 * U2
 REL_MUL = 8 * U2
 REL_DIV = 32 * U2
-UP = 1.0 + 2.0**-50  # covers the rounding of a handful of float64 operations in a bound
+INFLATE = 1.0 + 2.0**-50  # covers the rounding of a handful of float64 operations in a bound
 MAX_TERMS = 2**30  # n u <= 2^-23 keeps the (1 + u)^n factors below 1 + 2^-19
 
 EXP_MIN, EXP_MAX = -650.0, 708.0  # range of exp_core: the result and its low word stay normal
@@ -157,9 +157,9 @@ def compensated_dot(XH, XL, XR, WT, b, YH, YL, YE, YR, BAD):
             h, l = two_sum(S[i], C[i])
             YH[s, i] = h
             YL[s, i] = l
-            absolute = _select((NZ[i] > 0.0) | (b[i] != 0.0), (2.0 * n + 8.0) * TINY, 0.0)
-            YE[s, i] = ((k1 * AH[i] + k2 * AL[i]) * (1.0 + 2.0**-17) + absolute) * UP
-            YR[s, i] = (R[i] * (1.0 + 2.0**-18) + _select(uncertain, (n + 2.0) * TINY, 0.0)) * UP
+            absolute = _select((NZ[i] > 0.0) | (b[i] != 0.0), (2.0 * n + 8.0) * MIN_SUBNORMAL, 0.0)
+            YE[s, i] = ((k1 * AH[i] + k2 * AL[i]) * (1.0 + 2.0**-17) + absolute) * INFLATE
+            YR[s, i] = (R[i] * (1.0 + 2.0**-18) + _select(uncertain, (n + 2.0) * MIN_SUBNORMAL, 0.0)) * INFLATE
             ok = abs(h) < math.inf and abs(l) < math.inf and AH[i] < math.inf and AL[i] < math.inf and R[i] < math.inf
             BAD[s, i] = not ok
 
@@ -208,7 +208,7 @@ def exact_dot_dd(XH, XL, W, b, rows, cols, YH, YL, YE, OK):
                 ok = False
         YH[k] = h
         YL[k] = l
-        YE[k] = REL_ADD_FP * m * abs(h) * (1.0 + 2.0**-40) + 2.0 * m * TINY
+        YE[k] = REL_ADD_FP * m * abs(h) * (1.0 + 2.0**-40) + 2.0 * m * MIN_SUBNORMAL
         OK[k] = ok and abs(h) < math.inf
 
 
@@ -292,7 +292,7 @@ with mpmath.workprec(300):
 _RINT = 1.5 * 2.0**52  # (x + _RINT) - _RINT = rint(x) for |x| < 2^51
 REL_P1 = 20 * U2
 _SLACK = 1.0 + 2.0**-40
-_ABS = 16 * TINY  # absolute slack for results whose low word may be subnormal
+_ABS = 16 * MIN_SUBNORMAL  # absolute slack for results whose low word may be subnormal
 
 
 @njit(cache=True, inline="always", error_model="numpy")
@@ -373,7 +373,7 @@ def _tanh_post(yh, yl, th, tl, rel_t):
     tiny = ah < 2.0**-500
     zh = _select(big, 1.0, _select(tiny, ah, zh))
     zl = _select(big, 0.0, _select(tiny, sign * yl, zl))
-    err = _select(big, 2.0**-114, _select(tiny, ah * 2.0**-998 + _select(ah > 0.0, TINY, 0.0), err))
+    err = _select(big, 2.0**-114, _select(tiny, ah * 2.0**-998 + _select(ah > 0.0, MIN_SUBNORMAL, 0.0), err))
     return sign * zh, sign * zl, err, True
 
 
@@ -689,7 +689,7 @@ def enclose_activation(code, alpha, shape, y0, YH, YL, RY, ZH, ZL, RZ, OK):
             yh = YH[start + k]
             yl = YL[start + k]
             ry = RY[start + k]
-            wide = _select(ry == 0.0, 0.0, (ry + 4.0 * U2 * (abs(yh) + 2.0 * ry)) * UP + TINY)
+            wide = _select(ry == 0.0, 0.0, (ry + 4.0 * U2 * (abs(yh) + 2.0 * ry)) * INFLATE + MIN_SUBNORMAL)
             EH[k], EL[k] = dd_add_fp(yh, yl, -wide)
             EH[c + k], EL[c + k] = dd_add_fp(yh, yl, wide)
         act_array(code, alpha, EH[:2 * c], EL[:2 * c], FH[:2 * c], FL[:2 * c], FE[:2 * c], FOK[:2 * c])
@@ -701,9 +701,9 @@ def enclose_activation(code, alpha, shape, y0, YH, YL, RY, ZH, ZL, RZ, OK):
             ch, cl = dd_add(FH[k], FL[k], FH[h], FL[h])
             ch *= 0.5
             cl *= 0.5
-            spread = (abs(FH[h] - FH[k]) + abs(FL[h] - FL[k])) * UP + TINY
+            spread = (abs(FH[h] - FH[k]) + abs(FL[h] - FL[k])) * INFLATE + MIN_SUBNORMAL
             ZH[start + k] = ch
             ZL[start + k] = cl
-            RZ[start + k] = _select((EH[k] == EH[h]) & (EL[k] == EL[h]), FE[k] * UP,
-                                    (0.5 * spread + max(FE[k], FE[h]) + REL_ADD * abs(ch) * _SLACK + _ABS) * UP)
+            RZ[start + k] = _select((EH[k] == EH[h]) & (EL[k] == EL[h]), FE[k] * INFLATE,
+                                    (0.5 * spread + max(FE[k], FE[h]) + REL_ADD * abs(ch) * _SLACK + _ABS) * INFLATE)
             OK[start + k] = FOK[k] & FOK[h] & in_range & monotone

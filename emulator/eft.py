@@ -26,7 +26,7 @@ from ._bits import fma
 
 __all__ = ["two_sum", "fast_two_sum", "two_prod", "two_prod_exact_ok", "grow_expansion", "expansion_rn", "sum_rn"]
 
-_TWO_PROD_MIN = 2.0**-969
+MIN_EXACT_PRODUCT = 2.0**-969  # smallest nonzero product whose FMA error term is exact
 
 
 @njit(cache=True, inline="always", error_model="numpy")
@@ -52,7 +52,7 @@ def two_prod(a, b):
 def two_prod_exact_ok(a, b, p):
     if a == 0.0 or b == 0.0:
         return True
-    return _TWO_PROD_MIN <= abs(p) < math.inf
+    return MIN_EXACT_PRODUCT <= abs(p) < math.inf
 
 
 @njit(cache=True, inline="always", error_model="numpy")

@@ -48,13 +48,13 @@ from .accumulation import Accumulation, parse_accumulation
 from .arrays import real_array
 from .errors import DataError, ShapeError
 from .formats import Format
-from .rounding import kernel_params, overflow_magnitude, stream_bits
+from .rounding import DOWN, NEAREST, STOCHASTIC, UP, ZERO, overflow_magnitude, stream_bits
 from .tensorcore_linear import emulate_blockfma
 
 __all__ = ["linear", "linear_slow"]
 
 BATCH = 4096  # samples converted to float64 and processed per kernel call
-GROUP = 4  # samples sharing one pass over W inside a parallel task
+GROUP = 2  # samples sharing a pass over W: their running sums and a row of W fit a 32 KiB L1 (m <= 800)
 MAX_INPUTS = 1 << K.MAX_TERMS_LOG2
 _MASK64 = (1 << 64) - 1
 
@@ -119,33 +119,6 @@ def _checked(x, W, b):
 # the numba path
 
 
-def _widened(fmt: Format) -> Format:
-    """F with one more exponent bit (same p, same emin): rounding into it is F's rounding
-    with an exponent range wide enough to tell overflow."""
-    ebits = min(fmt.ebits + 1, 11)
-    return Format(f"{fmt.name}+", ebits, fmt.mbits, fmt.bias, "ieee")
-
-
-def format_consts(fmt: Format, a: Accumulation) -> tuple:
-    """The constants ``_accumulate`` reads for rounding into ``fmt`` under ``a``, by
-    position: (exact path only, emin + 1023, 53 - p, -p, max, smallest normal, ftz,
-    overflow result for v > 0, for v < 0, rounding mode code, ``round_scalar`` params of
-    fmt, of fmt widened by one exponent bit, of that without ftz, p, emin, overflow
-    magnitude, Veltkamp constant 2^(53-p) + 1 of the quick pass (0: none))."""
-    mode = a.rounding.code
-    ovf = overflow_magnitude(fmt, a.saturate)
-    ovf_pos = float(fmt.max) if mode in (K.ZERO, K.DOWN) else ovf
-    ovf_neg = -(float(fmt.max) if mode in (K.ZERO, K.UP) else ovf)
-    eminb = fmt.emin + 1023
-    exact_only = fmt.p >= 52 or eminb - fmt.p < 1
-    veltkamp = 0.0 if exact_only else float(2 ** (53 - fmt.p) + 1)  # 0: no quick pass
-    wide = _widened(fmt)
-    return (exact_only, np.int64(eminb), np.int64(53 - fmt.p), np.int64(-fmt.p), float(fmt.max),
-            float(fmt.min_normal), not a.subnormals, ovf_pos, ovf_neg, np.int64(mode),
-            kernel_params(fmt, a.saturate, a.subnormals), kernel_params(wide, False, a.subnormals),
-            kernel_params(wide, False, True), np.int64(fmt.p), np.int64(fmt.emin), ovf, veltkamp)
-
-
 def _in_threads(run, nsamp: int) -> None:
     """run(r0, r1) over [0, nsamp) in batches of BATCH rows, each split between threads
     (the kernels release the GIL)."""
@@ -162,9 +135,13 @@ def _in_threads(run, nsamp: int) -> None:
             list(pool.map(lambda c: run(*c), cuts))
 
 
+def _kernel_format(fmt: Format, a: Accumulation) -> K.KernelFormat:
+    return K.kernel_format(fmt, a.rounding, a.saturate, a.subnormals)
+
+
 def _kind(a: Accumulation) -> int:
     code = a.rounding.code
-    return 0 if code == K.NEAREST else 2 if code == K.STOCHASTIC else 1
+    return 0 if code == NEAREST else 2 if code == STOCHASTIC else 1
 
 
 def _seed_key(a: Accumulation) -> int:
@@ -184,9 +161,9 @@ def _emulate(x: np.ndarray, w: np.ndarray, bias, a: Accumulation):
     has_bias = bias is not None
     b = np.ascontiguousarray(bias) if has_bias else np.zeros(m)
     colfinite = np.isfinite(w).all(axis=0)
-    fcf = format_consts(a.fmt, a)
+    fcf = _kernel_format(a.fmt, a)
     has_p = a.products != "exact"
-    fcp = format_consts(a.products, a) if has_p else fcf
+    fcp = _kernel_format(a.products, a) if has_p else fcf
     kind = _kind(a)
     seedkey = np.uint64(_seed_key(a))
     if a.order == "pairwise":
@@ -195,7 +172,7 @@ def _emulate(x: np.ndarray, w: np.ndarray, bias, a: Accumulation):
         k = min(a.block, max(x.shape[1], 1))
         kernel, args = K.kernel_fused, (b, has_bias, a.bias == "last", colfinite, fcf, fcp, has_p, kind, k, seedkey)
     else:
-        fco = format_consts(a.wide, a) if a.order == "promote" else fcf
+        fco = _kernel_format(a.wide, a) if a.order == "promote" else fcf
         kernel, args = K.kernel_blocked, (b, has_bias, a.bias == "last", colfinite, fcf, fcp, fco, has_p, kind,
                                           max(a.block, 1), a.order != "recursive", seedkey)
 
@@ -242,17 +219,17 @@ def _round_value(v, fmt: Format, a: Accumulation, rbits: int):
     quantum = Fraction(2) ** q
     trunc = math.floor(mag / quantum)
     rem = mag - trunc * quantum
-    if mode == K.NEAREST:
+    if mode == NEAREST:
         up = 2 * rem > quantum or (2 * rem == quantum and trunc % 2 == 1)
-    elif mode == K.STOCHASTIC:
+    elif mode == STOCHASTIC:
         # tau exact: the kernels floor it to a multiple of 2^-1074, exact only for their float64 terms
         up = rem > (rbits >> 11) * Fraction(2) ** (q - 53)
     else:
-        up = rem > 0 and ((mode == K.UP and not neg) or (mode == K.DOWN and neg))
+        up = rem > 0 and ((mode == UP and not neg) or (mode == DOWN and neg))
     result = (trunc + up) * quantum
     over = result > Fraction(fmt.max)
     if over:
-        toward_zero = mode == K.ZERO or (mode == K.UP and neg) or (mode == K.DOWN and not neg)
+        toward_zero = mode == ZERO or (mode == UP and neg) or (mode == DOWN and not neg)
         value = float(fmt.max) if toward_zero else overflow_magnitude(fmt, a.saturate)
     elif not a.subnormals and result < Fraction(fmt.min_normal):
         value = 0.0

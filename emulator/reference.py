@@ -199,13 +199,13 @@ def _raw_dd(raw) -> tuple[float, float, float]:
     lo_exp = min(exp, he)
     rem = (man << (exp - lo_exp)) - (hm << (he - lo_exp))
     l = _rn(rem, lo_exp)
-    return h, l, abs(l) * 2.0**-52 + K.TINY
+    return h, l, abs(l) * 2.0**-52 + K.MIN_SUBNORMAL
 
 
 def _up(raw) -> float:
     """A float64 >= |raw|."""
     f = libmp.to_float(libmp.mpf_abs(raw), rnd=libmp.round_ceiling)
-    return f * (1.0 + 2.0**-52) + K.TINY
+    return f * (1.0 + 2.0**-52) + K.MIN_SUBNORMAL
 
 
 def _meets(value: np.ndarray, radius: np.ndarray, tol: float) -> np.ndarray:
@@ -522,7 +522,7 @@ class _Chain:
         dd = np.array([_raw_dd(v) for v in vals]).reshape(-1, 3)
         h, l, e = dd[:, 0], dd[:, 1], dd[:, 2]
         with np.errstate(invalid="ignore"):
-            return _Values(h, l, (e + rad) * K.UP, rad, (np.abs(l) + e + rad) * K.UP)
+            return _Values(h, l, (e + rad) * K.INFLATE, rad, (np.abs(l) + e + rad) * K.INFLATE)
 
 
 @dataclass
@@ -544,7 +544,7 @@ def _propagated(W: np.ndarray, r: np.ndarray) -> np.ndarray:
     if not r.any():
         return np.zeros(W.shape[0])
     n = W.shape[1]
-    return (np.abs(W) @ r) * ((1.0 + 2.0 * (n + 1) * 2.0**-53) * K.UP) + (n + 1) * K.TINY
+    return (np.abs(W) @ r) * ((1.0 + 2.0 * (n + 1) * 2.0**-53) * K.INFLATE) + (n + 1) * K.MIN_SUBNORMAL
 
 
 def _certified_chain(layers, ints, x, precision: int, tol: float) -> _Chain:
@@ -651,13 +651,13 @@ def _forward_fast(layers, X, precision, tol) -> ExactForward:
         if retry.any():
             _exact_tier(XH, XL, layer, retry, YH, YL, YE)
             ok_pre = _meets(YH, YE + YR, tol) & np.isfinite(YH)
-        RY = (YE + YR) * K.UP
+        RY = (YE + YR) * K.INFLATE
         if k == 0:
             pre = _round_nearest(XH, layer, YH, YL, YE, ~BAD | retry)
             with np.errstate(invalid="ignore"):
-                pre_rad = np.where(np.isfinite(pre), (np.abs(pre - YH) * K.UP + np.abs(YL) + YE) * K.UP, np.inf)
+                pre_rad = np.where(np.isfinite(pre), (np.abs(pre - YH) * K.INFLATE + np.abs(YL) + YE) * K.INFLATE, np.inf)
         else:
-            pre, pre_rad = YH.copy(), (np.abs(YL) + RY) * K.UP
+            pre, pre_rad = YH.copy(), (np.abs(YL) + RY) * K.INFLATE
         ZH, ZL, RZ = (np.zeros((N, m)) for _ in range(3))
         ok_act = np.zeros(N * m, dtype=np.bool_)
         model = layer.model
@@ -677,7 +677,7 @@ def _forward_fast(layers, X, precision, tol) -> ExactForward:
                 chains[s] = _certified_chain(layers, ints, X[s], precision, tol)
         fallback = todo.copy()
         certified = ok_out.copy()
-        out_rad = (np.abs(ZL) + RZ) * K.UP
+        out_rad = (np.abs(ZL) + RZ) * K.INFLATE
         for s, chain in chains.items():
             p, z = chain.floats(k, "pre"), chain.floats(k, "out")
             pre[s], pre_rad[s], ZH[s], ZL[s], RZ[s], out_rad[s] = p.hi, p.radius, z.hi, z.lo, z.dd_radius, z.radius
@@ -722,5 +722,5 @@ def _mp_activation(layer: _Layer, mask, YH, YL, RY, ZH, ZL, RZ, precision: int) 
             y = libmp.mpf_add(libmp.from_float(float(key[0])), libmp.from_float(float(key[1])))
             c, r = _mp_enclose(layer.act, layer.model, y, float(key[2]), precision)
             h, l, e = _raw_dd(c)
-            cache[key] = (h, l, (r + e) * K.UP)
+            cache[key] = (h, l, (r + e) * K.INFLATE)
         ZH[s, i], ZL[s, i], RZ[s, i] = cache[key]

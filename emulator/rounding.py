@@ -18,6 +18,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import NamedTuple
 
 import numpy as np
 from numba import njit
@@ -28,8 +29,12 @@ from .errors import MixaccError
 from .formats import Format, get_format
 from .registry import Registry
 
-__all__ = ["RoundingMode", "ROUNDING_MODES", "get_rounding", "round_to", "kernel_params", "overflow_magnitude",
-           "round_scalar", "stream_bits"]
+__all__ = ["RoundingMode", "ROUNDING_MODES", "NEAREST", "ZERO", "UP", "DOWN", "STOCHASTIC", "get_rounding", "round_to",
+           "RoundingParams", "kernel_params", "overflow_magnitude", "round_scalar", "stream_bits"]
+
+# the integer codes of the rounding modes, the one definition every kernel and the
+# exact twin compare against (module constants: numba compiles them in as literals)
+NEAREST, ZERO, UP, DOWN, STOCHASTIC = range(5)
 
 
 @dataclass(frozen=True)
@@ -44,14 +49,14 @@ class RoundingMode:
 
 ROUNDING_MODES: Registry[RoundingMode] = Registry("rounding mode")
 for _m in (
-    RoundingMode("nearest", 0, "round to nearest, ties to even"),
-    RoundingMode("zero", 1, "toward zero (truncation)"),
-    RoundingMode("up", 2, "toward +inf"),
-    RoundingMode("down", 3, "toward -inf"),
-    RoundingMode("stochastic", 4, "up with probability equal to the distance to the lower neighbour, in ulps", False),
+    RoundingMode("nearest", NEAREST, "round to nearest, ties to even"),
+    RoundingMode("zero", ZERO, "toward zero (truncation)"),
+    RoundingMode("up", UP, "toward +inf"),
+    RoundingMode("down", DOWN, "toward -inf"),
+    RoundingMode("stochastic", STOCHASTIC, "up with probability equal to the distance to the lower neighbour, in ulps",
+                 False),
 ):
     ROUNDING_MODES.add(_m.name, _m)
-NEAREST, ZERO, UP, DOWN, STOCHASTIC = range(5)
 
 
 def get_rounding(name: "str | RoundingMode") -> RoundingMode:
@@ -59,14 +64,25 @@ def get_rounding(name: "str | RoundingMode") -> RoundingMode:
     return name if isinstance(name, RoundingMode) else ROUNDING_MODES.get(name)
 
 
+class RoundingParams(NamedTuple):
+    """What ``round_scalar`` reads about a format (a record numba passes by value)."""
+
+    p: int  # significand bits, the hidden bit included
+    emin: int  # exponent of the smallest normal
+    maxval: float  # largest finite value
+    overflow: float  # |result| of an overflow away from zero, and of an infinite input
+    ftz: bool  # results below the smallest normal flush to zero
+    minnormal: float  # smallest normal
+
+
 @lru_cache(maxsize=256)
-def kernel_params(fmt: Format, saturate: bool = False, subnormals: bool = True) -> tuple:
-    """The constants the kernels read, derived once: (p, emin, max, overflow magnitude,
-    ftz, smallest normal). The overflow magnitude, also the result for an infinite input,
-    is inf (formats with inf), NaN (formats with NaN only) or max (``saturate``, or
-    formats with neither)."""
-    return (np.int64(fmt.p), np.int64(fmt.emin), float(fmt.max), overflow_magnitude(fmt, saturate),
-            bool(not subnormals), float(fmt.min_normal))
+def kernel_params(fmt: Format, saturate: bool = False, subnormals: bool = True) -> RoundingParams:
+    """The constants the kernels read, derived once. The overflow magnitude is inf
+    (formats with inf), NaN (formats with NaN only) or max (``saturate``, or formats with
+    neither)."""
+    return RoundingParams(p=int(fmt.p), emin=int(fmt.emin), maxval=float(fmt.max),
+                          overflow=overflow_magnitude(fmt, saturate), ftz=not subnormals,
+                          minnormal=float(fmt.min_normal))
 
 
 def overflow_magnitude(fmt: Format, saturate: bool = False) -> float:
@@ -103,7 +119,7 @@ def round_scalar(x, sigma, params, mode, rbits):
     branches, so that loops over it vectorise; ``mode`` should be a compile-time constant
     there.
     """
-    p, emin, maxval, overflow, ftz, minnormal = params
+    p, emin = params.p, params.emin
     b = f64_bits(x)
     neg = (b >> np.uint64(63)) != 0
     a = np.int64(b & _ABS_MASK)
@@ -119,7 +135,7 @@ def round_scalar(x, sigma, params, mode, rbits):
     e = e - 1 if below_power else e
     q = max(e, emin) - p + 1
     k = q - e + 52
-    if mode == 4:
+    if mode == STOCHASTIC:
         trunc = S >> min(k, 63)
         rem = np.uint64(S - (trunc << min(k, 63)))
         threshold = (rem << np.uint64(min(64 - k, 63))) if k <= 64 else (np.uint64(S) >> np.uint64(min(k - 64, 63)))
@@ -129,20 +145,20 @@ def round_scalar(x, sigma, params, mode, rbits):
         K = min(k, 60) + 2
         trunc = R >> K
         rem = R & ((np.int64(1) << K) - 1)
-        if mode == 0:
+        if mode == NEAREST:
             half = np.int64(1) << (K - 1)
             up = rem > half or (rem == half and (trunc & 1) == 1)
-        elif mode == 2:
+        elif mode == UP:
             up = rem != 0 and not neg
-        elif mode == 3:
+        elif mode == DOWN:
             up = rem != 0 and neg
         else:
             up = False
     mag = float(trunc + up) * _pow2(q)
-    toward_zero = mode == 1 or (mode == 2 and neg) or (mode == 3 and not neg)
-    mag = (maxval if toward_zero else overflow) if mag > maxval else mag
-    mag = 0.0 if (ftz and mag < minnormal) else mag
-    mag = overflow if efield == 2047 else mag  # ±inf input
+    toward_zero = mode == ZERO or (mode == UP and neg) or (mode == DOWN and not neg)
+    mag = (params.maxval if toward_zero else params.overflow) if mag > params.maxval else mag
+    mag = 0.0 if (params.ftz and mag < params.minnormal) else mag
+    mag = params.overflow if efield == 2047 else mag  # ±inf input
     result = -mag if neg else mag
     return x if x != x else result
 
@@ -161,22 +177,22 @@ def stream_bits(key, i):
 @njit(cache=True, inline="always")
 def _round_loop(x, out, params, mode, key):
     for i in range(x.size):
-        out[i] = round_scalar(x[i], 0, params, mode, stream_bits(key, i) if mode == 4 else np.uint64(0))
+        out[i] = round_scalar(x[i], 0, params, mode, stream_bits(key, i) if mode == STOCHASTIC else np.uint64(0))
 
 
 @njit(cache=True)
 def _round_array(x, out, params, mode, key):
     # one loop per mode, each with the mode as a constant, so that it vectorises
-    if mode == 0:
-        _round_loop(x, out, params, 0, key)
-    elif mode == 1:
-        _round_loop(x, out, params, 1, key)
-    elif mode == 2:
-        _round_loop(x, out, params, 2, key)
-    elif mode == 3:
-        _round_loop(x, out, params, 3, key)
+    if mode == NEAREST:
+        _round_loop(x, out, params, NEAREST, key)
+    elif mode == ZERO:
+        _round_loop(x, out, params, ZERO, key)
+    elif mode == UP:
+        _round_loop(x, out, params, UP, key)
+    elif mode == DOWN:
+        _round_loop(x, out, params, DOWN, key)
     else:
-        _round_loop(x, out, params, 4, key)
+        _round_loop(x, out, params, STOCHASTIC, key)
 
 
 def _stream_key(rng, mode_code: int) -> np.uint64:

@@ -95,11 +95,10 @@ class Case:
 def ort_session(model):
     """An onnxruntime CPU session of ``model``, its graph optimisations (fusions) off: the
     reference is onnxruntime's kernels for the nodes as written."""
-    ort = pytest.importorskip("onnxruntime")
-    options = ort.SessionOptions()
-    options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-    options.log_severity_level = 3
-    return ort.InferenceSession(model.SerializeToString(), options, providers=["CPUExecutionProvider"])
+    pytest.importorskip("onnxruntime")
+    from emulator.graph.onnx_export import onnxruntime_session
+
+    return onnxruntime_session(model)
 
 
 def run_ort(model, feeds: dict) -> list[np.ndarray]:
@@ -109,16 +108,30 @@ def run_ort(model, feeds: dict) -> list[np.ndarray]:
 def ort_runs_double(case: Case) -> bool:
     """True when onnxruntime implements every node of ``case`` in float64 (and the case
     asks for it)."""
+    return case.double and _double_session(lambda: case.model(np.float64)) is not None
+
+
+def _double_session(build):
+    """The session of the float64 model ``build()`` gives, or None when onnxruntime has no
+    float64 kernel for one of its nodes."""
     ort = pytest.importorskip("onnxruntime")
-    if not case.double:
-        return False
     try:
-        ort_session(case.model(np.float64))
+        return ort_session(build())
     except (ort.capi.onnxruntime_pybind11_state.NotImplemented, ort.capi.onnxruntime_pybind11_state.Fail) as exc:
         if "implementation" in str(exc).lower() or "NOT_IMPLEMENTED" in str(exc):
-            return False
+            return None
         raise
-    return True
+
+
+def exported_session(graph, double: bool = True):
+    """(session, dtype): onnxruntime's session of ``graph_to_onnx(graph)`` with float64
+    tensors where it implements every node in float64 (and ``double``), else float32."""
+    from emulator.graph.onnx_export import graph_to_onnx
+
+    session = _double_session(lambda: graph_to_onnx(graph)) if double else None
+    if session is not None:
+        return session, np.float64
+    return ort_session(graph_to_onnx(graph, dtype=np.float32)), np.float32
 
 
 def run_ours(model, feeds: dict, **options) -> list[np.ndarray]:
@@ -147,3 +160,20 @@ def assert_matches_ort(ours: list, theirs: list, double: bool, label: str) -> No
         tol = 1e-12 if double else 64 * 2.0 ** -24
         np.testing.assert_array_equal(np.isfinite(a), np.isfinite(b), err_msg=f"{label} output {k}: non-finite")
         np.testing.assert_allclose(a, b.astype(np.float64), rtol=tol, atol=tol * scale, err_msg=f"{label} output {k}")
+
+
+def without_package(monkeypatch, package: str) -> None:
+    """Imports of ``package`` (and its submodules) through ``emulator.optional`` fail, as
+    if it were not installed."""
+    import importlib
+
+    from emulator import optional
+
+    real = importlib.import_module
+
+    def blocked(name, *args):
+        if name.split(".")[0] == package:
+            raise ImportError(name)
+        return real(name, *args)
+
+    monkeypatch.setattr(optional.importlib, "import_module", blocked)

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+from importlib.util import find_spec
 from pathlib import Path
 
 import numpy as np
@@ -561,18 +562,21 @@ def test_graphs_bench_section_reports_its_rows(minilm, monkeypatch):
 
     monkeypatch.setattr(bench, "QUICK_SENTENCES", 2)
     monkeypatch.setattr(bench, "_exact", lambda quick: [])  # the exact rows: tests/test_graph_exact.py
+    monkeypatch.setattr(bench, "_digits", lambda: [])  # the digits rows: tests/test_graph_float32.py
     rows = bench.run(quick=True)
     assert [r.unit for r in rows] == ["s", "MiB", "MiB"]
-    assert set(rows[0].baselines) == {"numpy float32", "native float64 graph"}
+    ort = {"onnxruntime float32"} if find_spec("onnxruntime") else set()
+    assert set(rows[0].baselines) == {"float32 arithmetic", "native float64 graph", *ort}
     assert "2 sentences" in rows[0].case and all("2 x 128 tokens" in r.case for r in rows[1:])
     assert all(r.value > r.baselines["after loading"] > 0 for r in rows[1:])
     assert all(r.meets is not None for r in rows)
 
 
-def test_float32_baseline_of_the_bench_computes_the_same_embeddings(minilm):
-    from analysis.benchmarks.graphs import float32_forward
+def test_float32_arithmetic_computes_the_same_embeddings(minilm):
+    from emulator.graph import Float32
 
     data = load_data("sentences:4")
-    native = forward(minilm, data.feeds([t.name for t in minilm.inputs])).outputs["sentence_embedding"]
-    f32 = float32_forward(minilm, data.inputs["input_ids"], data.inputs["attention_mask"])
+    feeds = data.feeds([t.name for t in minilm.inputs])
+    native = forward(minilm, feeds).outputs["sentence_embedding"]
+    f32 = forward(minilm, feeds, acc=Float32()).outputs["sentence_embedding"]
     assert f32.dtype == np.float32 and np.abs(f32 - native).max() < 1e-5

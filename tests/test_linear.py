@@ -25,11 +25,16 @@ from numba import njit
 from emulator import _accumulate as K
 from emulator.accumulation import parse_accumulation
 from emulator.errors import DataError, MixaccError, ShapeError, UnknownNameError
-from emulator.linear import format_consts, linear, linear_slow
+from emulator.linear import linear, linear_slow
 
 from oracles import DECODED, accumulate, accumulate_matrix, decoded_values, neighbours, round_fraction
 
 linear_module = importlib.import_module("emulator.linear")  # the package exports the function as emulator.linear
+
+
+def _kernel_format(a):
+    """The kernels' constants for rounding into a's accumulator format."""
+    return K.kernel_format(a.fmt, a.rounding, a.saturate, a.subnormals)
 
 
 def same(a, b):
@@ -94,6 +99,58 @@ def test_edge_sizes():
     assert linear(np.zeros((0, 4)), np.ones((3, 4))).shape == (0, 3)
     assert linear(np.zeros((2, 4)), np.ones((0, 4))).shape == (2, 0)
     assert linear(np.ones(4), np.ones((3, 4)), np.zeros(3)).shape == (3,)
+
+
+# ---------------------------------------------------------------- kernel structure
+
+STRUCTURE_SPECS = ["fp16", "fp8-e4m3fn:bias=last", "fp16:pairwise", "fp16:blocked:7", "e4m3:promote:5:fp16",
+                   "bf16:pairwise:products=bf16:rounding=up"]
+
+
+@pytest.mark.parametrize("spec", STRUCTURE_SPECS)
+@pytest.mark.parametrize("kind", ["random", "format_values"])
+def test_kernels_at_vector_widths_and_block_boundaries(spec, kind):
+    """Widths around the vector lengths, with tails (m = 37, 259), n odd and around powers
+    of two (pairwise joins), blocks of 7 with a short last one, zero inputs (columns
+    skipped: the running sums stay in their buffer), more samples than a group; format
+    values bring ties everywhere, so the quick pass leaves many lanes and, over n = 36
+    steps, is paced out and back."""
+    fmt = parse_accumulation(spec).fmt.name
+    for nsamp, m, n in ((2, 259, 9), (5, 37, 36)) if kind == "format_values" else ((2, 259, 9), (5, 37, 12)):
+        x, W, b = data(kind, zlib.crc32(f"{spec}/{kind}/{m}".encode()), shape=(nsamp, m, n), fmt=fmt)
+        x[:, 3::5] = 0.0
+        check(x, W, b, spec)
+
+
+def few_ties_data():
+    """Integer x and two integer rows of W (0 and 311 of 520), the other rows random: the
+    sums of the two rows tie now and then (in fp16 above 2048), the rest never."""
+    rng = np.random.default_rng(7)
+    x = rng.integers(1, 17, (1, 24)).astype(np.float64)
+    W = rng.standard_normal((520, 24))
+    W[[0, 311]] = rng.integers(1, 129, (2, 24))
+    return x, W, rng.standard_normal(520)
+
+
+def test_few_ties_data_leaves_a_few_lanes():
+    """The data of the next test: at some steps of the recursive sum, and at some pairs of
+    the pairwise sum, the quick pass leaves lanes, never more than m / 2^FEW_SHIFT."""
+    x, W, _ = few_ties_data()
+    fc = _kernel_format(parse_accumulation("fp16"))
+    flags = np.zeros(520, dtype=np.bool_)
+    steps = [K.mark_leaves(linear(x[0, :k], W[:, :k], None, "fp16"), W[:, k], float(x[0, k]), flags, fc)
+             for k in range(1, 24)]
+    pairs = [K.mark_pairs(W[:, j - 1], W[:, j], float(x[0, j - 1]), float(x[0, j]), flags, fc)
+             for j in range(1, 24, 2)]
+    for left in (steps, pairs):
+        assert 1 <= max(left) <= 520 >> K.FEW_SHIFT
+
+
+@pytest.mark.parametrize("spec", ["fp16", "fp16:pairwise", "bf16:blocked:8:bias=last"])
+def test_a_few_lanes_left_by_the_quick_pass(spec):
+    """Lanes the quick pass leaves, a few at a time: they go straight to the exact path."""
+    x, W, b = few_ties_data()
+    check(x, W, b, spec)
 
 
 # ---------------------------------------------------------------- adversarial data
@@ -433,7 +490,7 @@ def test_fast_path_is_right_whenever_it_answers(fmt, mode):
     bits = rng.integers(0, 2**63, 3000, dtype=np.uint64) * np.uint64(2)
     a = parse_accumulation(f"{fmt}:rounding={mode}")
     out, ok = np.empty(3000), np.zeros(3000, dtype=np.bool_)
-    _fast_many(h, r, a2, format_consts(a.fmt, a), {"nearest": 0, "stochastic": 2}.get(mode, 1), bits, out, ok)
+    _fast_many(h, r, a2, _kernel_format(a), {"nearest": 0, "stochastic": 2}.get(mode, 1), bits, out, ok)
     assert ok.mean() > 0.2
     for i in np.flatnonzero(ok):
         hv, bound = Fraction(float(h[i])), Fraction(float(a2[i]))
@@ -456,7 +513,7 @@ def test_exact_path_rounds_sums_of_terms(fmt, mode):
     sums with heavy cancellation, against the oracle."""
     rng = np.random.default_rng(71)
     a = parse_accumulation(f"{fmt}:rounding={mode}")
-    fc = format_consts(a.fmt, a)
+    fc = _kernel_format(a)
     buf, work = np.zeros(6), np.zeros(16)
     for _ in range(150):
         t = rng.standard_normal(5) * 2.0 ** rng.integers(-30, 30, 5)
@@ -468,17 +525,20 @@ def test_exact_path_rounds_sums_of_terms(fmt, mode):
         assert (got == want or (math.isnan(got) and math.isnan(want))) and over == want_over, (t, got, want)
 
 
-@njit
-def _quick_many(acc, wrow, x, flags, fc):
-    return K.step_quick(acc, wrow, x, flags, fc)
+def _quick_many(out, acc, wrow, x, flags, fc):
+    """The quick pass over many lanes; the lanes it leaves are flagged by its twin test."""
+    left = K.quick_leaves(out, acc, wrow, x, fc)
+    assert K.mark_leaves(acc, wrow, x, flags, fc) == left
+    return left
 
 
+@pytest.mark.parametrize("ftz", [False, True])
 @pytest.mark.parametrize("fmt", ["fp16", "bf16", "fp8-e4m3fn", "e4m3", "fp4-e2m1"])
-def test_quick_pass_is_right_whenever_it_answers(fmt):
-    """The round-to-nearest pass without error-free transformations (Veltkamp brackets):
-    running sums on and next to every breakpoint, products from far below an ulp to far
-    above the sum (cancellation); every lane it answers is round_F(s + w x) exactly, and
-    it leaves the exact ties."""
+def test_quick_pass_is_right_whenever_it_answers(fmt, ftz):
+    """The round-to-nearest pass without error-free transformations (one FMA, then the
+    midpoint test): running sums on and next to every breakpoint (subnormals and the top
+    binade included), products from far below an ulp to far above the sum (cancellation);
+    every lane it answers is round_F(s + w x) exactly, and it leaves the exact ties."""
     rng = np.random.default_rng(81)
     vals = np.array(decoded_values(fmt))
     mids = (vals[1:] + vals[:-1]) / 2
@@ -486,16 +546,87 @@ def test_quick_pass_is_right_whenever_it_answers(fmt):
     w = rng.standard_normal(4000) * 2.0 ** rng.integers(-60, 8, 4000)
     w[:400] = 0.0
     x = float(1 + 2.0**-30)
-    a = parse_accumulation(fmt)
-    acc, flags = s.copy(), np.zeros(4000, dtype=np.bool_)
-    left = _quick_many(acc, w, x, flags, format_consts(a.fmt, a))
+    a = parse_accumulation(fmt + (":ftz" if ftz else ""))
+    acc, out, flags = s.copy(), np.empty(4000), np.zeros(4000, dtype=np.bool_)
+    left = _quick_many(out, acc, w, x, flags, _kernel_format(a))
     assert left == flags.sum() and 0 < left < 4000
     for i in np.flatnonzero(~flags):
         v = Fraction(float(s[i])) + Fraction(float(w[i])) * Fraction(x)
-        assert acc[i] == round_fraction(v, fmt).value, (s[i], w[i])
-    assert np.all(acc[flags] == s[flags])
+        assert out[i] == round_fraction(v, fmt, subnormals=not ftz).value, (s[i], w[i])
+    assert np.array_equal(acc, s)
     ties = np.isin(np.abs(s), mids) & (w == 0.0)
     assert ties.any() and flags[ties].all()
+
+
+@pytest.mark.parametrize("fmt", ["fp16", "bf16", "fp8-e4m3fn", "e4m3", "fp4-e2m1"])
+def test_quick_sum_is_right_whenever_it_answers(fmt):
+    """The quick pass for the sum of two float64 values (pairwise joins, blocks, bias):
+    sums of two values of F (exact in float64, half of them ties), F values plus a hair
+    (a midpoint in float64 that is not the exact sum), and cancelling pairs; every lane it
+    answers is round_F(a + b), exact ties included, and it leaves the inexact midpoints.
+    For two values of F the join test answers every sum in range, rightly."""
+    rng = np.random.default_rng(85)
+    vals = np.array(decoded_values(fmt))
+    a = rng.choice(vals, 4000) * rng.choice([-1, 1], 4000)
+    b = rng.choice(vals, 4000) * rng.choice([-1, 1], 4000)
+    gap = np.array([neighbours(abs(Fraction(float(v))) + Fraction(1, 2**80), fmt)[1] - abs(Fraction(float(v)))
+                    for v in a[:400]], dtype=np.float64)
+    b[:400] = np.sign(a[:400]) * (gap / 2 + np.abs(a[:400]) * 2.0**-54)  # a + b: a float64 midpoint, inexact
+    b[400:800] = -a[400:800] * (1 + rng.integers(-4, 5, 400) * 2.0**-52)
+    out, flags = np.empty(4000), np.zeros(4000, dtype=np.bool_)
+    fc = _kernel_format(parse_accumulation(fmt))
+    left = K.quick_sums(out, a, b, fc)
+    assert K.mark_sums(a, b, flags, fc) == left == flags.sum() and 0 < left < 4000
+    for i in np.flatnonzero(~flags):
+        v = Fraction(float(a[i])) + Fraction(float(b[i]))
+        assert out[i] == round_fraction(v, fmt).value, (a[i], b[i])
+    mids = (vals[1:] + vals[:-1]) / 2
+    inexact_mid = np.isin(np.abs(a[:400] + b[:400]), mids) & ((a[:400] + b[:400]) - a[:400] != b[:400])
+    assert inexact_mid.any() and flags[:400][inexact_mid].all()
+    exact_ties = np.isin(np.abs(a + b), mids) & ((a + b) - a == b) & ((a + b) - b == a)
+    exact_ties &= np.abs(a + b) < 2 * fc.quick_max  # below the top binade, left for the overflow test
+    assert exact_ties.any() and not flags[exact_ties].any()
+    # values of F (from lane 800 on): the join test proves every sum below the top binade
+    a, b = a[800:], b[800:]
+    y = np.empty(len(a))
+    in_range = np.abs(a + b) < 2 * fc.quick_max
+    assert fc.joins and K.quick_joins(y, a, b, fc) == (~in_range).sum()
+    for i in np.flatnonzero(in_range):
+        v = Fraction(float(a[i])) + Fraction(float(b[i]))
+        assert y[i] == round_fraction(v, fmt).value, (a[i], b[i])
+
+
+def _quick_pairs(out, w1, x1, w2, x2, flags, fc):
+    left = K.quick_pairs(out, w1, w2, x1, x2, fc)
+    assert K.mark_pairs(w1, w2, x1, x2, flags, fc) == left
+    return left
+
+
+@pytest.mark.parametrize("x1", [1 + 2.0**-29, 0.5])
+@pytest.mark.parametrize("fmt", ["fp16", "bf16", "fp8-e4m3fn", "e4m3", "fp4-e2m1"])
+def test_quick_pair_is_right_whenever_it_answers(fmt, x1):
+    """The quick pass for the sum of two products (pairwise leaves, two roundings in
+    float64): first products on and next to every breakpoint of F (and tiny or huge ones),
+    second products from far below an ulp to cancelling; every lane it answers is
+    round_F(w1 x1 + w2 x2) exactly, and it leaves the exact ties (x1 = 0.5: w1 x1 exact)."""
+    rng = np.random.default_rng(83)
+    vals = np.array(decoded_values(fmt))
+    mids = (vals[1:] + vals[:-1]) / 2
+    x2 = float(1 - 2.0**-31)
+    base = rng.choice(np.concatenate([vals, mids, vals * (1 + 2.0**-40), [2.0**-1000, 2.0**600]]), 4000)
+    w1 = base * rng.choice([-1, 1], 4000) / x1
+    w2 = rng.standard_normal(4000) * 2.0 ** rng.integers(-60, 8, 4000)
+    w2[:400] = 0.0
+    w2[400:800] = -w1[400:800] * x1 / x2 * (1 + rng.integers(-4, 5, 400) * 2.0**-52)
+    out, flags = np.empty(4000), np.zeros(4000, dtype=np.bool_)
+    left = _quick_pairs(out, w1, x1, w2, x2, flags, _kernel_format(parse_accumulation(fmt)))
+    assert left == flags.sum() and 0 < left < 4000
+    for i in np.flatnonzero(~flags):
+        v = Fraction(float(w1[i])) * Fraction(x1) + Fraction(float(w2[i])) * Fraction(x2)
+        assert out[i] == round_fraction(v, fmt).value, (w1[i], w2[i])
+    if x1 == 0.5:
+        ties = np.isin(np.abs(w1 * x1), mids) & (w2 == 0.0)
+        assert ties.any() and flags[ties].all()
 
 
 def test_bench_section_reports_every_case(monkeypatch):
@@ -509,8 +640,25 @@ def test_bench_section_reports_every_case(monkeypatch):
     assert [r.case.split(" (")[0] for r in cores] == [f"tensorcore linear {spec}" for spec in bench.TENSOR_CORES]
     for r in cores:
         assert r.unit == "ns/MAC" and r.value > 0 and r.meets is None and "linear fp16 (recursive)" in r.baselines
+    fp16 = rows[0].value
     for r in rows:
-        assert r.unit == "ns/MAC" and r.value > 0 and r.meets is None
+        assert r.unit == "ns/MAC" and r.value > 0 and r.meets is None and r.target == ""
         fmt = r.case.split()[1].split(":")[0]
-        expected = {"numpy float32 x @ W.T", f"numpy loop + round_to({fmt})"} | ({bench.PLAIN_LOOP} if fmt == "fp16" else set())
+        expected = {bench.NATIVE, bench.PLAIN_LOOP, f"numpy loop + round_to({fmt})"}
+        if r.case.split()[1] != "fp16":
+            expected.add(bench.RECURSIVE_FP16)
+            assert r.baselines[bench.RECURSIVE_FP16] == fp16
         assert set(r.baselines) == expected
+
+
+def test_bench_targets_are_the_stated_ratios():
+    from analysis.benchmarks import accumulation as bench
+
+    assert set(bench.TARGETS) == {"fp16", "bf16", "fp8-e4m3fn", "fp16:pairwise", "fp16:blocked:32"}
+    fast = f">= 10x faster than {bench.PLAIN_LOOP}, <= 50x {bench.NATIVE}"
+    assert bench.target_text("fp16") == bench.target_text("bf16") == fast
+    assert bench.target_text("fp16:pairwise") == f"<= 2x {bench.RECURSIVE_FP16}"
+    base = {bench.PLAIN_LOOP: 10.0, bench.NATIVE: 0.02, bench.RECURSIVE_FP16: 0.5}
+    assert bench.meets("bf16", 1.0, base) and not bench.meets("bf16", 1.01, base)
+    assert not bench.meets("fp16", 1.0, {**base, bench.NATIVE: 0.0199})
+    assert bench.meets("fp8-e4m3fn", 1.0, base) and not bench.meets("fp16:blocked:32", 1.001, base)

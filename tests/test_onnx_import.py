@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from emulator.errors import DataError, ModelFileError
-from onnx_models import FLOAT, INT, Case, assert_matches_ort, model_of, ort_runs_double, run_ort, run_ours
+from onnx_models import FLOAT, INT, Case, assert_matches_ort, model_of, ort_runs_double, run_ort, run_ours, without_package
 
 onnx = pytest.importorskip("onnx")
 from onnx import TensorProto, helper, numpy_helper  # noqa: E402
@@ -757,18 +757,9 @@ def test_from_torch_exports_any_module_with_an_example():
 
 def test_missing_optional_packages_name_their_extra(monkeypatch):
     pytest.importorskip("torch")
-    import importlib
+    from emulator import from_torch
 
-    from emulator import from_torch, optional
-
-    real = importlib.import_module
-
-    def without_onnx(name, *args):
-        if name.split(".")[0] == "onnx":
-            raise ImportError(name)
-        return real(name, *args)
-
-    monkeypatch.setattr(optional.importlib, "import_module", without_onnx)
+    without_package(monkeypatch, "onnx")
     import torch
 
     with pytest.raises(ModelFileError, match=r"Exporting a PyTorch module needs the optional package 'onnx': "

@@ -1,7 +1,10 @@
 """``mixacc recompute``: what each tolerance buys — Algorithm 1 (guided recomputation)
 against uniform low / high, random and local-oracle selection at the same recompute fraction,
 and optionally the static and multi-level variants; accuracy, flip rate and output error
-against the exact forward pass, recompute fractions and relative cost."""
+against the exact forward pass, recompute fractions and relative cost. On a graph, the
+policy runs at every accumulation site, LAMP's rule guards the attention scores, and the
+metrics follow the task (KL divergence for classifiers, cosine similarity and
+nearest-neighbour flips for embedding models)."""
 
 from __future__ import annotations
 
@@ -13,6 +16,7 @@ from emulator.storage import parse_storage
 from ..atomic import write_json
 from ..baselines import ORACLE_ERRORS
 from ..cost import cost_model_names
+from ..graph_policy import lamp_form_names
 from ..policy import check_tau, criterion_names
 from ..presets import PRESETS
 from ..provenance import provenance
@@ -51,6 +55,11 @@ def add_arguments(parser) -> None:
     parser.add_argument("--seed", type=int, default=0, metavar="S", help="seed of the random baseline (default 0)")
     parser.add_argument("--local-oracle-error", default="relative", choices=ORACLE_ERRORS.names(),
                         help="error of one layer's output the local-oracle baseline ranks by (default relative)")
+    parser.add_argument("--lamp", nargs="*", choices=lamp_form_names(), metavar="C",
+                        help="graphs with attention scores: LAMP criteria to run, "
+                             f"{', '.join(lamp_form_names())} (default both; none: --lamp with no value)")
+    parser.add_argument("--lamp-tau", type=float, nargs="+", metavar="T",
+                        help="graphs: LAMP's tolerances (default: those of --tau)")
     parser.add_argument("--json", metavar="PATH", help="write the runs as JSON")
     parser.add_argument("--preset", choices=PRESETS.names(), help="a published configuration (see the notes it prints)")
 
@@ -81,6 +90,10 @@ def _split(network, data_spec: "str | None", samples, calibration):
     """(evaluation set, calibration inputs or None). Named datasets calibrate on their
     train split; other data on the rows after the evaluated ones (held out either way)."""
     from emulator.data import DATASETS, load_model_data
+    from emulator.graph import Graph
+
+    if calibration and isinstance(network, Graph):
+        raise MixaccError(f"--static: the static variant is for MLPs only, not for graph {network.name!r}.")
 
     test = load_model_data(network, data_spec, "test")
     if samples is not None and samples > len(test):
@@ -106,21 +119,35 @@ def _pct(v) -> str:
     return "-" if v is None else f"{100 * v:.2f}%"
 
 
-def _table(summaries) -> list[str]:
-    head = ("method", "criterion", "tau", "accuracy", "flips", "med rel err", "max rel err", "recomputed",
-            "per layer %", "rel cost")
-    rows = [head]
-    for r in summaries:
-        rows.append((r.method, r.criterion or "-", "-" if r.tau is None else f"{r.tau:g}", _pct(r.accuracy),
-                     _pct(r.flip_rate), f"{r.median_rel_error:.3g}", f"{r.max_rel_error:.3g}",
-                     _pct(r.recompute_fraction), "/".join(f"{100 * f:.1f}" for f in r.layer_recompute_fraction),
-                     f"{r.relative_cost:.3f}"))
+def _mlp_columns(r) -> dict:
+    return {"accuracy": _pct(r.accuracy), "flips": _pct(r.flip_rate), "med rel err": f"{r.median_rel_error:.3g}",
+            "max rel err": f"{r.max_rel_error:.3g}", "recomputed": _pct(r.recompute_fraction),
+            "per layer %": "/".join(f"{100 * f:.1f}" for f in r.layer_recompute_fraction)}
+
+
+def _graph_columns(r) -> dict:
+    m = r.metrics
+    task = {"kl mean": f"{m['kl_mean']:.3g}", "kl max": f"{m['kl_max']:.3g}"} if "kl_mean" in m else {}
+    if "cosine_min" in m:
+        task = {"cos min": f"{m['cosine_min']:.6f}", "cos median": f"{m['cosine_median']:.6f}",
+                "nbr flips": _pct(m["neighbour_flip_rate"])}
+    flips = {"accuracy": _pct(m["accuracy"]), "flips": _pct(m["flip_rate"])} if "kl_mean" in m else {}
+    return {**flips, **task, "med rel err": f"{m['median_rel_error']:.3g}", "max rel err": f"{m['max_rel_error']:.3g}",
+            "recomputed": _pct(r.recompute_fraction)}
+
+
+def _table(summaries, columns) -> list[str]:
+    cells = [{"method": r.method, "criterion": r.criterion or "-", "tau": "-" if r.tau is None else f"{r.tau:g}",
+              **columns(r), "rel cost": f"{r.relative_cost:.3f}"} for r in summaries]
+    head = tuple(cells[0])
+    rows = [head] + [tuple(c[k] for k in head) for c in cells]
     widths = [max(len(str(row[i])) for row in rows) for i in range(len(head))]
     return ["  ".join(str(c).ljust(w) if i < 2 else str(c).rjust(w) for i, (c, w) in enumerate(zip(row, widths)))
             for row in rows]
 
 
 def run(args) -> int:
+    from emulator.graph import Graph
     from emulator.modelio import load_model
 
     config = _resolve(args)
@@ -128,25 +155,39 @@ def run(args) -> int:
     if config["weights_storage"]:
         network = network.with_storage(config["weights_storage"])
     storage = parse_storage(args.storage)
+    graph = isinstance(network, Graph)
+    if not graph and (args.lamp is not None or args.lamp_tau):
+        raise MixaccError(f"--lamp, --lamp-tau: LAMP guards the attention scores of graphs, and {network.name!r} is "
+                          "an MLP.")
+    if graph and args.levels:
+        raise MixaccError(f"--levels: the multi-level variant is for MLPs only, not for graph {network.name!r}.")
     test, x_calibration = _split(network, args.data, args.samples, args.static)
-    result = sweep(network, test.x, config["low"], config["high"], config["taus"], config["criteria"], labels=test.y,
-                   storage=storage, cost=args.cost, seed=args.seed, local_oracle_error=args.local_oracle_error,
-                   levels=args.levels, x_calibration=x_calibration)
+    lamp = {}
+    if graph:
+        lamp = {"lamp": lamp_form_names() if args.lamp is None else args.lamp,
+                "lamp_taus": [check_tau(t) for t in args.lamp_tau] if args.lamp_tau else None}
+    result = sweep(network, test if graph else test.x, config["low"], config["high"], config["taus"],
+                   config["criteria"], labels=test.y, storage=storage, cost=args.cost, seed=args.seed,
+                   local_oracle_error=args.local_oracle_error, levels=args.levels, x_calibration=x_calibration,
+                   **lamp)
     if config["note"]:
         print(f"note: {config['note']}")
-    print(f"model {network.name} ({network.architecture}); data {test.name} ({test.split}), {len(test)} samples; "
+    architecture = (network.meta.get("architecture") or network.architecture) if graph else network.architecture
+    task = f"; task {result.task}" if graph else ""
+    print(f"model {network.name} ({architecture}); data {test.name} ({test.split}), {len(test)} samples{task}; "
           f"low {config['low']}; high {config['high']}; storage {storage.spec if storage else 'none'}; "
           f"cost model {result.cost_model} (relative to uniform high)")
     if args.levels:
         print(f"multi-level over {', '.join(args.levels)}: tau bounds the predicted error u_F * s_i")
-    for line in _table(result.runs):
+    for line in _table(result.runs, _graph_columns if graph else _mlp_columns):
         print(line)
     if args.json:
         record = sweep_record(
             network, test, result, low=config["low"], high=config["high"], criteria=config["criteria"],
             taus=config["taus"], storage=storage, weights_storage=config["weights_storage"], levels=args.levels,
             static_calibration_samples=args.static, seed=args.seed, local_oracle_error=args.local_oracle_error,
-            preset=args.preset, note=config["note"])
-        record["provenance"] = provenance({k: v for k, v in record.items() if k != "runs"}, seed=args.seed)
+            preset=args.preset, note=config["note"], **lamp)
+        record["provenance"] = provenance({k: v for k, v in record.items() if k not in ("runs", "sites")},
+                                          seed=args.seed)
         write_json(args.json, record)
     return 0

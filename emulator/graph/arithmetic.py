@@ -35,7 +35,7 @@ from ..storage import Storage, parse_storage
 from .ir import is_float
 
 
-__all__ = ["Site", "AccumulationPlan", "Arithmetic", "Native", "Emulated", "SiteRecord"]
+__all__ = ["Site", "AccumulationPlan", "Arithmetic", "Native", "Emulated", "SiteRecord", "divide_in", "division_format"]
 
 
 @dataclass(frozen=True)
@@ -191,15 +191,7 @@ class Arithmetic:
         """total / count (a number of terms, or an array of them), the division of a mean,
         rounded once in the site's accumulator format (the output format of the spec: F,
         or G for promote; nearest for stochastic specs); float64 where the site has none."""
-        acc = self.spec(site)
-        count = np.asarray(count, dtype=np.float64)
-        if acc is None:
-            return np.divide(total, count)
-        from ..division import divide_rounded
-
-        fmt = acc.wide or acc.fmt
-        mode = acc.rounding if acc.rounding.deterministic else "nearest"
-        return divide_rounded(total, count, fmt, mode, saturate=acc.saturate, subnormals=acc.subnormals)
+        return divide_in(self.spec(site), total, count)
 
     def _sum(self, acc: "Accumulation | None", x: np.ndarray, w: np.ndarray, bias) -> tuple[np.ndarray, np.ndarray]:
         with np.errstate(over="ignore", invalid="ignore"):
@@ -250,6 +242,31 @@ class Emulated(Arithmetic):
 
 
 _TRANSPOSE_ROWS = 16
+
+
+def division_format(acc: "Accumulation | None"):
+    """(format, rounding mode, saturate, subnormals) of the division of a mean summed under
+    ``acc``: the spec's output format (F, or G for promote), to nearest when the spec
+    rounds stochastically; float64 to nearest without a spec or for an exact spec (whose
+    sum is the correctly rounded float64 of the exact sum)."""
+    from ..formats import get_format
+
+    if acc is None or acc.is_exact:
+        return get_format("fp64"), "nearest", False, True
+    mode = acc.rounding.name if acc.rounding.deterministic else "nearest"
+    return acc.wide or acc.fmt, mode, acc.saturate, acc.subnormals
+
+
+def divide_in(acc: "Accumulation | None", total, count) -> np.ndarray:
+    """total / count rounded once as :func:`division_format` says (numpy's float64
+    division without a spec)."""
+    count = np.asarray(count, dtype=np.float64)
+    if acc is None:
+        return np.divide(total, count)
+    from ..division import divide_rounded
+
+    fmt, mode, saturate, subnormals = division_format(acc)
+    return divide_rounded(total, count, fmt, mode, saturate=saturate, subnormals=subnormals)
 
 
 def _contraction_operands(site: Site, x, w, bias, batched: bool):

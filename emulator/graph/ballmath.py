@@ -287,14 +287,27 @@ class BallMath(EnclosureMath):
 
     @staticmethod
     def max(a, axis, keepdims: bool = False):
-        """The largest centre along ``axis`` with the largest radius there."""
+        """The largest centre c* along ``axis`` (radius r*), with radius
+        max(r*, max_j (c_j + r_j - c*)) rounded up: the maximum of values within r_j of c_j
+        lies in [c* - r*, max_j (c_j + r_j)], so an element far below the largest (a
+        masked score) does not widen it. An unknown element (NaN, infinite radius) that
+        is not -inf exactly makes it unknown."""
         a = as_ball(a)
         hi = np.max(a.hi, axis=axis, keepdims=True)
         lo = None
         if a.lo is not None:
             lo = np.max(np.where(a.hi == hi, a.lo, -np.inf), axis=axis, keepdims=True)
             lo = np.where(np.isfinite(lo), lo, 0.0)
-        rad = None if a.rad is None else np.max(a.rad, axis=axis, keepdims=True)
+        rad = None
+        if a.rad is not None:
+            parts_lo = np.zeros(a.shape) if a.lo is None else a.lo
+            top_lo = np.zeros(hi.shape) if lo is None else lo
+            with np.errstate(invalid="ignore", over="ignore"):
+                below = np.nextafter(np.nextafter(a.hi - hi, np.inf) + np.nextafter(np.abs(parts_lo) + np.abs(top_lo),
+                                                                                   np.inf), np.inf)
+                reach = np.where(a.hi == hi, a.rad, np.nextafter(below + a.rad, np.inf))
+            rad = np.max(np.where(np.isnan(reach), np.inf, reach), axis=axis, keepdims=True)
+            rad = np.maximum(rad, 0.0)
         out = Ball(hi, lo, rad)
         if not keepdims:
             out = out.map(lambda p: np.squeeze(p, axis=axis))

@@ -116,12 +116,12 @@ def run_graph(graph: Graph, feeds: Mapping[str, np.ndarray], arith: Arithmetic, 
     from .ops import OPS
 
     values: dict[str, object] = {}
-    arith.begin(graph, values)
     for t in graph.inputs:
         a = feeds[t.name]
         values[t.name] = arith.lift(a) if t.dtype == FLOAT else a
     for name, a in graph.initializers.items():
         values[name] = arith.lift(a) if a.dtype == np.float64 else a
+    arith.begin(graph, values)
     keep_all = keep is True
     wanted = set(graph.outputs) | (set() if keep_all else set(keep or ()))
     remaining: dict[str, int] = {}
@@ -161,8 +161,8 @@ def run_graph(graph: Graph, feeds: Mapping[str, np.ndarray], arith: Arithmetic, 
 
 def make_arithmetic(acc, storage=None, *, record: bool = False) -> Arithmetic:
     """The arithmetic of ``acc``: None float64, ``"exact"`` (or ``exact:BITS``) the exact
-    enclosures, anything else an accumulation plan (one spec, or a mapping from operator
-    types / site patterns to specs)."""
+    enclosures, an :class:`Arithmetic` itself (``Float32()``) as it is, anything else an
+    accumulation plan (one spec, or a mapping from operator types / site patterns to specs)."""
     from .arithmetic import AccumulationPlan, Emulated, Native
 
     if isinstance(acc, Arithmetic):
@@ -188,11 +188,12 @@ def forward(graph: Graph, feeds: Mapping[str, np.ndarray], acc=None, storage=Non
     exported with a fixed batch of 1); outputs, kept tensors and overflow masks are
     joined along the batch."""
     prepared, data, st = prepare(graph, feeds, storage)
-    runs = []
+    runs, masks = [], []
     for chunk in batches(graph, data, batch_size):
         arith = make_arithmetic(acc, None if _is_exact(acc) else st, record=False)
         runs.append(run_graph(prepared, chunk, arith, keep=keep))
-    return runs[0] if len(runs) == 1 else _join(runs)
+        masks.append(dict(arith.overflow))  # an arithmetic given as ``acc`` serves every batch
+    return runs[0] if len(runs) == 1 else _join(runs, masks)
 
 
 def prepare(graph: Graph, feeds: Mapping[str, np.ndarray], storage=None):
@@ -229,13 +230,13 @@ def _is_exact(acc) -> bool:
     return acc is not None and not isinstance(acc, Arithmetic) and AccumulationPlan(acc).is_exact
 
 
-def _join(runs: list[GraphRun]) -> GraphRun:
-    """Batches of one pass joined along the samples."""
+def _join(runs: list[GraphRun], masks: list[dict]) -> GraphRun:
+    """Batches of one pass joined along the samples (``masks``: each batch's overflow masks)."""
     arith = runs[0].arith
     cat = arith.math.concatenate if hasattr(arith, "math") else np.concatenate
     outputs = {k: _cat(cat, [r.outputs[k] for r in runs]) for k in runs[0].outputs}
     values = {k: _cat(cat, [r.values[k] for r in runs]) for k in runs[0].values}
-    arith.overflow = {k: np.concatenate([r.arith.overflow[k] for r in runs]) for k in runs[0].arith.overflow}
+    arith.overflow = {k: np.concatenate([m[k] for m in masks]) for k in masks[0]}
     return GraphRun(outputs, values, arith)
 
 

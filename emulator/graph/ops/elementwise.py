@@ -99,9 +99,15 @@ def clip(ctx, args):
     high = high if high is not None else ctx.attr("max")
     if _integers(x):
         return [np.clip(x, low, high)]
-    low = None if low is None else _float(ctx, np.asarray(low) if np.isscalar(low) else low)
-    high = None if high is None else _float(ctx, np.asarray(high) if np.isscalar(high) else high)
-    return [ctx.math.clip(x, low, high)]
+    return [ctx.math.clip(x, _bound(ctx, low), _bound(ctx, high))]
+
+
+def _bound(ctx, value):
+    """A float Clip bound: an input (integers lifted exactly) or an attribute (a number,
+    lifted as a constant of the arithmetic)."""
+    if value is None:
+        return None
+    return ctx.lift(np.asarray(value, dtype=np.float64)) if np.isscalar(value) else _float(ctx, value)
 
 
 def _float64_values(ctx, *tensors) -> list[np.ndarray]:

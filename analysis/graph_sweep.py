@@ -1,0 +1,193 @@
+"""What each tolerance buys on a graph: the recompute policy, LAMP and their baselines over
+a list of tau, each scored against the exact pass (docs/method.md#the-policy-on-graphs).
+
+Metrics of a run against the exact pass (same rounded weights and inputs, never rounded
+between operators), by the model's task (``analysis.emulation.model_task``):
+
+* every model: ``median_rel_error`` / ``max_rel_error`` of the first output's components;
+* a classifier (classes decided on the first output, the logits): ``flip_rate`` against
+  the exact pass, ``accuracy`` with labels, ``kl_mean`` / ``kl_max`` of the softmax
+  distributions (KL(exact || run));
+* an embedding model: ``cosine_min`` / ``cosine_median`` of each sample's embedding with
+  the exact one, ``neighbour_flip_rate`` (a sample's nearest neighbour in the batch changes).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import numpy as np
+
+from emulator.graph import Graph, forward
+from emulator.graph.exact import exact_values
+from emulator.metrics import (accuracy, cosine_similarity, flip_rate, kl_divergence, neighbour_flips,
+                              predicted_class, relative_error)
+from emulator.storage import parse_storage
+
+from .consumers import GraphConsumers
+from .cost import CostModel, get_cost_model, inner_product_cost
+from .emulation import MetricsByName, model_feeds, model_task
+from .baselines import MATCHED_BASELINES
+from .graph_policy import (GraphMixedRun, SitePasses, guided_ranked_graph, lamp_form_names, lamp_graph,
+                           recompute_graph, uniform_graph)
+from .methods import LOCAL_ORACLE, RANDOM
+from .criteria import PolicyError, check_tau, get_criterion
+from .progress import progress
+
+__all__ = ["GraphRunSummary", "GraphSweep", "graph_sweep", "graph_sweep_record", "graph_metrics"]
+
+
+def _rows(a: np.ndarray) -> np.ndarray:
+    a = np.asarray(a, dtype=np.float64)
+    return a.reshape(a.shape[0], -1)
+
+
+def graph_metrics(outputs: dict, exact: dict, task: str, labels=None, classes=None) -> dict:
+    """The metrics of the module docstring for ``outputs`` against ``exact`` (both by
+    output name; the first output is the one scored)."""
+    name = next(iter(exact))
+    z, ze = _rows(outputs[name]), _rows(exact[name])
+    rel = relative_error(z, ze)
+    out = {"accuracy": None, "flip_rate": None, "median_rel_error": float(np.median(rel)),
+           "max_rel_error": float(np.max(rel))}
+    if task == "classification":
+        pred, pred_exact = predicted_class(z), predicted_class(ze)
+        kl = kl_divergence(z, ze)
+        out.update(accuracy=None if labels is None else accuracy(pred, labels, classes),
+                   flip_rate=flip_rate(pred, pred_exact), kl_mean=float(np.mean(kl)), kl_max=float(np.max(kl)))
+    elif task == "embedding":
+        cos = cosine_similarity(z, ze)
+        out.update(cosine_min=float(np.min(cos)), cosine_median=float(np.median(cos)),
+                   neighbour_flip_rate=float(np.mean(neighbour_flips(z, ze))))
+    return out
+
+
+@dataclass(frozen=True)
+class GraphRunSummary(MetricsByName):
+    """One (method, criterion, tau) row on a graph: the metrics (``metrics``: those of
+    :func:`graph_metrics`), the recomputed shares overall and per site, the relative cost
+    and the run itself."""
+
+    method: str
+    criterion: "str | None"
+    tau: "float | None"
+    metrics: dict
+    recompute_fraction: float
+    site_recompute_fraction: dict
+    relative_cost: float
+    run: GraphMixedRun = field(repr=False, compare=False)
+
+    def describe(self) -> dict:
+        """The JSON record: the MLP run's keys, per-site fractions instead of per-layer
+        ones, and the task's metrics."""
+        return {
+            "method": self.method, "criterion": self.criterion, "tau": self.tau, **self.metrics,
+            "recompute_fraction": self.recompute_fraction, "site_recompute_fraction": dict(self.site_recompute_fraction),
+            "relative_cost": self.relative_cost, "formats": [f.spec for f in self.run.formats],
+            "cost": self.run.cost.describe(),
+        }
+
+
+@dataclass(frozen=True)
+class GraphSweep:
+    """The runs of a graph sweep (uniform low and high; per criterion and tau the guided
+    run and its matched baselines (``analysis.baselines.MATCHED_BASELINES``); per LAMP criterion and tau the LAMP run, its matched
+    baselines and the guided ranking at its budget), the exact outputs, the task and the
+    consumer analysis."""
+
+    runs: tuple[GraphRunSummary, ...]
+    exact: dict = field(repr=False)
+    model: CostModel = field(repr=False)
+    task: str
+    consumers: GraphConsumers = field(repr=False)
+
+    @property
+    def cost_model(self) -> str:
+        return self.model.name
+
+    def describe(self) -> list[dict]:
+        return [r.describe() for r in self.runs]
+
+    def sites(self) -> list[dict]:
+        """One object per accumulation site evaluated: name, operator, shape of its sums,
+        length n, groups, consumers, the cost of one component in low and high, and the
+        recomputed share of each run that is not uniform (keyed method:criterion:tau)."""
+        model = self.model
+        first = self.runs[0].run
+        low, high = first.formats[0], first.formats[-1]
+        out = []
+        for choice in first.sites:
+            name = choice.site.name
+            out.append({
+                "name": name, "op": choice.site.op, "shape": list(choice.shape), "n": choice.n,
+                "groups": choice.groups, "components": int(choice.choice.size),
+                "consumer": self.consumers.sites[name].describe(),
+                "component_cost": {low.spec: inner_product_cost(low, choice.n, model),
+                                   high.spec: inner_product_cost(high, choice.n, model)},
+                "recompute_fraction": {f"{r.method}:{r.criterion}:{r.tau:g}": r.site_recompute_fraction[name]
+                                       for r in self.runs if r.tau is not None},
+            })
+        return out
+
+
+def _summary(run: GraphMixedRun, exact: dict, task: str, labels, classes) -> GraphRunSummary:
+    metrics = graph_metrics(dict(run.outputs), exact, task, labels, classes)
+    return GraphRunSummary(run.method, run.criterion, run.tau, metrics, run.fraction, run.site_fraction,
+                           run.cost.relative, run)
+
+
+def graph_sweep(graph: Graph, data, low, high, taus: Sequence[float], criteria: Sequence[str] = ("kappa",), *,
+                labels=None, storage=None, cost="bits", seed: int = 0, local_oracle_error: str = "relative",
+                lamp: Sequence[str] = tuple(lamp_form_names()), lamp_taus: "Sequence[float] | None" = None,
+                baselines: Sequence[str] = (RANDOM, LOCAL_ORACLE), precision: int = 113) -> GraphSweep:
+    """Uniform low and high; for each criterion and tau the guided policy and the
+    ``baselines`` matched to it; when the graph has attention-score sites, for each LAMP
+    criterion in ``lamp`` and tau in ``lamp_taus`` (default ``taus``) the LAMP run, the
+    baselines matched to it and the guided ranking (first criterion) at its budget. Every
+    run is scored against the exact pass (``labels`` add the accuracy)."""
+    taus = [check_tau(t) for t in taus]
+    lamp_taus = taus if lamp_taus is None else [check_tau(t) for t in lamp_taus]
+    crits = [get_criterion(c).name for c in criteria]
+    forms = list(lamp)
+    for form in forms:
+        if form not in lamp_form_names():
+            raise PolicyError(f"LAMP criterion {form!r}: must be one of {', '.join(lamp_form_names())}.")
+    matched = [MATCHED_BASELINES.get(b) for b in baselines]
+    model = get_cost_model(cost)
+    st = parse_storage(storage)
+    feeds = graph.check_feeds(model_feeds(graph, graph, data))
+    reference = exact_values(forward(graph, feeds, f"exact:{precision}", st))
+    exact = {name: reference[name].value for name in graph.outputs}
+    task = model_task(graph, labels)
+    classes = graph.meta.get("classes")
+    consumers = GraphConsumers.of(graph)
+    common = dict(storage=st, cost=model, passes=SitePasses(1 << 30))
+    options = {"seed": seed, "local_oracle_error": local_oracle_error, "precision": precision}
+    runs = [uniform_graph(graph, feeds, low, high, 0, **common), uniform_graph(graph, feeds, low, high, 1, **common)]
+    attention = any(s.attention for s in consumers.sites.values())
+    jobs = [("guided", c, t) for c in crits for t in taus]
+    jobs += [("lamp", f, t) for f in (forms if attention else []) for t in lamp_taus]
+    for kind, crit, tau in progress(jobs, desc="recompute sweep"):
+        if kind == "guided":
+            like = recompute_graph(graph, feeds, low, high, tau, crit, **common)
+        else:
+            like = lamp_graph(graph, feeds, low, high, tau, crit, **common)
+        runs.append(like)
+        runs.extend(b.run(graph, feeds, like, options, common) for b in matched)
+        if kind == "lamp" and crits:
+            runs.append(guided_ranked_graph(graph, feeds, like, crits[0], **common))
+    summaries = tuple(_summary(r, exact, task, labels, classes) for r in runs)
+    return GraphSweep(summaries, exact, model, task, consumers)
+
+
+def graph_sweep_record(graph: Graph, data, result: GraphSweep, *, low, high, criteria: Sequence[str],
+                       taus: Sequence[float], storage=None, **settings) -> dict:
+    """The JSON record of a graph sweep: the MLP record's keys (model, architecture, data,
+    samples, configuration, runs) plus ``task`` and ``sites``."""
+    return {
+        "model": graph.name, "architecture": graph.architecture, "data": data.name, "samples": len(data),
+        "low": low, "high": high, "criterion": list(criteria), "taus": list(taus), "cost_model": result.cost_model,
+        "storage": storage.spec if storage else None, **settings, "task": result.task, "runs": result.describe(),
+        "sites": result.sites(),
+    }
