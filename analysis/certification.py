@@ -15,16 +15,18 @@ logits z give a :mod:`certificate <analysis.certificates>` per sample. Δ is
 The exact pass decides whether a sample *flipped* (its computed class differs from the
 exact one's); a certified sample that flips is a bug of the bound or of the emulator.
 
-With ``until_certified`` (MLPs) the uncertified samples are recomputed in the ``high``
-accumulation, last layers first: stage k recomputes layers k..L-1 in high from the low
-pass's computed input x̂_k, whose distance to the exact input is the low pass's global
-bound D_k. A sample enters stage k > 0 only if it would be certified were layers k..L-1
-free of rounding errors (D_k propagated alone through them at the low pass's values:
-the error inherited from layers 0..k-1 already too large, recomputing layers k.. cannot
-help); the samples still uncertified go on to earlier stages, down to stage 0 (the whole
-sample in high), which every sample left reaches. The cost (``analysis.cost``) charges
-the low pass of every sample plus every stage's high inner products, against the whole
-run in uniform high.
+With ``until_certified`` the uncertified samples are recomputed in the ``high``
+accumulation. On a graph, each uncertified sample is recomputed whole (every site in
+high) and certified again. On an MLP, last layers first: stage k recomputes layers
+k..L-1 in high from the low pass's computed input x̂_k, whose distance to the exact
+input is the low pass's global bound D_k. A sample enters stage k > 0 only if it would
+be certified were layers k..L-1 free of rounding errors (D_k propagated alone through
+them at the low pass's values: the error inherited from layers 0..k-1 already too large,
+recomputing layers k.. cannot help); the samples still uncertified go on to earlier
+stages, down to stage 0 (the whole sample in high), which every sample left reaches. The
+cost (``analysis.cost``) charges the low pass of every sample plus every stage's (on a
+graph, every recomputed sample's) high inner products, against the whole run in uniform
+high.
 """
 
 from __future__ import annotations
@@ -57,6 +59,9 @@ __all__ = ["Certification", "CertifyPolicy", "Stage", "certify", "DEFAULT_HIGH"]
 
 DEFAULT_HIGH = "fp32"
 """The accumulation uncertified samples are recomputed in by default."""
+
+FLOAT64_SUMS = parse_accumulation("fp64")
+"""What the cost charges a graph site the plan leaves in float64."""
 
 
 @dataclass(frozen=True)
@@ -172,6 +177,10 @@ def _concat(parts: list[Certificates]) -> Certificates:
     return Certificates(*(np.concatenate([getattr(p, f.name) for p in parts]) for f in dataclasses.fields(Certificates)))
 
 
+def _copy(cert: Certificates) -> Certificates:
+    return Certificates(*(np.array(getattr(cert, f.name)) for f in dataclasses.fields(Certificates)))
+
+
 def _scatter(into: Certificates, rows: np.ndarray, values: Certificates) -> None:
     """into[rows] = values, field by field (in place)."""
     for f in dataclasses.fields(Certificates):
@@ -244,7 +253,7 @@ def _until_certified(rounded: Network, low: _LowPass, cert: Certificates, high: 
     """The policy on one batch: final certificates; ``counts[k]`` accumulates the samples
     whose layer k ran in high, ``stages[k]`` (samples, certified), ``recomputed_from``
     (this batch's slice) the first layer each sample recomputed."""
-    final = Certificates(*(np.array(getattr(cert, f.name)) for f in dataclasses.fields(Certificates)))
+    final = _copy(cert)
     for start in range(len(rounded) - 1, -1, -1):
         wanted = ~final.certified
         if start > 0 and wanted.any():
@@ -313,7 +322,36 @@ def _sample_overflow(overflow: dict, n: int) -> np.ndarray:
     return out
 
 
-def _certify_graph(graph: Graph, data, acc, spec, st, batch_size: int) -> tuple:
+def _graph_certificates(prepared: Graph, chunk: dict, plan: AccumulationPlan, spec, st, logits: str) -> tuple:
+    """(certificates, site records) of one batch of a graph under ``plan``."""
+    emulated = Emulated(plan, st, record=True)
+    run = run_graph(prepared, chunk, emulated, keep=True)
+    ball = run_graph(prepared, chunk, GlobalBounds(run.values, emulated.records, spec)).outputs[logits]
+    z = np.asarray(run.outputs[logits], dtype=np.float64)
+    n = z.shape[0]
+    radius = GlobalBounds.radius(ball).reshape(n, -1)
+    radius = np.where(_sample_overflow(emulated.overflow, n)[:, None], np.inf, radius)
+    return certificates(z.reshape(n, -1), radius), emulated.records
+
+
+def _site_work(records, n: int, recomputed: int, high: Accumulation, work: dict) -> None:
+    """Adds one batch of ``n`` samples to ``work[(site, length)] = [components, counts by
+    accumulation]``: every sample's sums in their low spec (float64 where the plan leaves
+    a site out), ``recomputed`` samples' again in ``high`` (a site's length may change
+    between batches: padded sequences)."""
+    for rec in records:
+        per_sample = rec.y.size // n
+        entry = work.setdefault((rec.site.name, rec.x.shape[-1]), [0, {}])
+        entry[0] += per_sample * n
+        for acc, count in ((rec.acc or FLOAT64_SUMS, per_sample * n), (high, per_sample * recomputed)):
+            if count:
+                entry[1][acc] = entry[1].get(acc, 0) + count
+
+
+def _certify_graph(graph: Graph, data, acc, spec, st, batch_size: int, high: "Accumulation | None",
+                   cost_model) -> tuple:
+    """(certificates, exact logits, policy): with ``high``, the uncertified samples of each
+    batch recomputed whole in high (docs/method.md#certified-predictions)."""
     plan = AccumulationPlan(acc)
     if hasattr(data, "feeds"):
         feeds = data.feeds([t.name for t in graph.inputs])
@@ -321,20 +359,37 @@ def _certify_graph(graph: Graph, data, acc, spec, st, batch_size: int) -> tuple:
         feeds = data if isinstance(data, dict) else {graph.inputs[0].name: np.asarray(data)}
     prepared, feeds, st = prepare(graph, feeds, st)
     logits = graph.outputs[0]
-    parts, exact = [], []
+    parts, exact, finals = [], [], []
+    work: dict = {}
+    recomputed: list = []
     chunks = list(batches(graph, feeds, batch_size))
     for chunk in progress(chunks, desc="certify graph", total=len(chunks)):
-        emulated = Emulated(plan, st, record=True)
-        run = run_graph(prepared, chunk, emulated, keep=True)
-        ball = run_graph(prepared, chunk, GlobalBounds(run.values, emulated.records, spec)).outputs[logits]
+        cert, records = _graph_certificates(prepared, chunk, plan, spec, st, logits)
         ref = exact_values(run_graph(prepared, chunk, Exact()), [logits])[logits]
-        z = np.asarray(run.outputs[logits], dtype=np.float64)
-        n = z.shape[0]
-        radius = GlobalBounds.radius(ball).reshape(n, -1)
-        radius = np.where(_sample_overflow(emulated.overflow, n)[:, None], np.inf, radius)
-        parts.append(certificates(z.reshape(n, -1), radius))
+        n = cert.certified.shape[0]
+        parts.append(cert)
         exact.append(np.asarray(ref.value, dtype=np.float64).reshape(n, -1))
-    return _concat(parts), np.concatenate(exact), None
+        if high is None:
+            continue
+        rows = np.flatnonzero(~cert.certified)
+        final = _copy(cert)
+        if rows.size:
+            again, _ = _graph_certificates(prepared, {k: v[rows] for k, v in chunk.items()}, AccumulationPlan(high),
+                                           spec, st, logits)
+            _scatter(final, rows, again)
+        finals.append(final)
+        recomputed.append(rows.size)
+        _site_work(records, n, rows.size, high, work)
+    policy = None
+    if high is not None:
+        work_rows = [LayerWork(length, counts) for (_, length), (_, counts) in work.items()]
+        cost = run_cost(work_rows, [components for components, _ in work.values()], 1, high, cost_model)
+        final = _concat(finals)
+        again = int(sum(recomputed))
+        recomputed_from = np.where(_concat(parts).certified, -1, 0)
+        stages = [Stage(0, again, int(np.count_nonzero(final.certified[recomputed_from == 0])))] if again else []
+        policy = CertifyPolicy(high.spec, stages, recomputed_from, final, np.zeros(0, dtype=bool), cost)
+    return _concat(parts), np.concatenate(exact), policy
 
 
 # ---------------------------------------------------------------------------------- entry
@@ -347,8 +402,9 @@ def certify(model: "Network | Graph | str", data, acc, storage=None, *, labels=N
     ``model`` (a classifier: an MLP, or a graph whose first output is its logits; not an
     embedding model) under
     ``acc`` (a spec or row; for graphs also a plan) and ``storage`` (see the module
-    docstring). ``labels`` adds accuracies. ``until_certified`` (MLPs) recomputes the
-    uncertified samples in ``high``, last layers first, and charges the ``cost`` model.
+    docstring). ``labels`` adds accuracies. ``until_certified`` recomputes the
+    uncertified samples in ``high`` (MLPs: last layers first; graphs: whole samples) and
+    charges the ``cost`` model.
     ``bound`` must be deterministic: a certificate is a proof."""
     from emulator.modelio import load_model
 
@@ -359,15 +415,15 @@ def certify(model: "Network | Graph | str", data, acc, storage=None, *, labels=N
     if model_task(net, labels) == "embedding":
         raise MixaccError(f"Model {net.name!r} is an embedding model: there is no class to certify.")
     st = parse_storage(storage)
+    high_row = parse_accumulation(high)
+    high_row = high_row if until_certified else None
     if isinstance(net, Graph):
-        if until_certified:
-            raise MixaccError("--until-certified recomputes the layers of an MLP; certify a graph without it.")
-        cert, exact, policy = _certify_graph(net, data, acc, spec, st, min(batch_size or GRAPH_BATCH, GRAPH_BATCH))
+        cert, exact, policy = _certify_graph(net, data, acc, spec, st, min(batch_size or GRAPH_BATCH, GRAPH_BATCH),
+                                             high_row, get_cost_model(cost))
         description = plan_description(AccumulationPlan(acc))
     else:
         accumulation = parse_accumulation(acc)
         x = data.x if hasattr(data, "feeds") else data
-        high_row = parse_accumulation(high) if until_certified else None
         cert, exact, policy = _certify_mlp(net, x, accumulation, spec, st, precision, batch_size or DEFAULT_BATCH,
                                            high_row, get_cost_model(cost))
         description = accumulation.describe()

@@ -162,11 +162,26 @@ def test_until_certified_recomputes_only_the_last_layer_when_that_suffices():
     assert p.cost.relative < 1
 
 
-def test_certify_refusals():
+def test_until_certified_on_a_graph_recomputes_the_uncertified_samples_whole():
+    """digits-cnn: fp16 in pairwise order certifies most samples; the rest, recomputed in
+    fp64, are certified. Bits model: every sample's sums at 16 bits, the recomputed ones'
+    again at 64, against all at 64 — the sites' lengths cancel."""
     graph = load_model("digits-cnn")
+    data = load_data("digits").head(20)
+    result = certify(graph, data, "fp16:pairwise", labels=data.y, until_certified=True, high="fp64")
+    p = result.policy
+    again = np.flatnonzero(~result.certified)
+    assert 0 < again.size < 20 and p.certified_fraction == 1.0 and p.certified_flips == 0
+    assert [(s.start, s.samples, s.certified) for s in p.stages] == [(0, again.size, again.size)]
+    np.testing.assert_array_equal(p.recomputed_from, np.where(result.certified, -1, 0))
+    assert Fraction(p.cost.relative).limit_denominator(1000) == Fraction(16 * 20 + 64 * again.size, 64 * 20)
+    high = certify(graph, data.x[again], "fp64")
+    np.testing.assert_array_equal(p.final.margin[again], high.certificates.margin)
+    np.testing.assert_array_equal(p.final.bound[again], high.certificates.bound)
+
+
+def test_certify_refusals():
     x = load_data("digits").x[:2]
-    with pytest.raises(Exception, match="MLP"):
-        certify(graph, x, "fp16", until_certified=True)
     with pytest.raises(Exception, match="deterministic"):
         certify(load_model("digits-relu"), x, "fp16", bound="probabilistic:4")
 
@@ -184,8 +199,8 @@ def test_cli_certify_writes_every_sample(run_cli, tmp_path):
         assert isinstance(sample["certified"], bool) and isinstance(sample["flipped"], bool)
         assert sample["certified"] == (sample["margin"] > sample["bound"])
         assert sample["final_certified"] and not sample["final_flipped"]
-    code, _, stderr = run_cli("certify", "digits-cnn", "--acc", "fp16", "--samples", "2", "--until-certified")
-    assert code == 2 and stderr.startswith("mixacc: error: --until-certified")
+    code, _, stderr = run_cli("certify", "digits-relu", "--acc", "fp16", "--samples", "2", "--high", "fp99")
+    assert code == 2 and len(stderr.strip().splitlines()) == 1
 
 
 def test_cli_certify_on_a_graph(run_cli):

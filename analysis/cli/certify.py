@@ -22,8 +22,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--acc", metavar="SPEC", required=True, help="accumulation, e.g. fp16, bf16:pairwise")
     add_site_arguments(parser)
     parser.add_argument("--until-certified", action="store_true",
-                        help="MLPs: recompute uncertified samples in --high, last layers first, until certified or "
-                             "everything is high; report the cost against uniform high")
+                        help="recompute uncertified samples in --high (MLPs: last layers first, until certified or "
+                             "everything is high; graphs: whole samples); report the cost against uniform high")
     parser.add_argument("--high", metavar="SPEC", default=DEFAULT_HIGH,
                         help=f"accumulation of the recomputed layers (default {DEFAULT_HIGH})")
     parser.add_argument("--cost", default="bits", metavar="bits|quadratic|PATH",
