@@ -167,3 +167,16 @@ def test_cli_size(run_cli, tmp_path):
     assert code == 2 and "lie outside it" in stderr
     code, _, stderr = run_cli("size", "digits-cnn", "--target-error", "1e-2")
     assert code == 2 and "is a graph" in stderr
+
+
+@pytest.mark.parametrize("args, fragment", [
+    (("--target-error", "0"), "target error"),
+    (("--target-error", "nan"), "target error"),
+    (("--target-error", "x"), "invalid float value"),
+    (("--target-error", "1e-2", "--input-range", "1,0"), "LO <= HI"),
+    (("--target-error", "1e-2", "--input-range", "0"), "LO,HI"),
+    (("--target-error", "1e-2", "--order", "sideways"), "sideways"),
+])
+def test_cli_size_bad_input_exits_2_with_one_line(run_cli, args, fragment):
+    code, _, stderr = run_cli("size", "digits-tanh", "--samples", "4", *args)
+    assert code == 2 and fragment in stderr and len(stderr.strip().splitlines()) == 1
