@@ -31,6 +31,7 @@ from emulator.metrics import relative_error
 from emulator.network import Network
 from emulator.storage import parse_storage
 
+from .graph_validation import plan_description
 from .progress import progress
 from .tasks import TaskScores, model_task
 from .validation import DEFAULT_BATCH
@@ -147,14 +148,8 @@ def emulate(model: "Network | Graph", data, acc, storage=None, *, labels=None, k
     metrics = scores.metrics(labels)
     describe = model.architecture if isinstance(model, Network) else model.meta.get("architecture", repr(model))
     return Emulation(
-        model=model.name, architecture=str(describe), samples=n, task=task, accumulation=_describe(plan),
+        model=model.name, architecture=str(describe), samples=n, task=task, accumulation=plan_description(plan),
         storage=st.spec if st else None, outputs={k: e.summary() for k, e in errors.items()}, metrics=metrics,
         overflow_components=overflow, tensors={k: np.concatenate(v) for k, v in kept.items()},
     )
 
-
-def _describe(plan: AccumulationPlan) -> dict:
-    """One spec's description (as for an MLP), or the plan's mapping."""
-    if plan.default is not None and not plan.by_op and not plan.by_pattern:
-        return plan.default.describe()
-    return {"spec": "plan", **plan.describe()}

@@ -29,7 +29,7 @@ from .sites import site_components
 from .summaries import Collector, ErrorSummary
 from .tasks import TaskScores, model_task
 
-__all__ = ["GraphValidation", "SiteSummary", "TensorSummary", "validate_graph", "GRAPH_BATCH"]
+__all__ = ["GraphValidation", "SiteSummary", "TensorSummary", "validate_graph", "GRAPH_BATCH", "plan_description"]
 
 GRAPH_BATCH = 16
 
@@ -229,7 +229,7 @@ def validate_graph(graph: Graph, data, acc, bound="deterministic", storage=None,
                          by_tensor.get(info["tensor"]) or Collector(0.0, False).summary())
              for k, (name, info) in enumerate(site_info.items())]
     return GraphValidation(
-        model=graph.name, samples=offset, accumulation=_plan_description(plan), storage=st.spec if st else None,
+        model=graph.name, samples=offset, accumulation=plan_description(plan), storage=st.spec if st else None,
         bound=spec.spec, bound_assumption=spec.assumption, task=task, sites=sites, tensors=tensors,
         metrics=scores.metrics(labels), data=data_name,
     )
@@ -250,7 +250,8 @@ def _with_vacuous(summary: ErrorSummary) -> ErrorSummary:
     return summary
 
 
-def _plan_description(plan: AccumulationPlan) -> dict:
+def plan_description(plan: AccumulationPlan) -> dict:
+    """One spec's description (as for an MLP), or the plan's mapping."""
     if plan.default is not None and not plan.by_op and not plan.by_pattern:
         return plan.default.describe()
     return {"spec": "plan", **plan.describe()}

@@ -147,18 +147,21 @@ class LayerComponents:
 
 
 def layer_components(rounded, run, ref, accumulation, spec, storage, precision: int = 113,
-                     constants=None) -> Iterator[LayerComponents]:
+                     constants=None, input_bound=None) -> Iterator[LayerComponents]:
     """Yield :class:`LayerComponents` for every layer of the (storage-rounded) network
     ``rounded``, from its emulated run (``forward(..., return_all=True)``) and the exact
-    forward pass ``ref`` of the same input; layer k's bounds propagate into layer k+1."""
+    forward pass ``ref`` of the same input; layer k's bounds propagate into layer k+1.
+    ``input_bound`` bounds |x̂ - x| of the run's input (None: the reference shares it);
+    with it, ``rounded`` may be the last layers of a network, ``run`` their pass from a
+    computed input and ``ref`` the exact pass of the whole network from those layers on."""
     from emulator.reference import exact_layer
 
     if constants is None:
         constants = [model_constant(accumulation, l.n_inputs, l.bias is not None, spec) for l in rounded.layers]
     u_store = storage.fmt.u if storage is not None else 0.0
     x_hat = run.input
-    in_ok = np.ones(x_hat.shape[0], dtype=bool)
-    input_bound = predicted_in = None
+    in_ok = np.all(np.isfinite(x_hat), axis=1)
+    predicted_in = None
     for k, (layer, c) in enumerate(zip(rounded.layers, constants)):
         y_hat, z_hat = np.asarray(run.preactivations[k]), np.asarray(run.outputs[k])
         safe_x = np.where(in_ok[:, None], x_hat, 0.0)

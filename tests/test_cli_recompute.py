@@ -110,5 +110,6 @@ def test_preset_paper_prints_its_note():
     r = mixacc("--preset", "paper", "--samples", 3, "--tau", 0.5)
     assert r.returncode == 0, r.stderr
     assert "follows the analysis for the identity output layer" in r.stdout
-    assert "e4m3:recursive:bias=last:saturate" in r.stdout and "paper-mlp" in r.stdout
+    assert "e4m3:recursive:bias=last:saturate" in r.stdout and "model paper-mlp-mnist" in r.stdout
+    assert "data mnist5k (test)" in r.stdout
     assert "kappa-prime" in r.stdout and "0.5" in r.stdout

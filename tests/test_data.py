@@ -148,7 +148,7 @@ def _pickle_npy(tmp: Path) -> str:
 
 
 DATA_ERRORS = [
-    (lambda t: "imagenet", {}, "Unknown data 'imagenet'. Possible values are: digits, mnist1d, random:N[:SEED]"),
+    (lambda t: "imagenet", {}, "Unknown data 'imagenet'. Possible values are: digits, mnist1d, mnist5k, random:N[:SEED]"),
     (lambda t: "", {}, "is empty"),
     (lambda t: "digits", {"split": "valid"}, "Unknown split 'valid'. Possible values are: train, test"),
     (lambda t: "digits", {"n_inputs": 40}, "Data 'digits' has 64 features but the model takes 40 inputs"),

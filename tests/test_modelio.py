@@ -18,7 +18,7 @@ from emulator.modelio import BUNDLED_DIR, bundled_models, from_sklearn, load_mod
 from emulator.network import Layer, Network
 
 REPO = Path(__file__).resolve().parents[1]
-BUNDLED = ("digits-relu", "digits-tanh", "mnist1d-relu", "mnist1d-tanh", "paper-mlp")
+BUNDLED = ("digits-relu", "digits-tanh", "mnist1d-relu", "mnist1d-tanh", "paper-mlp", "paper-mlp-mnist")
 BUNDLED_GRAPHS = ("digits-cnn", "digits-transformer")
 
 

@@ -21,7 +21,7 @@ ANALYSIS_API = {
     "recompute_static", "CRITERIA", "uniform_low", "uniform_high", "random_selection", "local_oracle_selection", "sweep",
     "sweep_record", "Sweep", "RunSummary", "output_metrics", "COST_MODELS", "Cost", "CostModel", "get_cost_model",
     "ReportConfig", "build_report", "write_report", "MixedRun", "mixed_forward", "METHODS", "Method", "PRESETS",
-    "Preset", "emulate", "Emulation",
+    "Preset", "emulate", "Emulation", "certify", "Certification", "CertifyPolicy", "size_layers", "check_sizing",
 }
 
 

@@ -27,13 +27,13 @@ from oracles import accumulate
 
 FORMATS = ["fp16", "bf16", "tf32", "fp8-e4m3fn", "fp8-e5m2", "e4m3"]
 ORDERS = ["recursive", "pairwise", "blocked:32", "fused:4", "promote:32:fp32"]
-MODELS = ["digits-relu", "digits-tanh", "mnist1d-relu", "mnist1d-tanh", "paper-mlp"]
+MODELS = ["digits-relu", "digits-tanh", "mnist1d-relu", "mnist1d-tanh", "paper-mlp", "paper-mlp-mnist"]
 
 
 def _spec(i: int) -> tuple[str, str]:
     fmt, order = FORMATS[i % 6], ORDERS[i % 5]
     products = f":products={fmt}" if i % 2 else ""
-    return MODELS[i % 5], f"{fmt}:{order}{products}"
+    return MODELS[(i + i // len(MODELS)) % len(MODELS)], f"{fmt}:{order}{products}"
 
 
 @pytest.fixture(scope="module")

@@ -17,7 +17,7 @@ from ..progress import set_quiet
 
 __all__ = ["main", "COMMANDS"]
 
-COMMANDS = ("formats", "models", "emulate", "validate", "grid", "recompute", "report", "demo", "bench")
+COMMANDS = ("formats", "models", "emulate", "validate", "grid", "certify", "size", "recompute", "report", "demo", "bench")
 
 
 class _Parser(argparse.ArgumentParser):

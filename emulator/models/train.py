@@ -6,9 +6,11 @@ summation order and hence every weight is reproducible), converts it with
 :func:`emulator.importers.from_sklearn` (output layer: identity, i.e. logits), measures
 train and test accuracy with the float64 forward pass, and writes
 ``<name>.npz`` (weights + model card as ``meta``), ``<name>.md`` (the card, readable)
-and ``index.json`` (every card) atomically into the output directory. The graph models
-(``digits-cnn``, ``digits-transformer``) are trained with PyTorch (extra ``torch``) by
-:mod:`emulator.models.train_graphs` and written the same way.
+and ``index.json`` (every card) atomically into the output directory. The authors'
+network on MNIST (``paper-mlp-mnist``) and the graph models (``digits-cnn``,
+``digits-transformer``) are trained with PyTorch (extra ``torch``) by
+:mod:`emulator.models.train_torch_mlp` and :mod:`emulator.models.train_graphs` and
+written the same way.
 
 Options: ``--only NAME ...`` to train some models, ``--out DIR`` to write elsewhere.
 """
@@ -34,8 +36,9 @@ from emulator.graph.ir import Graph
 from emulator.network import Network
 from emulator.registry import Registry
 
-from .cards import card_page, data_rows, data_sha256, provenance_rows, weights_sha256
+from .cards import card_page, data_rows, data_sha256, mlp_card, provenance_rows, weights_sha256
 from .train_graphs import GRAPH_RECIPES, GraphRecipe
+from .train_torch_mlp import TORCH_MLP_RECIPES, TorchMLPRecipe
 
 __all__ = ["Recipe", "RECIPES", "train", "weights_sha256", "data_sha256", "main"]
 
@@ -63,7 +66,7 @@ class Recipe:
         return card_markdown(card)
 
 
-RECIPES: "Registry[Recipe | GraphRecipe]" = Registry("bundled model")
+RECIPES: "Registry[Recipe | TorchMLPRecipe | GraphRecipe]" = Registry("bundled model")
 for _r in (
     Recipe("digits-relu", "digits", (128, 64), "relu", epochs=100, batch_size=64, alpha=1e-4),
     Recipe("digits-tanh", "digits", (128, 64), "tanh", epochs=100, batch_size=64, alpha=1e-4),
@@ -72,6 +75,7 @@ for _r in (
     Recipe("paper-mlp", "mnist1d", (784, 784, 128), "relu", epochs=40, batch_size=100, alpha=1e-3,
            note="The authors' shape (ReLU 784 -> 784 -> 128 -> 10 hidden/output widths, arXiv 2503.15568) "
                 "with the 40-wide mnist1d input instead of 784-wide MNIST."),
+    *TORCH_MLP_RECIPES,
     *GRAPH_RECIPES,
 ):
     RECIPES.add(_r.name, _r)
@@ -103,20 +107,8 @@ def train(recipe: Recipe) -> tuple[Network, float]:
     if test_acc != sklearn_acc:
         raise RuntimeError(f"{recipe.name}: float64 forward accuracy {test_acc} != scikit-learn's {sklearn_acc}")
     card = {
-        "name": recipe.name,
-        "architecture": net.architecture,
-        "widths": net.widths,
-        "activations": [l.activation.name for l in net.layers],
-        "n_params": net.n_params,
-        "default_data": recipe.data,
-        "data": DATASETS.get(recipe.data).description,
-        "train_size": len(train_set),
-        "test_size": len(test_set),
-        "train_accuracy": _accuracy(net, train_set),
-        "test_accuracy": test_acc,
-        "test_data_sha256": data_sha256(test_set.x),
-        "classes": net.meta["classes"],
-        "output": "logits (identity output layer; the classifier's softmax is left out, argmax is unchanged)",
+        **mlp_card(net, recipe.data, DATASETS.get(recipe.data).description, train_set, test_set,
+                   _accuracy(net, train_set), test_acc, net.meta["classes"]),
         "seed": recipe.seed,
         "trainer": {"estimator": "sklearn.neural_network.MLPClassifier",
                     **{k: (list(v) if isinstance(v, tuple) else v) for k, v in params.items()}},

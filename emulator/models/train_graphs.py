@@ -1,15 +1,13 @@
 """Train the bundled graph models with PyTorch (extra ``torch``), deterministically, and
 convert them to graphs (run through ``python -m emulator.models.train``).
 
-Each recipe trains its module (:mod:`emulator.models.torch_nets`) on the CPU with one
-thread, ``torch.use_deterministic_algorithms(True)`` and fixed seeds (initialisation and
-shuffling), in float64: AdamW, cosine learning-rate decay to 0, cross-entropy, a fixed
-number of epochs. The trained module is then rounded to float32 (the released weights)
-and its float32 tensors become the graph's float64 initialisers, exactly. float64
-training keeps retraining under other CPU kernels within about 1e-9 relative before that
-rounding (so within one float32 unit in the last place after it: 4.5e-8 measured between
-the AVX2 and AVX-512 kernels), where float32 training is chaotic: a float32 run of the
-transformer ended with weights up to 20% apart under the two.
+Each recipe trains its module (:mod:`emulator.models.torch_nets`) as
+:mod:`emulator.models.torch_training` does (CPU, one thread, deterministic algorithms,
+fixed seeds, float64) with AdamW and cosine learning-rate decay to 0, then rounds it to
+float32 (the released weights) and its float32 tensors become the graph's float64
+initialisers, exactly. A float32 run of the transformer ended with weights up to 20%
+apart under the AVX2 and AVX-512 kernels; float64 training stays within one float32 unit
+in the last place (4.5e-8 measured).
 
 The script checks, and fails loudly otherwise, that the graph's float64 forward pass
 (``emulator.graph.forward``) agrees with the module in float64 (``module.double()``) to
@@ -18,8 +16,6 @@ The script checks, and fails loudly otherwise, that the graph's float64 forward 
 
 from __future__ import annotations
 
-import contextlib
-import math
 import time
 from dataclasses import dataclass
 from importlib.metadata import version
@@ -32,12 +28,9 @@ from ..graph.ir import Graph
 from ..metrics import accuracy, predicted_class
 from .cards import card_page, data_rows, data_sha256, provenance_rows, weights_sha256
 from .digits_graphs import OUTPUT, CnnShape, TransformerShape
+from .torch_training import AGREEMENT, check_agreement, deterministic, fit, require_torch
 
 __all__ = ["GraphRecipe", "GRAPH_RECIPES", "AGREEMENT", "train_graph", "graph_card_markdown"]
-
-AGREEMENT = 1e-10
-"""Largest relative difference allowed between the graph's and the module's float64
-logits (max over a sample's logits of |graph - torch|, over max |torch|)."""
 
 
 @dataclass(frozen=True)
@@ -57,10 +50,15 @@ class GraphRecipe:
 
     def module(self):
         """A fresh PyTorch module of this recipe's shape (needs the ``torch`` extra)."""
-        _torch()
+        require_torch()
         from .torch_nets import module_for
 
         return module_for(self.shape)
+
+    def optimizer(self, torch, parameters, steps: int):
+        """AdamW with cosine decay of the learning rate to 0 over ``steps``."""
+        optimizer = torch.optim.AdamW(parameters, lr=self.learning_rate, weight_decay=self.weight_decay)
+        return optimizer, torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, steps)
 
     def fit(self) -> tuple[Graph, float]:
         return train_graph(self)
@@ -80,29 +78,6 @@ GRAPH_RECIPES = (
 )
 
 
-def _torch():
-    try:
-        import torch
-    except ImportError:
-        raise RuntimeError("Training the graph models needs PyTorch: pip install 'mixacc[torch]'.") from None
-    return torch
-
-
-@contextlib.contextmanager
-def _deterministic(torch, seed: int):
-    """One thread, deterministic algorithms, the global RNG seeded; all restored after."""
-    threads, deterministic = torch.get_num_threads(), torch.are_deterministic_algorithms_enabled()
-    torch.set_num_threads(1)
-    torch.use_deterministic_algorithms(True)
-    try:
-        with torch.random.fork_rng(devices=[]):
-            torch.manual_seed(seed)
-            yield
-    finally:
-        torch.use_deterministic_algorithms(deterministic)
-        torch.set_num_threads(threads)
-
-
 def _trainer(recipe: GraphRecipe, module) -> dict:
     return {"framework": "torch", "module": f"{type(module).__module__}.{type(module).__name__}",
             "optimizer": "AdamW", "learning_rate": recipe.learning_rate, "weight_decay": recipe.weight_decay,
@@ -110,36 +85,6 @@ def _trainer(recipe: GraphRecipe, module) -> dict:
             "epochs": recipe.epochs, "shuffle": "torch.randperm with a generator seeded by seed",
             "dtype": "float64, weights rounded to float32 at the end", "device": "cpu", "threads": 1,
             "deterministic_algorithms": True}
-
-
-def _fit(torch, module, train_set: Dataset, recipe: GraphRecipe) -> float:
-    """Train ``module`` (float64) in place; the mean loss of the last epoch."""
-    x = torch.tensor(train_set.x, dtype=torch.float64)
-    y = torch.tensor(train_set.y, dtype=torch.long)
-    shuffle = torch.Generator().manual_seed(recipe.seed)
-    optimizer = torch.optim.AdamW(module.parameters(), lr=recipe.learning_rate, weight_decay=recipe.weight_decay)
-    steps = recipe.epochs * math.ceil(len(x) / recipe.batch_size)
-    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, steps)
-    module.train()
-    for _ in range(recipe.epochs):
-        order = torch.randperm(len(x), generator=shuffle)
-        total = 0.0
-        for start in range(0, len(x), recipe.batch_size):
-            batch = order[start:start + recipe.batch_size]
-            loss = torch.nn.functional.cross_entropy(module(x[batch]), y[batch])
-            optimizer.zero_grad()
-            loss.backward()
-            optimizer.step()
-            schedule.step()
-            total += loss.item() * len(batch)
-    module.eval()
-    return total / len(x)
-
-
-def _relative_difference(got: np.ndarray, want: np.ndarray) -> float:
-    """max over samples of max_i |got_i - want_i| / max_i |want_i|."""
-    scale = np.max(np.abs(want), axis=1)
-    return float(np.max(np.max(np.abs(got - want), axis=1) / scale))
 
 
 def _logits(graph: Graph, data: Dataset) -> np.ndarray:
@@ -152,39 +97,22 @@ def _accuracy(graph: Graph, data: Dataset) -> float:
     return accuracy(predicted_class(_logits(graph, data)), data.y, graph.meta.get("classes"))
 
 
-def _check_agreement(torch, graph: Graph, module, sets: list[Dataset]) -> float:
-    """The graph against ``module.double()`` on ``sets``: their relative difference; raises
-    when it exceeds :data:`AGREEMENT` or a predicted class differs."""
-    reference = module.double()
-    worst = 0.0
-    for data in sets:
-        with torch.no_grad():
-            want = reference(torch.tensor(data.x, dtype=torch.float64)).numpy()
-        got = _logits(graph, data)
-        worst = max(worst, _relative_difference(got, want))
-        if worst > AGREEMENT:
-            raise RuntimeError(f"{graph.name}: the graph's float64 logits differ from torch's by {worst:.3g} relative "
-                               f"on the {data.split} set (allowed {AGREEMENT:g}).")
-        if not np.array_equal(predicted_class(got), predicted_class(want)):
-            raise RuntimeError(f"{graph.name}: the graph and torch predict different classes on the {data.split} set.")
-    return worst
-
-
 def train_graph(recipe: GraphRecipe) -> tuple[Graph, float]:
     """Train ``recipe`` and convert it; return the graph (its card in ``meta``) and the
     training time in seconds."""
-    torch = _torch()
+    torch = require_torch()
     train_set, test_set = load_data(recipe.data, "train"), load_data(recipe.data, "test")
-    with _deterministic(torch, recipe.seed):
+    with deterministic(torch, recipe.seed):
         module = recipe.module().double()
         start = time.perf_counter()
-        final_loss = _fit(torch, module, train_set, recipe)
+        final_loss = fit(torch, module, train_set, recipe)
         seconds = time.perf_counter() - start
         module = module.float()
         state = {k: v.detach().to(torch.float64).numpy().copy() for k, v in module.state_dict().items()}
         classes = sorted(int(c) for c in np.unique(train_set.y))
         graph = recipe.shape.graph(state, recipe.name).renamed(meta={"classes": classes})
-        agreement = _check_agreement(torch, graph, module, [train_set, test_set])
+        agreement = check_agreement(torch, graph.name, lambda data: _logits(graph, data), module,
+                                    [train_set, test_set])
     card = {
         "name": recipe.name,
         "architecture": graph.architecture,
