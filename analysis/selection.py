@@ -36,8 +36,8 @@ from emulator.registry import Registry
 
 from .criteria import PolicyError, check_tau, select
 
-__all__ = ["Granularity", "GRANULARITIES", "granularity_names", "Rule", "make_rule", "parse_tile", "unit_labels",
-           "choose"]
+__all__ = ["Granularity", "GRANULARITIES", "granularity_names", "Rule", "make_rule", "rule_list", "rule_label", "parse_tile",
+           "unit_labels", "choose"]
 
 
 def _component(shape: tuple[int, int], tile: tuple[int, int]) -> np.ndarray:
@@ -126,14 +126,17 @@ class Rule:
             out["tile"] = f"{self.tile[0]}x{self.tile[1]}"
         return out
 
-    def label(self) -> str:
-        """A short name of the rule for tables: ``0.5``, ``B=0.3``, ``E=0.01``, with the
-        granularity when it is not per component."""
-        parts = [] if self.tau is None else [f"{self.tau:g}"]
-        parts += [] if self.budget is None else [f"B={self.budget:g}"]
-        parts += [] if self.target is None else [f"E={self.target:g}"]
-        unit = {"component": "", "row": "/row", "tile": f"/tile{self.tile[0]}x{self.tile[1]}"}[self.granularity]
-        return ",".join(parts) + unit
+
+
+def rule_label(tau: "float | None", selection: "dict | None") -> str:
+    """A short name of a run's rule for tables: ``0.5``, ``B=0.3``, ``E=0.01``, followed by
+    the granularity when it is not per component (``/row``, ``/tile16x16``); ``-`` for none."""
+    selection = selection or {}
+    parts = [] if tau is None else [f"{tau:g}"]
+    parts += [f"{key}={selection[name]:g}" for key, name in (("B", "budget"), ("E", "target_error"))
+              if selection.get(name) is not None]
+    unit = {"row": "/row", "tile": f"/tile{selection.get('tile')}"}.get(selection.get("granularity"), "")
+    return ",".join(parts) + unit if parts else "-"
 
 
 def make_rule(tau=None, budget=None, target=None, granularity: str = "component",
@@ -144,6 +147,15 @@ def make_rule(tau=None, budget=None, target=None, granularity: str = "component"
     if (tau is None) == (budget is None and target is None):
         raise PolicyError("give either tau, or a budget and / or a target error.")
     return Rule(None if tau is None else check_tau(tau), budget, target, granularity, parse_tile(tile))
+
+
+def rule_list(taus=(), budgets=(), targets=(), granularity: str = "component",
+              tile: "str | tuple[int, int]" = (16, 16)) -> list[Rule]:
+    """The rules of a sweep: one per tau, then one per budget and target (each budget
+    with each target when both are given), all at ``granularity``."""
+    pairs = [(b, e) for b in (list(budgets) or [None]) for e in (list(targets) or [None]) if (b, e) != (None, None)]
+    return ([make_rule(tau=t, granularity=granularity, tile=tile) for t in taus]
+            + [make_rule(budget=b, target=e, granularity=granularity, tile=tile) for b, e in pairs])
 
 
 def unit_labels(shape: tuple[int, int], rule: Rule) -> np.ndarray:
