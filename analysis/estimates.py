@@ -9,7 +9,9 @@ fp32 rounded up (:func:`float32_up`), as an fp32 unit rounding upward would hold
 ``holder``      a_i <= |b_i| + min(||w_i||_1 ||x̂||_inf, ||w_i||_2 ||x̂||_2, ||w_i||_inf ||x̂||_1);
 ``blocked:B``   a_i <= |b_i| + sum_k ||w_i,k||_1 ||x̂_k||_inf over blocks k of B columns.
 
-The weight norms depend on the weights only (computed once per layer, not charged). The
+The weight norms depend on the weights only (computed once per layer, not charged; where
+the second operand is an activation, on a graph, they are charged: holder m (3n + 1),
+blocked m n per product). The
 work charged per sample (``steps``, each one fp32 operation of cost c(fp32)):
 holder 3n + 1 (the three norms of x̂ and a square root) + 6m (three products, two
 minima, the bias); blocked n (the block maxima) + m (ceil(n / B) + 1) (one multiply-add
@@ -99,7 +101,8 @@ def blocked_bound(x, W, bias=None, size: int = 16) -> np.ndarray:
 class Estimate:
     """How a criterion estimates a_i: ``low_passes`` more low-precision inner products
     per component, or a certified ``bound(x, W, bias)`` costing ``steps(n, m)`` fp32
-    operations per sample."""
+    operations per sample, plus ``weight_steps(n, m)`` for the norms of W where W is not
+    known in advance (an activation x activation product on a graph)."""
 
     name: str
     description: str
@@ -107,6 +110,7 @@ class Estimate:
     bound: "Callable[[np.ndarray, np.ndarray, np.ndarray | None], np.ndarray] | None" = field(default=None,
                                                                                             repr=False)
     steps: Callable[[int, int], int] = field(default=lambda n, m: 0, repr=False)
+    weight_steps: Callable[[int, int], int] = field(default=lambda n, m: 0, repr=False)
 
     @property
     def certified(self) -> bool:
@@ -116,7 +120,7 @@ class Estimate:
 LOW_PASS = Estimate("low-pass", "acc_L(|W||x̂| + |b|): one more low-precision inner product per component",
                     low_passes=1)
 HOLDER = Estimate("holder", "|b_i| + min(||w_i||_1 ||x̂||_inf, ||w_i||_2 ||x̂||_2, ||w_i||_inf ||x̂||_1), rounded up",
-                  bound=holder_bound, steps=lambda n, m: 3 * n + 1 + 6 * m)
+                  bound=holder_bound, steps=lambda n, m: 3 * n + 1 + 6 * m, weight_steps=lambda n, m: m * (3 * n + 1))
 
 
 @lru_cache(maxsize=None)
@@ -127,7 +131,7 @@ def blocked(size: int) -> Estimate:
     return Estimate(f"blocked:{size}",
                     f"|b_i| + sum over blocks of {size} columns of ||w_i,k||_1 ||x̂_k||_inf, rounded up",
                     bound=lambda x, W, b: blocked_bound(x, W, b, size),
-                    steps=lambda n, m: n + m * (-(-n // size) + 1))
+                    steps=lambda n, m: n + m * (-(-n // size) + 1), weight_steps=lambda n, m: m * n)
 
 
 _BLOCKED = re.compile(r"blocked(?::(\S+))?$")
