@@ -7,12 +7,11 @@ import json
 import math
 
 import numpy as np
-
-from analysis.criteria import get_criterion
 import pytest
 
 from analysis.baselines import local_oracle_selection, random_selection, uniform_high, uniform_low
 from analysis.consumers import GraphConsumers, SiteView
+from analysis.criteria import get_criterion
 from analysis.graph_policy import (guided_ranked_graph, lamp_graph, local_oracle_graph, random_graph, recompute_graph,
                                    uniform_graph)
 from analysis.graph_sweep import graph_sweep
