@@ -23,10 +23,10 @@ Options: ``--out DIR`` (default reports/study), ``--samples N``, ``--models NAME
 from __future__ import annotations
 
 import argparse
+import json
 import math
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
 
@@ -41,6 +41,7 @@ from .baselines import random_selection, uniform_high, uniform_low
 from .criteria import get_criterion
 from .mixed import Passes
 from .progress import progress, set_quiet
+from .provenance import provenance
 from .selection import rule_list
 from .policy import recompute
 from .summaries import rank_correlation
@@ -304,15 +305,20 @@ def main(argv: "list[str] | None" = None) -> int:
     parser.add_argument("--models", nargs="+", metavar="NAME", help="bundled MLPs (default all)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     args = parser.parse_args(argv)
+    mlps = _mlps()
+    wrong = [f"--models: {n!r} is not a bundled MLP ({', '.join(mlps)})." for n in args.models or () if n not in mlps]
+    wrong += [f"--samples == {args.samples}, must be >= 1."] if args.samples < 1 else []
+    if wrong:
+        print(f"{parser.prog}: error: {wrong[0]}", file=sys.stderr)
+        return 2
     set_quiet(args.quiet)
     start = time.perf_counter()
     record = run_study(args.models, args.samples)
     seconds = time.perf_counter() - start
-    command = "python -m analysis.study" + ("" if argv is None else "".join(f" {a}" for a in argv))
+    command = "python -m analysis.study" + "".join(f" {a}" for a in (sys.argv[1:] if argv is None else argv))
     record["command"], record["seconds"] = command, round(seconds, 1)
+    record["provenance"] = provenance({k: v for k, v in record.items() if k != "models"}, seed=0)
     with atomic_directory(args.out) as out:
-        import json
-
         (out / "study.json").write_text(json.dumps(to_jsonable(record), indent=1) + "\n", encoding="utf-8")
         (out / "README.md").write_text(markdown(record, command, seconds), encoding="utf-8")
         (out / "pareto.png").write_bytes(png_bytes(_figure(record, "criterion", CRITERIA)))

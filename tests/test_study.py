@@ -58,3 +58,14 @@ def test_small_study_matches_direct_runs(monkeypatch, tmp_path):
     text = study.markdown(record, "python -m analysis.study", 1.0)
     assert "| digits-tanh | bf16/fp32 |" in text and "## Verdict" in text
     assert np.isfinite(ranks["kappa-holder"]["spearman"])
+
+
+@pytest.mark.parametrize("args, fragment", [
+    (["--models", "digits-cnn"], "'digits-cnn' is not a bundled MLP"),
+    (["--samples", "0"], "--samples == 0, must be >= 1"),
+])
+def test_bad_options_exit_2_with_one_line(args, fragment, capsys, tmp_path):
+    assert study.main([*args, "--out", str(tmp_path / "s")]) == 2
+    err = capsys.readouterr().err
+    assert fragment in err and len(err.strip().splitlines()) == 1
+    assert not (tmp_path / "s").exists()
