@@ -6,7 +6,8 @@ true local error of their own layer).
 Random and local-oracle runs compute every component in low, recompute the forced ones
 (overflowed, not finite, ŷ = 0, as Algorithm 1 does), then fill the remaining budget:
 in layer k and sample s they recompute as many components as the guided run did there.
-They pay no estimation pass. The local oracle ranks by the true local error of ONE
+They pay no estimation pass, and carry the criterion, tau and selection rule of the run
+they are matched to (so that tables pair them). The local oracle ranks by the true local error of ONE
 layer's output, sigma(ŷ_i) against sigma(ỹ_i), ỹ = exact W x̂ + b at the same computed
 input x̂ (``ORACLE_ERRORS``: relative, 0/0 = 0 and c/0 = inf, or absolute); it does not
 know how an error propagates to the network output, so it is not the best possible
@@ -82,7 +83,7 @@ def _matched(network: Network, x, like: MixedRun, method: str, ranking: Callable
         return LayerStep(np.where(mask, y_high, y), mask.astype(np.int8), {0: y.size, 1: int(mask.sum())})
 
     return mixed_forward(network, x, (lo, hi), step, method=method, criterion=like.criterion, tau=like.tau,
-                         storage=storage, cost=cost, passes=passes)
+                         storage=storage, cost=cost, passes=passes, selection=like.selection)
 
 
 def random_selection(network: "Network | Graph", x, like: MixedRun, seed: int = 0, storage=None, *,

@@ -17,8 +17,9 @@ without ``in=`` is charged by its output format). A product rounded to a product
 multiply-add step and is not charged apart (an exact product, i.e. a fused multiply-add,
 is charged the same c(F)); activations, storage rounding and the bias addition are not
 charged. A layer's work is the number of inner products done under each accumulation
-spec (one per component, sample and pass), so a run costs
-sum_k sum_acc count_{k,acc} cost(acc, n_k), and its relative cost is that divided by the
+spec (one per component, sample and pass), plus the single operations of a certified
+estimate (``analysis.estimates``, c(F) each in its format F), so a run costs
+sum_k (sum_acc count_{k,acc} cost(acc, n_k) + sum_F steps_{k,F} c(F)), and its relative cost is that divided by the
 same network run in uniform high precision: N sum_k m_k cost(H, n_k).
 
 Cost models (``COST_MODELS``, or a JSON table): ``bits`` — c(F) = storage bits (fp8 8,
@@ -145,14 +146,17 @@ def inner_product_cost(acc: "Accumulation | str", n: int, model: "CostModel | st
 @dataclass(frozen=True)
 class LayerWork:
     """The inner products one layer computed: ``counts[acc]`` inner products of length
-    ``n`` under accumulation ``acc`` (summed over samples, components and passes)."""
+    ``n`` under accumulation ``acc`` (summed over samples, components and passes), and
+    ``steps[F]`` single operations in format F (a certified estimate's arithmetic)."""
 
     n: int
     counts: Mapping[Accumulation, int]
+    steps: Mapping[str, int] = field(default_factory=dict)
 
     def cost(self, model: CostModel) -> float:
-        """sum_acc counts[acc] · cost(acc, n)."""
-        return float(sum(count * inner_product_cost(acc, self.n, model) for acc, count in self.counts.items()))
+        """sum_acc counts[acc] · cost(acc, n) + sum_F steps[F] · c(F)."""
+        return float(sum(count * inner_product_cost(acc, self.n, model) for acc, count in self.counts.items())
+                     + sum(count * model(fmt) for fmt, count in self.steps.items()))
 
 
 @dataclass(frozen=True)

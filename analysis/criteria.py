@@ -8,7 +8,9 @@ baseline ranks by.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
+from functools import lru_cache
 from typing import Callable
 
 import numpy as np
@@ -17,6 +19,8 @@ from emulator.activations import Activation
 from emulator.errors import MixaccError
 from emulator.metrics import relative_error
 from emulator.registry import Registry
+
+from .estimates import DEFAULT_BLOCK, HOLDER, LOW_PASS, Estimate, EstimateError, blocked
 
 __all__ = [
     "PolicyError", "Criterion", "CRITERIA", "get_criterion", "criterion_names", "check_tau", "scores",
@@ -46,25 +50,53 @@ def _kappa_prime_score(y: np.ndarray, magnitude, sensitivity: np.ndarray) -> np.
 class Criterion:
     """A score s_i computed from the low-precision pre-activation ŷ and the sensitivity
     of what consumes it (kappa_sigma(ŷ_i) for a layer; on a graph, the consumer's
-    condition number, ``analysis.consumers``), and, when ``needs_magnitude``, from
-    acc_L(|W||x̂| + |b|), which costs one more low pass."""
+    condition number, ``analysis.consumers``), and, when it has an ``estimate``, from that
+    estimate M_i of a_i = |b_i| + sum_j |w_ij||x̂_j| (``analysis.estimates``: the low pass
+    acc_L(|W||x̂| + |b|), or a certified upper bound)."""
 
     name: str
     description: str
-    needs_magnitude: bool
+    estimate: "Estimate | None"
     score: Callable[[np.ndarray, "np.ndarray | None", np.ndarray], np.ndarray] = field(repr=False)
+
+    @property
+    def needs_magnitude(self) -> bool:
+        return self.estimate is not None
 
 
 CRITERIA: Registry[Criterion] = Registry("recompute criterion")
 for _row in (
-    Criterion("kappa", "s = kappa^ kappa_sigma(ŷ), kappa^ = acc_L(|W||x̂|+|b|) / |ŷ| (the analysis)", True, _kappa_score),
-    Criterion("kappa-prime", "s = kappa_sigma(ŷ) / |ŷ| (the authors' released experiments)", False, _kappa_prime_score),
+    Criterion("kappa", "s = kappa^ kappa_sigma(ŷ), kappa^ = acc_L(|W||x̂|+|b|) / |ŷ| (the analysis)", LOW_PASS,
+              _kappa_score),
+    Criterion("kappa-prime", "s = kappa_sigma(ŷ) / |ŷ| (the authors' released experiments)", None, _kappa_prime_score),
+    Criterion("kappa-holder", "s = M kappa_sigma(ŷ) / |ŷ|, M the Hölder bound on |W||x̂|+|b| (certified, O(m + n))",
+              HOLDER, _kappa_score),
+    Criterion("kappa-blocked", f"s = M kappa_sigma(ŷ) / |ŷ|, M the blocked bound on |W||x̂|+|b| over blocks of B "
+                               f"columns (kappa-blocked:B, default B = {DEFAULT_BLOCK}; certified, O(m n / B))",
+              blocked(DEFAULT_BLOCK), _kappa_score),
 ):
     CRITERIA.add(_row.name, _row)
 
+_BLOCKED = re.compile(r"kappa-blocked:(\S*)$")
+
+
+@lru_cache(maxsize=None)
+def _blocked_criterion(size: int) -> Criterion:
+    row = CRITERIA.get("kappa-blocked")
+    return Criterion(f"kappa-blocked:{size}", row.description, blocked(size), row.score)
+
 
 def get_criterion(name: "str | Criterion") -> Criterion:
-    return name if isinstance(name, Criterion) else CRITERIA.get(name)
+    """A registered criterion, or ``kappa-blocked:B`` (B an integer >= 1)."""
+    if isinstance(name, Criterion):
+        return name
+    match = _BLOCKED.match(name) if isinstance(name, str) else None
+    if match is None:
+        return CRITERIA.get(name, extra_possible=("kappa-blocked:B",))
+    text = match.group(1)
+    if not text.isdigit() or int(text) < 1:
+        raise EstimateError(f"criterion {name!r}: the block size B of kappa-blocked:B must be an integer >= 1.")
+    return _blocked_criterion(int(text))
 
 
 def criterion_names() -> list[str]:
@@ -96,7 +128,7 @@ def sensitivity_scores(y: np.ndarray, sensitivity: np.ndarray, criterion: "str |
     consumer has condition number ``sensitivity`` there (kappa_sigma(ŷ) for a layer)."""
     crit = get_criterion(criterion)
     if crit.needs_magnitude and magnitude is None:
-        raise PolicyError(f"Criterion {crit.name!r} needs acc_L(|W||x̂| + |b|) (the magnitude argument).")
+        raise PolicyError(f"Criterion {crit.name!r} needs its estimate of |W||x̂| + |b| (the magnitude argument).")
     return crit.score(np.asarray(y, dtype=np.float64), magnitude, sensitivity)
 
 

@@ -10,7 +10,9 @@ activation x activation product),
    the guided one scores each component by its estimated condition number times the
    sensitivity of what consumes it (``analysis.consumers``),
    ``kappa``: s_i = acc_L(|x̂||ŵ| + |b|)_i / |ŷ_i| · g_i (one more low pass), or
-   ``kappa-prime``: s_i = g_i / |ŷ_i|, and recomputes s_i > tau; the forced components
+   ``kappa-prime``: s_i = g_i / |ŷ_i|, or ``kappa-holder`` / ``kappa-blocked:B`` with a
+   certified upper bound on |x̂||ŵ| + |b| (``analysis.estimates``; at an activation x
+   activation site the norms of ŵ are charged too), and recomputes s_i > tau; the forced components
    (overflowed, not finite, ŷ_i = 0) and undefined scores are recomputed whatever the
    rule, as for an MLP;
 3. the high pass is evaluated at the same operands and the selected components taken from
@@ -41,6 +43,7 @@ from emulator.storage import parse_storage
 from .consumers import LAMP_FORMS, GraphConsumers, SiteView
 from .cost import Cost, CostModel, LayerWork, get_cost_model, run_cost
 from .emulation import model_feeds
+from .estimates import ESTIMATE_FORMAT, LOW_PASS, Estimate
 from .methods import GUIDED, GUIDED_RANKED, LAMP, LOCAL_ORACLE, RANDOM, UNIFORM_HIGH, UNIFORM_LOW
 from .mixed import Passes, _digest, _frozen, format_list, take_first
 from .criteria import ORACLE_ERRORS, PolicyError, check_tau, forced, get_criterion, select, sensitivity_scores
@@ -72,8 +75,13 @@ class SitePasses(Passes):
         return self._groups("sums", acc.spec, x, w, bias, batched,
                             lambda xg, wg: Emulated._sum(arith, acc, xg, wg, bias))
 
-    def magnitude(self, arith: Emulated, acc: Accumulation, x, w, bias, batched: bool) -> np.ndarray:
-        """acc(|x̂||ŵ| + |b|), +inf where that sum overflowed."""
+    def magnitude(self, arith: Emulated, acc: Accumulation, x, w, bias, batched: bool,
+                  estimate: Estimate = LOW_PASS) -> np.ndarray:
+        """acc(|x̂||ŵ| + |b|), +inf where that sum overflowed; a certified ``estimate``:
+        its upper bound on |x̂||ŵ| + |b| instead (``analysis.estimates``)."""
+        if estimate.certified:
+            return self._groups(f"estimate:{estimate.name}", "", x, w, bias, batched,
+                                lambda xg, wg: (estimate.bound(xg, wg, bias),))[0]
         b = None if bias is None else np.abs(bias)
 
         def compute(xg, wg):
@@ -94,13 +102,17 @@ class SitePasses(Passes):
 
 class SiteState:
     """One site of one run while it is decided: operands, the low pass and, on demand,
-    the forced components, the magnitude pass, the consumers' view and the exact sums;
-    ``low_passes`` counts the low-precision passes taken (the low pass, and the magnitude
-    pass once a selector asks for it)."""
+    the forced components, an estimate of |x̂||ŵ| + |b|, the consumers' view and the exact
+    sums; ``low_passes`` counts the low-precision passes taken (the low pass, and the
+    magnitude pass once a selector asks for it), ``steps`` a certified estimate's
+    operations by format (with, at an activation x activation site, the norms of ŵ,
+    which are not weights known in advance)."""
 
     def __init__(self, arith: "MixedArithmetic", site: Site, x, w, bias, batched: bool):
         self.arith, self.site, self.x, self.w, self.bias, self.batched = arith, site, x, w, bias, batched
         self.low_passes = 1
+        self.steps: dict[str, int] = {}
+        self._estimates: dict[str, np.ndarray] = {}
 
     @cached_property
     def low(self) -> tuple[np.ndarray, np.ndarray]:
@@ -115,11 +127,19 @@ class SiteState:
     def forced(self) -> np.ndarray:
         return forced(*self.low)
 
-    @cached_property
-    def magnitude(self) -> np.ndarray:
-        a = self.arith
-        self.low_passes += 1
-        return a.passes.magnitude(a, a.low, self.x, self.w, self.bias, self.batched)
+    def magnitude(self, estimate: Estimate = LOW_PASS) -> np.ndarray:
+        """``estimate`` of |x̂||ŵ| + |b| (charged once per run and site)."""
+        if estimate.name not in self._estimates:
+            a = self.arith
+            self.low_passes += estimate.low_passes
+            if estimate.certified:
+                groups = self.x.shape[0] if self.batched else 1
+                rows, n, m = self.x.shape[-2], self.x.shape[-1], self.w.shape[-2]
+                count = groups * (rows * estimate.steps(n, m) + (estimate.weight_steps(n, m) if self.batched else 0))
+                self.steps[ESTIMATE_FORMAT] = self.steps.get(ESTIMATE_FORMAT, 0) + count
+            self._estimates[estimate.name] = a.passes.magnitude(a, a.low, self.x, self.w, self.bias, self.batched,
+                                                                estimate)
+        return self._estimates[estimate.name]
 
     @cached_property
     def view(self) -> SiteView:
@@ -152,7 +172,7 @@ class Selector:
 def guided_scores(state: SiteState, criterion: str) -> np.ndarray:
     """The guided criterion's score of each component (NaN where undefined)."""
     crit = get_criterion(criterion)
-    magnitude = state.magnitude if crit.needs_magnitude else None
+    magnitude = state.magnitude(crit.estimate) if crit.needs_magnitude else None
     return sensitivity_scores(state.y, state.view.sensitivity(), crit, magnitude)
 
 
@@ -209,13 +229,15 @@ def _matched(method: str, like: "GraphMixedRun", ranking: Callable[[SiteState], 
 class SiteChoice:
     """What a run did at one site: ``choice`` (the shape of the site's sums on the batch:
     (rows, m), or (groups, rows, m)) the index of the format of every component, ``work``
-    the inner products computed under each accumulation, each of length ``n``."""
+    the inner products computed under each accumulation, each of length ``n``, ``steps``
+    a certified estimate's operations by format."""
 
     site: Site
     n: int
     groups: int
     choice: np.ndarray
     work: Mapping[Accumulation, int]
+    steps: Mapping[str, int] = field(default_factory=dict)
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -275,7 +297,7 @@ class MixedArithmetic(Emulated):
         if self.record:
             self.records.append(SiteRecord(site, None, x, w, bias, y, ovf, batched))
         self.sites.append(SiteChoice(site, int(x.shape[-1]), int(x.shape[0]) if batched else 1,
-                                     _frozen(mask.astype(np.int8)), work))
+                                     _frozen(mask.astype(np.int8)), work, dict(state.steps)))
         self.overflow[site.name] = ovf.reshape(*lead, ovf.shape[-1])
         return y.reshape(*lead, y.shape[-1])
 
@@ -350,7 +372,7 @@ def mixed_graph_forward(graph: Graph, data, formats: Sequence, selector: Selecto
     arith = MixedArithmetic(rows, selector, consumers or GraphConsumers.of(graph), passes, st, samples, record=record)
     run = forward(graph, feeds, arith, st)
     sites = tuple(arith.sites)
-    work = [LayerWork(s.n, s.work) for s in sites]
+    work = [LayerWork(s.n, s.work, s.steps) for s in sites]
     costs = run_cost(work, [s.choice.size for s in sites], 1, rows[-1], model)
     outputs = {k: _frozen(np.array(v, dtype=np.float64)) for k, v in run.outputs.items()}
     return GraphMixedRun(selector.method, selector.criterion, selector.tau, rows, outputs, sites, costs,

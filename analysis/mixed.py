@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import hashlib
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Callable, Mapping, Sequence
 
 import numpy as np
@@ -25,6 +25,7 @@ from emulator.network import Layer, Network
 from emulator.reference import exact_linear
 
 from .cost import Cost, CostModel, LayerWork, accumulation_format, get_cost_model, run_cost
+from .estimates import LOW_PASS, Estimate
 
 __all__ = ["Passes", "LayerStep", "MixedRun", "mixed_forward", "take_first", "format_list"]
 
@@ -82,9 +83,15 @@ class Passes:
         y, ovf = self.full(layer, xhat, acc)
         return np.where(mask, y, np.nan), mask & ovf
 
-    def magnitude(self, layer: Layer, xhat: np.ndarray, acc: Accumulation) -> np.ndarray:
+    def magnitude(self, layer: Layer, xhat: np.ndarray, acc: Accumulation,
+                  estimate: Estimate = LOW_PASS) -> np.ndarray:
         """acc(|W| |x̂| + |b|), the low-precision estimate of a_i (no cancellation in it);
-        +inf where that sum overflowed (a_i is then unknown but at least the format's max)."""
+        +inf where that sum overflowed (a_i is then unknown but at least the format's max).
+        A certified ``estimate``: its upper bound on a_i instead (``analysis.estimates``)."""
+        if estimate.certified:
+            return self._cached(_key(f"estimate:{estimate.name}", layer, xhat, ""),
+                                lambda: (_frozen(estimate.bound(xhat, layer.weight, layer.bias)),))[0]
+
         def compute():
             bias = None if layer.bias is None else np.abs(layer.bias)
             a, ovf = linear(np.abs(xhat), np.abs(layer.weight), bias, acc, return_overflow=True)
@@ -109,11 +116,13 @@ def _frozen(a: np.ndarray) -> np.ndarray:
 class LayerStep:
     """What a step decided for one layer: ``pre`` (N, m) the mixed pre-activation,
     ``choice`` (N, m) the index (into the run's formats) of the format that produced each
-    value, ``work[j]`` the number of inner products computed in format j."""
+    value, ``work[j]`` the number of inner products computed in format j, ``steps[F]`` the
+    single operations in format F (a certified estimate's arithmetic)."""
 
     pre: np.ndarray
     choice: np.ndarray
     work: Mapping[int, int]
+    steps: Mapping[str, int] = field(default_factory=dict)
 
 
 Step = Callable[[int, Layer, np.ndarray, Passes], LayerStep]
@@ -125,7 +134,8 @@ class MixedRun:
     high last); ``choices[k]`` (N, m_k) gives each component's format index, so
     ``masks[k] = choices[k] > 0`` are the recomputed ones; ``outputs`` (N, m_L) the network
     output and ``logits`` the last layer's mixed pre-activation; ``cost`` the cost against
-    uniform ``formats[-1]``."""
+    uniform ``formats[-1]``; ``selection`` how a budgeted or granular rule chose
+    (``analysis.selection.Rule.describe``), None for a plain threshold."""
 
     method: str
     criterion: "str | None"
@@ -135,6 +145,7 @@ class MixedRun:
     logits: np.ndarray
     choices: tuple[np.ndarray, ...]
     cost: Cost
+    selection: "dict | None" = None
 
     @property
     def masks(self) -> list[np.ndarray]:
@@ -165,9 +176,11 @@ def format_list(formats: Sequence) -> tuple[Accumulation, ...]:
 
 def mixed_forward(network: Network, x, formats: Sequence[Accumulation], step: Step, *, method: str,
                   criterion: "str | None" = None, tau: "float | None" = None, storage=None,
-                  cost: "CostModel | str" = "bits", passes: "Passes | None" = None) -> MixedRun:
+                  cost: "CostModel | str" = "bits", passes: "Passes | None" = None,
+                  selection: "dict | None" = None) -> MixedRun:
     """Run ``step`` layer by layer: z_k = storage(sigma_k(step(k).pre)), z_0 = storage(x).
-    Weights and biases are rounded to ``storage`` first, as in ``Network.forward``."""
+    Weights and biases are rounded to ``storage`` first, as in ``Network.forward``;
+    ``selection`` is recorded in the run."""
     model = get_cost_model(cost)
     net, z, st = network.prepare(x, storage)
     passes = passes or Passes()
@@ -180,7 +193,7 @@ def mixed_forward(network: Network, x, formats: Sequence[Accumulation], step: St
         counts: dict = {}
         for j, count in result.work.items():
             counts[rows[j]] = counts.get(rows[j], 0) + int(count)
-        work.append(LayerWork(layer.n_inputs, counts))
+        work.append(LayerWork(layer.n_inputs, counts, dict(result.steps)))
         choices.append(_frozen(np.asarray(result.choice, dtype=np.int8)))
         pre = result.pre
         z = layer.activation.f(pre)
@@ -188,7 +201,7 @@ def mixed_forward(network: Network, x, formats: Sequence[Accumulation], step: St
             z = st.round(z)
     run_costs = run_cost(work, [l.n_outputs for l in net.layers], z.shape[0], rows[-1], model)
     return MixedRun(method, criterion, tau, tuple(formats), _frozen(z), _frozen(np.asarray(pre)), tuple(choices),
-                    run_costs)
+                    run_costs, selection)
 
 
 def take_first(keys: np.ndarray, counts: np.ndarray, first: "np.ndarray | None" = None) -> np.ndarray:

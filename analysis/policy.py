@@ -7,10 +7,15 @@ For each layer, low format L, high format H, tolerance tau, at the computed inpu
 2. a score from the low-precision output (``CRITERIA``):
    ``kappa``       s_i = kappa^_i kappa_sigma(ŷ_i), kappa^_i = acc_L(|W||x̂| + |b|)_i / |ŷ_i|;
    ``kappa-prime`` s_i = kappa_sigma(ŷ_i) / |ŷ_i| (the authors' released experiments);
+   ``kappa-holder``, ``kappa-blocked:B`` as ``kappa`` with a certified upper bound on
+   |W||x̂| + |b| in place of the low pass (``analysis.estimates``);
 3. recompute in H every component with s_i > tau, every component whose low result
    overflowed or is not finite, and every ŷ_i = 0 (score undefined; so is a NaN score,
    which arises as 0 · inf when acc_L(|W||x̂| + |b|) overflowed where kappa_sigma = 0);
 4. z = sigma(ŷ), rounded to the storage format if set; z feeds layer k + 1.
+
+Step 3 may instead spend a budget or meet a target error, at the granularity of
+components, output rows or tiles (``analysis.selection``).
 
 Variants: :func:`recompute_multilevel` (formats F_1 < ... < F_r; component i takes the
 cheapest F_j with u_{F_j} s_i <= tau) and :func:`recompute_static` (per-neuron formats
@@ -33,7 +38,9 @@ from .criteria import (CRITERIA, Criterion, PolicyError, check_tau, criterion_na
                        select, sensitivity_scores)
 from .mixed import LayerStep, MixedRun, Passes, format_list, mixed_forward, take_first
 from .cost import CostModel
+from .estimates import ESTIMATE_FORMAT
 from .methods import GUIDED, MULTI_LEVEL, STATIC
+from .selection import choose, make_rule
 
 __all__ = [
     "PolicyError", "Criterion", "CRITERIA", "get_criterion", "criterion_names", "scores", "sensitivity_scores", "forced",
@@ -45,46 +52,57 @@ __all__ = [
 def _scored(layer, xhat: np.ndarray, passes: Passes, low, crit: Criterion):
     """The low pass ŷ, the forced components and the scores (Algorithm 1, steps 1-2)."""
     y, ovf = passes.full(layer, xhat, low)
-    magnitude = passes.magnitude(layer, xhat, low) if crit.needs_magnitude else None
+    magnitude = passes.magnitude(layer, xhat, low, crit.estimate) if crit.needs_magnitude else None
     return y, forced(y, ovf), scores(y, layer.activation, crit, magnitude)
 
 
-def _estimate_work(crit: Criterion, components: int) -> int:
-    """Low-precision inner products before any recomputation: the low pass, plus the
-    magnitude pass when the criterion needs it."""
-    return components * (2 if crit.needs_magnitude else 1)
+def _estimate_work(crit: Criterion, layer, samples: int) -> tuple[int, dict]:
+    """The work before any recomputation: low-precision inner products (the low pass, plus
+    the low magnitude pass of ``kappa``) and the certified estimate's fp32 operations."""
+    est = crit.estimate
+    low = samples * layer.n_outputs * (1 + (est.low_passes if est else 0))
+    steps = {ESTIMATE_FORMAT: samples * est.steps(layer.n_inputs, layer.n_outputs)} if est and est.certified else {}
+    return low, steps
 
 
-def recompute(network: "Network | Graph", x, low, high, tau: float, criterion: "str | Criterion" = "kappa",
-              storage=None, *, cost: "CostModel | str" = "bits", passes: "Passes | None" = None) -> MixedRun:
+def recompute(network: "Network | Graph", x, low, high, tau: "float | None", criterion: "str | Criterion" = "kappa",
+              storage=None, *, cost: "CostModel | str" = "bits", passes: "Passes | None" = None,
+              budget: "float | None" = None, target_error: "float | None" = None, granularity: str = "component",
+              tile: "str | tuple[int, int]" = (16, 16)) -> MixedRun:
     """Algorithm 1: every component in ``low``, then the selected ones (see the module
     docstring) recomputed in ``high``; layer k's mixed output feeds layer k + 1.
 
+    Instead of ``tau`` (None), a ``budget`` and / or ``target_error``; and a
+    ``granularity`` (component, row, or tile of ``tile`` R x C) at which whole units are
+    recomputed (``analysis.selection``).
+
     Returns a :class:`~analysis.mixed.MixedRun`: ``outputs``, ``masks`` (recomputed
     components per layer), ``layer_fraction``, ``fraction`` and ``cost`` (low pass for
-    every component, plus the magnitude pass for ``kappa``, plus the high pass of each
+    every component, plus the criterion's estimate, plus the high pass of each
     recomputed one, relative to uniform ``high``).
 
     A :class:`~emulator.graph.Graph` (``x``: its inputs by name, a Dataset or one array)
     runs the policy at every accumulation site (``analysis.graph_policy.recompute_graph``)
     and returns a :class:`~analysis.graph_policy.GraphMixedRun`."""
+    rule = make_rule(tau, budget, target_error, granularity, tile)
     if isinstance(network, Graph):
+        if not rule.plain:
+            raise PolicyError(f"budgets, target errors and granularities are for MLPs, not for graph {network.name!r}.")
         from .graph_policy import recompute_graph
 
-        return recompute_graph(network, x, low, high, tau, criterion, storage, cost=cost, passes=passes)
-    tau = check_tau(tau)
+        return recompute_graph(network, x, low, high, rule.tau, criterion, storage, cost=cost, passes=passes)
     crit = get_criterion(criterion)
     lo, hi = format_list([low, high])
 
     def step(k, layer, xhat, passes_):
         y, must, s = _scored(layer, xhat, passes_, lo, crit)
-        mask = select(s, must, tau)
+        mask = select(s, must, rule.tau) if rule.plain else choose(s, must, rule, lo.fmt.u)
         y_high, _ = passes_.some(layer, xhat, hi, mask)
-        return LayerStep(np.where(mask, y_high, y), mask.astype(np.int8),
-                         {0: _estimate_work(crit, y.size), 1: int(mask.sum())})
+        low_work, steps = _estimate_work(crit, layer, y.shape[0])
+        return LayerStep(np.where(mask, y_high, y), mask.astype(np.int8), {0: low_work, 1: int(mask.sum())}, steps)
 
-    return mixed_forward(network, x, (lo, hi), step, method=GUIDED, criterion=crit.name, tau=tau,
-                         storage=storage, cost=cost, passes=passes)
+    return mixed_forward(network, x, (lo, hi), step, method=GUIDED, criterion=crit.name, tau=rule.tau,
+                         storage=storage, cost=cost, passes=passes, selection=None if rule.plain else rule.describe())
 
 
 def _check_levels(levels) -> tuple:
@@ -118,7 +136,8 @@ def recompute_multilevel(network: Network, x, levels: Sequence, tau: float, crit
             choice = sum((~(u * s <= tau)).astype(np.int8) for u in units[:-1])
         choice = np.where(must, top, choice).astype(np.int8)
         pre = y.copy()
-        work = {0: _estimate_work(crit, y.size)}
+        low_work, steps = _estimate_work(crit, layer, y.shape[0])
+        work = {0: low_work}
         for j in range(1, top + 1):
             here = choice == j
             y_j, ovf_j = passes_.some(layer, xhat, rows[j], here)
@@ -126,7 +145,7 @@ def recompute_multilevel(network: Network, x, levels: Sequence, tau: float, crit
             pre = np.where(here, y_j, pre)
             if j < top:
                 choice = np.where(ovf_j, j + 1, choice).astype(np.int8)
-        return LayerStep(pre, choice, work)
+        return LayerStep(pre, choice, work, steps)
 
     return mixed_forward(network, x, rows, step, method=MULTI_LEVEL, criterion=crit.name, tau=tau,
                          storage=storage, cost=cost, passes=passes)

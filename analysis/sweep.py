@@ -29,8 +29,9 @@ from .mixed import MixedRun, Passes
 from .baselines import MATCHED_BASELINES, uniform_high, uniform_low
 from .cost import get_cost_model
 from .methods import LOCAL_ORACLE, MULTI_LEVEL, RANDOM
-from .policy import PolicyError, check_tau, get_criterion, recompute, recompute_multilevel, recompute_static
+from .policy import PolicyError, get_criterion, recompute, recompute_multilevel, recompute_static
 from .progress import progress
+from .selection import rule_list
 
 __all__ = ["RunSummary", "Sweep", "sweep", "output_metrics", "MATCHED_BASELINES"]
 
@@ -75,6 +76,8 @@ class RunSummary:
         }
         if self.method == MULTI_LEVEL:
             out["layer_format_fraction"] = self.run.format_fraction()
+        if self.run.selection is not None:
+            out["selection"] = dict(self.run.selection)
         return out
 
 
@@ -117,11 +120,15 @@ def sweep_record(network: "Network | Graph", data, result: Sweep, *, low, high, 
 def sweep(network: "Network | Graph", x, low, high, taus: Sequence[float], criteria: Sequence[str] = ("kappa",), *,
           labels=None, storage=None, cost="bits", seed: int = 0, local_oracle_error: str = "relative",
           levels: "Sequence | None" = None, x_calibration=None, baselines: Sequence[str] = (RANDOM, LOCAL_ORACLE),
-          precision: int = 113, **graph_options) -> Sweep:
+          precision: int = 113, budgets: Sequence[float] = (), target_errors: Sequence[float] = (),
+          granularity: str = "component", tile="16x16", **graph_options) -> Sweep:
     """Run uniform low and high, then for each criterion and tau the guided policy, the
     ``baselines`` matched to it (random with ``seed``, local-oracle with ``local_oracle_error``), the
     static variant when ``x_calibration`` is given and the multi-level one when ``levels``
-    is; score every run against the exact forward pass (and ``labels``).
+    is; score every run against the exact forward pass (and ``labels``). ``budgets`` and
+    ``target_errors`` add guided runs (and their baselines) with those rules (each budget
+    with each target when both are given), every guided run at ``granularity``
+    (``analysis.selection``).
 
     A :class:`~emulator.graph.Graph` (``x``: its inputs by name, a Dataset, or one array)
     runs ``analysis.graph_sweep.graph_sweep`` (``graph_options``: ``lamp``, ``lamp_taus``);
@@ -133,12 +140,14 @@ def sweep(network: "Network | Graph", x, low, high, taus: Sequence[float], crite
             if value is not None:
                 raise PolicyError(f"{name}: the {'multi-level' if name == 'levels' else 'static'} variant is for "
                                   f"MLPs only, not for graph {network.name!r}.")
+        if budgets or target_errors or granularity != "component":
+            raise PolicyError(f"budgets, target errors and granularities are for MLPs, not for graph {network.name!r}.")
         return graph_sweep(network, x, low, high, taus, criteria, labels=labels, storage=storage, cost=cost, seed=seed,
                            local_oracle_error=local_oracle_error, baselines=baselines, precision=precision,
                            **graph_options)
     if graph_options:
         raise PolicyError(f"{', '.join(graph_options)}: options of graph sweeps (LAMP), not of an MLP.")
-    taus = [check_tau(t) for t in taus]
+    rules = rule_list(taus, budgets, target_errors, granularity, tile)
     crits = [get_criterion(c).name for c in criteria]
     model = get_cost_model(cost)
     matched = [MATCHED_BASELINES.get(b) for b in baselines]
@@ -149,12 +158,16 @@ def sweep(network: "Network | Graph", x, low, high, taus: Sequence[float], crite
     passes = Passes()
     common = dict(storage=storage, cost=model, passes=passes)
     runs = [uniform_low(network, xs, low, high, **common), uniform_high(network, xs, low, high, **common)]
-    jobs = [(c, t) for c in crits for t in taus]
-    for crit, tau in progress(jobs, desc="recompute sweep"):
-        guided = recompute(network, xs, low, high, tau, crit, **common)
+    jobs = [(c, r) for c in crits for r in rules]
+    for crit, rule in progress(jobs, desc="recompute sweep"):
+        tau = rule.tau
+        guided = recompute(network, xs, low, high, tau, crit, budget=rule.budget, target_error=rule.target,
+                           granularity=rule.granularity, tile=rule.tile, **common)
         runs.append(guided)
         options = {"seed": seed, "local_oracle_error": local_oracle_error, "precision": precision}
         runs.extend(b.run(network, xs, guided, options, common) for b in matched)
+        if tau is None:
+            continue
         if x_calibration is not None:
             runs.append(recompute_static(network, x_calibration, xs, low, high, tau, crit, **common))
         if levels is not None:

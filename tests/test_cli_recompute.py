@@ -81,6 +81,15 @@ BAD = [
     (["--low", "fp16", "--high", "fp32", "--tau", "1", "--static", "9"], "calibration must be held out"),
     (["--low", "fp16", "--high", "fp32", "--tau", "1", "--storage", "fp16:clamp"], "takes the form FMT or FMT:saturate"),
     (["--low", "exact", "--high", "fp32", "--tau", "1"], "is exact and has no cost"),
+    (["--low", "fp16", "--high", "fp32", "--budget", "-0.5"], "budget == -0.5, must be a finite number >= 0"),
+    (["--low", "fp16", "--high", "fp32", "--budget", "inf"], "budget == inf, must be a finite number >= 0"),
+    (["--low", "fp16", "--high", "fp32", "--target-error", "-1"], "target error == -1.0, must be a number >= 0"),
+    (["--low", "fp16", "--high", "fp32", "--budget", "x"], "invalid float value: 'x'"),
+    (["--low", "fp16", "--high", "fp32", "--budget", "0.5", "--granularity", "tile", "--tile", "4x0"],
+     "tile == '4x0', must be RxC"),
+    (["--low", "fp16", "--high", "fp32", "--budget", "0.5", "--granularity", "block"], "invalid choice: 'block'"),
+    (["--low", "fp16", "--high", "fp32", "--tau", "1", "--criterion", "kappa-blocked:0"],
+     "invalid choice: 'kappa-blocked:0'"),
 ]
 
 
@@ -113,3 +122,22 @@ def test_preset_paper_prints_its_note():
     assert "e4m3:recursive:bias=last:saturate" in r.stdout and "model paper-mlp-mnist" in r.stdout
     assert "data mnist5k (test)" in r.stdout
     assert "kappa-prime" in r.stdout and "0.5" in r.stdout
+
+
+def test_budget_target_and_granularity_in_table_and_json(files):
+    out = files / "budget.json"
+    r = mixacc(files / "tiny.npz", "--data", files / "data.npz", "--samples", 8, "--low", "e4m3", "--high", "fp16",
+               "--budget", 0, 1, "--target-error", 0.5, "--criterion", "kappa-holder", "kappa-blocked:4",
+               "--granularity", "tile", "--tile", "4x2", "--json", out)
+    assert r.returncode == 0, r.stderr
+    assert "B=0,E=0.5/tile4x2" in r.stdout and "B=1,E=0.5/tile4x2" in r.stdout
+    record = json.loads(out.read_text())
+    assert record["budgets"] == [0.0, 1.0] and record["target_errors"] == [0.5]
+    assert record["granularity"] == "tile" and record["tile"] == "4x2" and record["taus"] == []
+    assert record["criterion"] == ["kappa-holder", "kappa-blocked:4"]
+    guided = [run for run in record["runs"] if run["method"] == "guided"]
+    assert [(g["criterion"], g["selection"]["budget"]) for g in guided] == [
+        ("kappa-holder", 0.0), ("kappa-holder", 1.0), ("kappa-blocked:4", 0.0), ("kappa-blocked:4", 1.0)]
+    assert all(g["selection"] == {"granularity": "tile", "budget": g["selection"]["budget"], "target_error": 0.5,
+                                  "tile": "4x2"} for g in guided)
+    assert [g["recompute_fraction"] == 0 for g in guided] == [True, False, True, False]

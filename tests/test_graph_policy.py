@@ -11,6 +11,7 @@ import pytest
 
 from analysis.baselines import local_oracle_selection, random_selection, uniform_high, uniform_low
 from analysis.consumers import GraphConsumers, SiteView
+from analysis.criteria import get_criterion
 from analysis.graph_policy import (guided_ranked_graph, lamp_graph, local_oracle_graph, random_graph, recompute_graph,
                                    uniform_graph)
 from analysis.graph_sweep import graph_sweep
@@ -331,6 +332,19 @@ def test_guided_cost_counts_the_estimation_passes(transformer):
         assert s.work[parse_accumulation("bf16")] == passes * s.choice.size, s.site.name
 
 
+def test_certified_estimates_charge_their_operations_and_activation_norms(transformer):
+    g, feeds = transformer
+    for criterion in ("kappa-holder", "kappa-blocked:4"):
+        est = get_criterion(criterion).estimate
+        run = recompute_graph(g, feeds, "bf16", "fp32", 3.0, criterion)
+        for s, layer_cost in zip(run.sites, run.cost.layers):
+            rows, m = s.choice.shape[-2], s.choice.shape[-1]
+            steps = s.groups * (rows * est.steps(s.n, m) + (est.weight_steps(s.n, m) if s.groups > 1 else 0))
+            assert s.steps == {"fp32": steps}
+            assert layer_cost == s.n * (s.choice.size * 16 + int(s.choice.sum()) * 32) + 32 * steps
+        assert any(s.groups > 1 for s in run.sites)
+
+
 # --- an MLP as its graph -----------------------------------------------------------------
 
 
@@ -340,7 +354,7 @@ def test_mlp_graph_policy_equals_the_mlp_policy():
                   "mlp")
     x = RNG.standard_normal((9, 5))
     for storage in (None, "bf16"):
-        for criterion in ("kappa", "kappa-prime"):
+        for criterion in ("kappa", "kappa-prime", "kappa-holder", "kappa-blocked:3"):
             a = recompute(net, x, "fp16", "fp32", 4.0, criterion, storage)
             b = recompute(net.graph, {"x": x}, "fp16", "fp32", 4.0, criterion, storage)
             assert 0 < a.fraction < 1

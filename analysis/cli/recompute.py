@@ -17,9 +17,10 @@ from ..atomic import write_json
 from ..baselines import ORACLE_ERRORS
 from ..cost import cost_model_names
 from ..graph_policy import lamp_form_names
-from ..policy import check_tau, criterion_names
+from ..policy import check_tau, criterion_names, get_criterion
 from ..presets import PRESETS
 from ..provenance import provenance
+from ..selection import granularity_names, rule_label, rule_list
 from ..sweep import sweep, sweep_record
 
 HELP = "guided recomputation (Algorithm 1) against its baselines: accuracy, flips, error and cost per tau"
@@ -32,6 +33,14 @@ def _formats_list(text: str) -> list[str]:
     return items
 
 
+def _criterion(text: str) -> str:
+    try:
+        return get_criterion(text).name
+    except MixaccError:
+        raise argparse.ArgumentTypeError(
+            f"invalid choice: {text!r} (choose from {', '.join(criterion_names())}, kappa-blocked:B)") from None
+
+
 def add_arguments(parser) -> None:
     parser.add_argument("model", nargs="?", metavar="MODEL", help="a model file or bundled model name")
     parser.add_argument("--data", metavar="D", help="data spec (default: the model's default data)")
@@ -41,8 +50,19 @@ def add_arguments(parser) -> None:
     parser.add_argument("--tau", type=float, nargs="+", metavar="T",
                         help="tolerances: s_i > tau is recomputed (with --levels, the multi-level variant takes "
                              "u_F s_i <= tau instead: its tau is the two-level tau times u_low)")
-    parser.add_argument("--criterion", nargs="+", choices=criterion_names(), metavar="C",
-                        help=f"score(s): {', '.join(criterion_names())} (default kappa)")
+    parser.add_argument("--criterion", nargs="+", type=_criterion, metavar="C",
+                        help=f"score(s): {', '.join(criterion_names())}, kappa-blocked:B (default kappa)")
+    parser.add_argument("--budget", type=float, nargs="+", metavar="COST",
+                        help="instead of (or besides) --tau: recompute the largest predicted errors u_low s_i per "
+                             "unit cost until the recomputation costs COST times the layer in uniform high "
+                             "(0: uniform low, 1: uniform high)")
+    parser.add_argument("--target-error", type=float, nargs="+", metavar="E",
+                        help="recompute until every component left in low has predicted error u_low s_i <= E "
+                             "(with --budget: until either is reached)")
+    parser.add_argument("--granularity", default="component", choices=granularity_names(),
+                        help="unit of recomputation: a component, an output row (neuron, all samples of the batch) "
+                             "or a tile of --tile (default component)")
+    parser.add_argument("--tile", default="16x16", metavar="RxC", help="tile size, samples x outputs (default 16x16)")
     parser.add_argument("--levels", type=_formats_list, metavar="F1,F2,...",
                         help="also run the multi-level variant over these formats (cheapest first): component i "
                              "takes the first F_j with u_Fj s_i <= tau, so with two levels it equals the two-level "
@@ -76,10 +96,14 @@ def _resolve(args) -> dict:
         "criteria": args.criterion or (list(preset.criteria) if preset else ["kappa"]),
         "note": preset.note if preset else None,
     }
+    if args.budget or args.target_error:
+        config["taus"] = args.tau or []
     for key, flag in (("model", "MODEL"), ("low", "--low"), ("high", "--high"), ("taus", "--tau")):
-        if not config[key]:
+        if not config[key] and config[key] != []:
             raise MixaccError(f"{flag} is required (or use --preset {'|'.join(PRESETS.names())}).")
     config["taus"] = [check_tau(t) for t in config["taus"]]
+    config["rules"] = rule_list(config["taus"], args.budget or (), args.target_error or (), args.granularity,
+                                args.tile)
     for flag, value in (("--samples", args.samples), ("--static", args.static)):
         if value is not None and value < 1:
             raise MixaccError(f"{flag} == {value}, must be >= 1.")
@@ -137,7 +161,7 @@ def _graph_columns(r) -> dict:
 
 
 def _table(summaries, columns) -> list[str]:
-    cells = [{"method": r.method, "criterion": r.criterion or "-", "tau": "-" if r.tau is None else f"{r.tau:g}",
+    cells = [{"method": r.method, "criterion": r.criterion or "-", "tau": rule_label(r.tau, getattr(r.run, "selection", None)),
               **columns(r), "rel cost": f"{r.relative_cost:.3f}"} for r in summaries]
     head = tuple(cells[0])
     rows = [head] + [tuple(c[k] for k in head) for c in cells]
@@ -166,10 +190,13 @@ def run(args) -> int:
     if graph:
         lamp = {"lamp": lamp_form_names() if args.lamp is None else args.lamp,
                 "lamp_taus": [check_tau(t) for t in args.lamp_tau] if args.lamp_tau else None}
+    selection = {"budgets": args.budget, "target_errors": args.target_error, "granularity": args.granularity,
+                 "tile": args.tile}
     result = sweep(network, test if graph else test.x, config["low"], config["high"], config["taus"],
                    config["criteria"], labels=test.y, storage=storage, cost=args.cost, seed=args.seed,
                    local_oracle_error=args.local_oracle_error, levels=args.levels, x_calibration=x_calibration,
-                   **lamp)
+                   budgets=args.budget or (), target_errors=args.target_error or (), granularity=args.granularity,
+                   tile=args.tile, **lamp)
     if config["note"]:
         print(f"note: {config['note']}")
     architecture = (network.meta.get("architecture") or network.architecture) if graph else network.architecture
@@ -186,7 +213,7 @@ def run(args) -> int:
             network, test, result, low=config["low"], high=config["high"], criteria=config["criteria"],
             taus=config["taus"], storage=storage, weights_storage=config["weights_storage"], levels=args.levels,
             static_calibration_samples=args.static, seed=args.seed, local_oracle_error=args.local_oracle_error,
-            preset=args.preset, note=config["note"], **lamp)
+            preset=args.preset, note=config["note"], **selection, **lamp)
         record["provenance"] = provenance({k: v for k, v in record.items() if k not in ("runs", "sites")},
                                           seed=args.seed)
         write_json(args.json, record)
