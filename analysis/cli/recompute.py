@@ -21,6 +21,8 @@ from ..policy import check_tau, criterion_names
 from ..presets import PRESETS
 from ..provenance import provenance
 from ..sweep import sweep, sweep_record
+from ..verdict import verdict, verdict_lines
+from .thresholds import add_threshold_arguments, thresholds_of_args
 
 HELP = "guided recomputation (Algorithm 1) against its baselines: accuracy, flips, error and cost per tau"
 
@@ -61,6 +63,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--lamp-tau", type=float, nargs="+", metavar="T",
                         help="graphs: LAMP's tolerances (default: those of --tau)")
     parser.add_argument("--json", metavar="PATH", help="write the runs as JSON")
+    add_threshold_arguments(parser)
     parser.add_argument("--preset", choices=PRESETS.names(), help="a published configuration (see the notes it prints)")
 
 
@@ -181,12 +184,13 @@ def run(args) -> int:
         print(f"multi-level over {', '.join(args.levels)}: tau bounds the predicted error u_F * s_i")
     for line in _table(result.runs, _graph_columns if graph else _mlp_columns):
         print(line)
+    record = sweep_record(
+        network, test, result, low=config["low"], high=config["high"], criteria=config["criteria"],
+        taus=config["taus"], storage=storage, weights_storage=config["weights_storage"], levels=args.levels,
+        static_calibration_samples=args.static, seed=args.seed, local_oracle_error=args.local_oracle_error,
+        preset=args.preset, note=config["note"], **lamp)
+    print("\n".join(verdict_lines(verdict([], record, thresholds_of_args(args)))))
     if args.json:
-        record = sweep_record(
-            network, test, result, low=config["low"], high=config["high"], criteria=config["criteria"],
-            taus=config["taus"], storage=storage, weights_storage=config["weights_storage"], levels=args.levels,
-            static_calibration_samples=args.static, seed=args.seed, local_oracle_error=args.local_oracle_error,
-            preset=args.preset, note=config["note"], **lamp)
         record["provenance"] = provenance({k: v for k, v in record.items() if k not in ("runs", "sites")},
                                           seed=args.seed)
         write_json(args.json, record)
