@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import re
 
-from ..methods import METHODS
+from ..methods import LAMP, METHODS
 from ..verdict import label_text, report_verdict
 from . import figures
 from .render import Document, Figure, Section, Table
@@ -161,14 +161,14 @@ def _site_conditioning_section(cond: dict, images: dict[str, bytes]) -> Section:
     sites = cond["sites"]
     quantiles = list(sites[0]["quantiles"]) if sites else []
     images["kappa.png"] = figures.png_bytes(figures.block_heatmap(
-        [(s["block"], s["role"], s["quantiles"]["q50"]) for s in sites], "median kappa_i (log10 colour)",
-        f"Median condition number per site, blocks against roles ({cond['source']})", log=True))
+        [(s["block"], s["role"], s["quantiles"]["q50"]) for s in sites], "median kappa_i",
+        "Median kappa_i per site", log=True))
     return Section("Condition numbers", (
         "kappa_i = a_i / |y_i|, with a_i the sum of the absolute values of a site's terms, measures how much the "
         "sum amplifies the relative rounding errors of its terms; the policy recomputes the components where it is "
         "large.",
-        Figure("kappa.png", "Median kappa_i of every accumulation site, blocks (columns) against roles (rows); a site "
-                            "outside the repeated blocks has its own row."),
+        Figure("kappa.png", "Median kappa_i of every accumulation site, blocks (columns) against roles (rows; a site "
+                            f"outside the repeated blocks has its own row, in column -); {cond['source']}."),
         Table(f"Quantiles of kappa_i per accumulation site ({cond['source']}).",
               ["site", "op", *quantiles, "components", "infinite"],
               [[s["name"], s["op"], *s["quantiles"].values(), s["components"], s["inf"]] for s in sites]),
@@ -226,6 +226,11 @@ def _sweep_figure(sweep: dict, images: dict[str, bytes]) -> Figure:
                                "method on the same axes.")
 
 
+def _run_label(run: dict) -> str:
+    """guided kappa, lamp-strict, ...: a LAMP criterion names its method."""
+    return run["criterion"] if run["method"] == LAMP else f"{run['method']} {run['criterion']}"
+
+
 def _fraction_figure(sweep: dict, images: dict[str, bytes]) -> Figure:
     low, high = _sweep_formats(sweep)
     runs = sweep["runs"]
@@ -236,9 +241,9 @@ def _fraction_figure(sweep: dict, images: dict[str, bytes]) -> Figure:
     leaders = _leaders(runs)
     names = [s["name"] for s in sweep["sites"]]
     images["recompute_fraction.png"] = figures.png_bytes(figures.site_heatmap(
-        names, [f"{r['method']} {r['criterion']}\ntau={r['tau']:g}" for r in leaders],
+        names, [f"{_run_label(r)}\ntau={r['tau']:g}" for r in leaders],
         [[r["site_recompute_fraction"][n] for r in leaders] for n in names],
-        f"Fraction of components recomputed in {high}, per site and run"))
+        f"Recomputed in {high}, per site and run"))
     return Figure("recompute_fraction.png", f"Fraction of each site's components recomputed in {high} (rows: sites in "
                                             "graph order; columns: the guided and LAMP runs by tau).")
 

@@ -322,7 +322,7 @@ def site_heatmap(rows: Sequence[str], columns: Sequence[str], values: Sequence[S
     matrix = np.array([[np.nan if v is None else float(v) for v in row] for row in values], dtype=float).reshape(
         len(rows), len(columns))
     shown = np.log10(np.where(matrix > 0, matrix, np.nan)) if log else matrix
-    cell_w, cell_h = max(0.55, 5.5 / max(len(columns), 1)), 0.24
+    cell_w, cell_h = max(0.55, 5.5 / max(len(columns), 1), 0.08 * len(title) / max(len(columns), 1)), 0.24
     longest = max((len(r) for r in rows), default=1)
     rotate = len(columns) > 6
     tallest = max((len(line) for c in columns for line in c.split("\n")), default=1) if rotate else 2
