@@ -28,7 +28,9 @@ from emulator.errors import MixaccError
 from .methods import METHODS, UNIFORM_LOW
 
 __all__ = ["Thresholds", "FormatRow", "DEFAULT_MAX_FLIP_RATE", "DEFAULT_MAX_REL_ERROR", "format_rows", "verdict",
-           "verdict_lines", "thresholds_of", "report_verdict", "output_summary", "canonical", "SAFE", "UNSAFE", "SAFE_WITH_RECOMPUTE"]
+           "verdict_lines", "thresholds_of", "report_verdict", "output_summary", "canonical", "flip_rate_of",
+           "is_policy", "label_text", "bound_status", "ThresholdError",
+           "SAFE", "UNSAFE", "SAFE_WITH_RECOMPUTE"]
 
 DEFAULT_MAX_FLIP_RATE = 0.01
 DEFAULT_MAX_REL_ERROR = None
@@ -42,7 +44,8 @@ class ThresholdError(MixaccError):
 
 @dataclass(frozen=True)
 class Thresholds:
-    """What *safe* means: flip rate against the exact pass <= ``max_flip_rate`` and largest
+    """What *safe* means: flip rate against the exact pass <= ``max_flip_rate`` (for an
+    embedding model, the share of samples whose nearest neighbour changes) and largest
     output relative error <= ``max_rel_error`` (None: not checked)."""
 
     max_flip_rate: "float | None" = DEFAULT_MAX_FLIP_RATE
@@ -54,8 +57,8 @@ class Thresholds:
                 raise ThresholdError(f"--{name.replace('_', '-')} == {value}, must be >= 0.")
 
     def met(self, flip_rate: "float | None", max_rel_error: "float | None") -> bool:
-        """Every threshold that is set holds (a metric the data cannot give, such as the flip
-        rate of an embedding model, fails a threshold set on it)."""
+        """Every threshold that is set holds (a metric the data cannot give fails a threshold
+        set on it)."""
         return all(limit is None or (value is not None and value <= limit)
                    for limit, value in ((self.max_flip_rate, flip_rate), (self.max_rel_error, max_rel_error)))
 
@@ -128,14 +131,23 @@ def bound_status(validation: dict) -> str:
     return "held" + (f" ({'; '.join(notes)})" if notes else "")
 
 
+def flip_rate_of(record: dict) -> "float | None":
+    """The share of samples whose answer changes against the exact pass: a classifier's
+    predicted class, else an embedding model's nearest neighbour (``neighbour_flip_rate``
+    of a sweep run or of a graph validation's metrics)."""
+    if record.get("flip_rate") is not None:
+        return record["flip_rate"]
+    return {**(record.get("metrics") or {}), **record}.get("neighbour_flip_rate")
+
+
 def _validation_row(v: dict) -> FormatRow:
     out = output_summary(v)
     return FormatRow(canonical(v["accumulation"]), "validation", v.get("accuracy"), v.get("exact_accuracy"),
-                     v.get("flip_rate"), out["max_rel_error"], out["median_rel_error"], v["violations"], bound_status(v))
+                     flip_rate_of(v), out["max_rel_error"], out["median_rel_error"], v["violations"], bound_status(v))
 
 
 def _run_row(spec: str, run: dict) -> FormatRow:
-    return FormatRow(spec, "sweep", run.get("accuracy"), None, run.get("flip_rate"), run["max_rel_error"],
+    return FormatRow(spec, "sweep", run.get("accuracy"), None, flip_rate_of(run), run["max_rel_error"],
                      run["median_rel_error"], None, "not checked")
 
 
@@ -158,7 +170,7 @@ def is_policy(method: str) -> bool:
 
 
 def _cheapest(sweep: dict, thresholds: Thresholds) -> "dict | None":
-    meeting = [r for r in sweep["runs"] if is_policy(r["method"]) and thresholds.met(r.get("flip_rate"),
+    meeting = [r for r in sweep["runs"] if is_policy(r["method"]) and thresholds.met(flip_rate_of(r),
                                                                                        r.get("max_rel_error"))]
     return min(meeting, key=lambda r: (r["relative_cost"], r["recompute_fraction"])) if meeting else None
 
@@ -190,7 +202,7 @@ def verdict(validations: list[dict], sweep: "dict | None", thresholds: Threshold
                 entry["policy"] = {"run": _run_name(best), "method": best["method"], "criterion": best.get("criterion"),
                                    "tau": best.get("tau"), "high": high,
                                    "recompute_fraction": best["recompute_fraction"],
-                                   "relative_cost": best["relative_cost"], "flip_rate": best.get("flip_rate"),
+                                   "relative_cost": best["relative_cost"], "flip_rate": flip_rate_of(best),
                                    "max_rel_error": best.get("max_rel_error")}
             else:
                 entry["policy"] = {"run": None, "high": high}

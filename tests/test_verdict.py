@@ -15,7 +15,7 @@ from analysis.report import ReportConfig, build_report
 from analysis.report.compose import compose
 from analysis.report.render import Table, format_number
 from analysis.validation import validate
-from analysis.verdict import (SAFE, SAFE_WITH_RECOMPUTE, UNSAFE, Thresholds, ThresholdError, format_rows,
+from analysis.verdict import (SAFE, SAFE_WITH_RECOMPUTE, UNSAFE, Thresholds, ThresholdError, flip_rate_of, format_rows,
                               report_verdict, verdict, verdict_lines)
 from emulator.modelio import save_model
 from emulator.network import Layer, Network
@@ -80,6 +80,16 @@ def test_bound_status_names_violations_vacuous_layers_and_failure_probability(re
               "held (probabilistic, fails w.p. <= 2 (guarantees nothing))")]
     for change, text in cases:
         assert format_rows([{**fp16, **change}], None)[0].bound == text
+
+
+def test_an_embedding_model_flips_its_nearest_neighbour():
+    """Without classes the flip rate is the share of samples whose nearest neighbour
+    changes (a graph validation's metrics, a sweep run's key)."""
+    record = {"flip_rate": None, "metrics": {"neighbour_flip_rate": 0.25}}
+    assert flip_rate_of(record) == 0.25 and flip_rate_of({"neighbour_flip_rate": 0.0}) == 0.0
+    assert flip_rate_of({"flip_rate": 0.125, "neighbour_flip_rate": 0.5}) == 0.125
+    assert flip_rate_of({"flip_rate": None}) is None
+    assert not Thresholds().met(None, None) and Thresholds(None, None).met(None, None)
 
 
 @pytest.mark.parametrize("value", [-0.1, float("nan")])

@@ -64,7 +64,7 @@ def add_arguments(parser) -> None:
                         help="graphs: LAMP's tolerances (default: those of --tau)")
     parser.add_argument("--json", metavar="PATH", help="write the runs as JSON")
     add_threshold_arguments(parser)
-    parser.add_argument("--preset", choices=PRESETS.names(), help="a published configuration (see the notes it prints)")
+    parser.add_argument("--preset", choices=PRESETS.names(), help="a named configuration (see the notes it prints)")
 
 
 def _resolve(args) -> dict:
@@ -73,6 +73,7 @@ def _resolve(args) -> dict:
     config = {
         "model": args.model or (preset.model if preset else None),
         "weights_storage": preset.weights if preset else None,
+        "storage": args.storage or (preset.storage if preset else None),
         "low": args.low or (preset.low if preset else None),
         "high": args.high or (preset.high if preset else None),
         "taus": args.tau or (list(preset.taus) if preset else None),
@@ -157,7 +158,7 @@ def run(args) -> int:
     network = load_model(config["model"])
     if config["weights_storage"]:
         network = network.with_storage(config["weights_storage"])
-    storage = parse_storage(args.storage)
+    storage = parse_storage(config["storage"])
     graph = isinstance(network, Graph)
     if not graph and (args.lamp is not None or args.lamp_tau):
         raise MixaccError(f"--lamp, --lamp-tau: LAMP guards the attention scores of graphs, and {network.name!r} is "

@@ -22,11 +22,22 @@ recompute fraction."""
 
 
 _PAPER = PRESETS.get("paper")
+_H100 = "tensorcore:h100:fp8-e4m3fn"
 
 
 def _model(name: str) -> ReportConfig:
     return ReportConfig(model=name, samples=None, accs=_FORMATS, **_SWEEP)
 
+
+def _preset_report(name: str, model: str, accs: tuple[str, ...]) -> ReportConfig:
+    """The report of a recompute preset (``mixacc recompute --preset NAME``) on ``model``."""
+    row = PRESETS.get(name)
+    return ReportConfig(model=model, samples=None, weights_storage=row.weights, storage=row.storage, accs=accs,
+                        low=row.low, high=row.high, taus=row.taus, criteria=row.criteria, point_samples=50,
+                        title=f"mixacc report: {model}, preset {name} ({row.low} / {row.high}, storage {row.storage})")
+
+
+_GRAPH_SWEEP = dict(low="fp8-e4m3fn", high="fp32", criteria=("kappa",))
 
 BUNDLED: dict[str, ReportConfig] = {
     **{name: _model(name) for name in ("mnist1d-tanh", "mnist1d-relu", "digits-tanh", "digits-relu")},
@@ -35,10 +46,20 @@ BUNDLED: dict[str, ReportConfig] = {
         low=_PAPER.low, high=_PAPER.high, taus=_PAPER.taus, criteria=_PAPER.criteria, point_samples=50,
         title=f"mixacc report: {_PAPER.model} in the authors' configuration (e4m3 storage, e4m3 / fp16 accumulation)",
     ),
+    "digits-cnn": ReportConfig(model="digits-cnn", samples=None, accs=("bf16", "fp8-e4m3fn"),
+                               taus=(30.0, 10.0, 3.0, 1.0, 0.3, 0.1), point_samples=100, **_GRAPH_SWEEP),
+    "digits-transformer": ReportConfig(model="digits-transformer", samples=None, accs=("bf16", "fp8-e4m3fn"),
+                                       taus=(10.0, 3.0, 1.0, 0.3), point_samples=50, **_GRAPH_SWEEP),
+    "h100-fp8": _preset_report("h100-fp8", "mnist1d-tanh", (_H100, f"{_H100}:promote=128", "bf16")),
 }
 """One report per bundled model, ``reports/<name>/``, on the model's whole test split:
 the same formats and sweep as the demo, except ``paper-mlp``, which follows the authors'
 configuration (``mixacc recompute --preset paper``: weights and biases rounded to e4m3
 saturating, low e4m3 / high fp16 accumulation with the bias added last,
-tau 1, 0.5, 0.3, 0.1, criterion kappa-prime)."""
+tau 1, 0.5, 0.3, 0.1, criterion kappa-prime); the graph models ``digits-cnn`` and
+``digits-transformer`` (bf16 and fp8-e4m3fn validated per site; the policy with low
+fp8-e4m3fn / high fp32: guided against LAMP, random and local-oracle selection at equal
+recompute fractions); and ``h100-fp8``, the deployment question of the recompute preset
+of that name: fp8 storage on H100 tensor cores with and without promotion every 128
+(and bf16 accumulation of the same fp8 operands), on ``mnist1d-tanh``."""
 
