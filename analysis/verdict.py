@@ -12,10 +12,10 @@ A format is *safe* when its flip rate against the exact pass is at most
 checked only when set). An unsafe format that is the sweep's low format is *safe with
 recompute* when some policy run of the sweep meets the thresholds: the cheapest such run
 is named, with its recompute fraction and relative cost; otherwise it is *unsafe* and no
-policy run meets them. Policy runs are those that decide on their own what to recompute
-(guided, static, multi-level, LAMP, uniform high); the matched baselines are not, since
-they take their recompute counts from another run (and the local oracle needs the exact
-errors).
+policy run meets them. Policy runs are those that select on their own what to recompute
+(guided, static, multi-level, LAMP); not the uniform runs, and not the matched baselines,
+which take their recompute counts from another run (the local oracle also needs the exact
+errors). A policy run dearer than uniform high is named as such.
 """
 
 from __future__ import annotations
@@ -164,9 +164,10 @@ def format_rows(validations: list[dict], sweep: "dict | None") -> list[FormatRow
 
 
 def is_policy(method: str) -> bool:
-    """Whether a run of ``method`` decides on its own what to recompute (not uniform low,
-    not matched to another run)."""
-    return method != UNIFORM_LOW and not METHODS.get(method).matched
+    """Whether a run of ``method`` selects on its own what to recompute (not uniform, not
+    matched to another run)."""
+    row = METHODS.get(method)
+    return not row.uniform and not row.matched
 
 
 def _cheapest(sweep: dict, thresholds: Thresholds) -> "dict | None":
@@ -218,9 +219,11 @@ def label_text(entry: dict, cost_model: "str | None" = None) -> str:
         return entry["label"]
     if policy["run"] is None:
         return f"{entry['label']}: no policy run (high {policy['high']}) meets them"
-    cost = f" ({cost_model} cost)" if cost_model else ""
-    return (f"{entry['label']}: {policy['run']} recomputes {_pct(policy['recompute_fraction'])} in {policy['high']}, "
-            f"relative cost {policy['relative_cost']:.3f}{cost}")
+    cost = f"relative cost {policy['relative_cost']:.3f}" + (f", {cost_model} cost" if cost_model else "")
+    if policy["relative_cost"] > 1:
+        cost += "; more than uniform-high"
+    return (f"{entry['label']}: {policy['run']} recomputes {_pct(policy['recompute_fraction'])} in {policy['high']} "
+            f"({cost})")
 
 
 def verdict_lines(data: dict) -> list[str]:

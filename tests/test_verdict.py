@@ -105,11 +105,17 @@ def test_no_policy_run_meets_them(records):
         {"method": "guided", "criterion": "kappa", "tau": 1.0, "flip_rate": 0.2, "max_rel_error": 1.0,
          "median_rel_error": 0.1, "recompute_fraction": 0.5, "relative_cost": 0.9},
         {"method": "local-oracle", "criterion": "kappa", "tau": 1.0, "flip_rate": 0.0, "max_rel_error": 1.0,
-         "median_rel_error": 0.1, "recompute_fraction": 0.5, "relative_cost": 0.7}]}
+         "median_rel_error": 0.1, "recompute_fraction": 0.5, "relative_cost": 0.7},
+        {"method": "uniform-high", "criterion": None, "tau": None, "flip_rate": 0.0, "max_rel_error": 0.0,
+         "median_rel_error": 0.0, "recompute_fraction": 1.0, "relative_cost": 1.0}]}
     data = verdict([records["fp8-e4m3fn"]], sweep, Thresholds())
     entry = data["formats"][0]
     assert entry["label"] == UNSAFE and entry["policy"] == {"run": None, "high": "fp16:recursive"}
     assert "no policy run (high fp16:recursive) meets them" in verdict_lines(data)[1]
+    sweep["runs"][1].update(flip_rate=0.005, relative_cost=1.25)
+    line = verdict_lines(verdict([records["fp8-e4m3fn"]], sweep, Thresholds()))[1]
+    assert line.endswith("-> safe with recompute: guided kappa tau=1 recomputes 50.0% in fp16:recursive (relative cost "
+                         "1.250, bits cost; more than uniform-high)")
 
 
 @pytest.fixture(scope="module")
@@ -126,7 +132,8 @@ def report(tmp_path_factory, inputs):
 def brute_force_cheapest(runs: list[dict], limit: float) -> dict:
     best = None
     for r in runs:
-        if r["method"] == UNIFORM_LOW or METHODS.get(r["method"]).matched or r["flip_rate"] > limit:
+        row = METHODS.get(r["method"])
+        if row.uniform or row.matched or r["flip_rate"] > limit:
             continue
         if best is None or (r["relative_cost"], r["recompute_fraction"]) < (best["relative_cost"],
                                                                             best["recompute_fraction"]):
@@ -180,9 +187,12 @@ def test_verdict_and_tables_change_together(report):
                if (r["method"], r["criterion"], r["tau"]) == (policy["method"], policy["criterion"], policy["tau"]))
     run["relative_cost"] = 98.765
     head, rest = verdict_and_rest(changed)
-    assert policy["run"] not in head.rows[1][-1]
-    assert any("98.77" in cells(t) for t in rest)
-    assert report_verdict(changed)["formats"][1]["policy"]["run"] in head.rows[1][-1]
+    key = (policy["method"], policy["criterion"], policy["tau"])
+    others = [r for r in report["sweep"]["runs"] if (r["method"], r["criterion"], r["tau"]) != key
+              and r["method"] == "guided" and r["flip_rate"] <= 0.01]
+    chosen = report_verdict(changed)["formats"][1]["policy"]
+    assert chosen["run"] in head.rows[1][-1] and any("98.77" in cells(t) for t in rest)
+    assert ("98.765" in head.rows[1][-1]) == (not others)
 
 
 def test_verdict_is_the_first_section(report):

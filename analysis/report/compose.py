@@ -35,8 +35,9 @@ def _verdict_section(report: dict, images: dict[str, bytes]) -> Section:
              f["bound"], label_text(f, data["cost_model"])] for f in data["formats"]]
     blocks: list = [
         f"Thresholds: {data['thresholds_text']} (mixacc report --max-flip-rate, --max-rel-error). A format is safe when "
-        "it meets them; the sweep's low format is safe with recompute when a policy run (guided, LAMP, uniform high, "
-        "...; not the matched baselines, which take their counts from another run) meets them: the cheapest is named.",
+        "it meets them; the sweep's low format is safe with recompute when a policy run (guided, LAMP, static, "
+        "multi-level; not the uniform runs, nor the matched baselines, which take their counts from another run) meets "
+        "them: the cheapest is named.",
         Table("Verdict per accumulation format (errors against the exact forward pass; the bound's status from the "
               "validation below).",
               ["accumulation", "accuracy", "exact accuracy", "flip rate", "max output rel. error",
