@@ -36,6 +36,7 @@ DEFAULT_MAX_FLIP_RATE = 0.01
 DEFAULT_MAX_REL_ERROR = None
 
 SAFE, UNSAFE, SAFE_WITH_RECOMPUTE = "safe", "unsafe", "safe with recompute"
+_NAMED = 3  # vacuous layers or sites named in the bound status; more are counted
 
 
 class ThresholdError(MixaccError):
@@ -124,7 +125,9 @@ def bound_status(validation: dict) -> str:
     notes = []
     vacuous = validation.get("vacuous_layers") or []
     if vacuous:
-        notes.append(f"vacuous in {', '.join(map(str, vacuous))}")
+        shown = ", ".join(map(str, vacuous[:_NAMED]))
+        notes.append(f"vacuous in {shown}" if len(vacuous) <= _NAMED else
+                     f"vacuous in {len(vacuous)} {'sites' if 'sites' in validation else 'layers'}: {shown}, ...")
     if validation.get("bound_assumption"):
         p = validation["failure_probability"]
         notes.append(f"probabilistic, fails w.p. <= {p:.3g}" + (" (guarantees nothing)" if p >= 1 else ""))

@@ -74,6 +74,8 @@ def test_bound_status_names_violations_vacuous_layers_and_failure_probability(re
     fp16 = records["fp16"]
     cases = [({"violations": 3}, "VIOLATED (3 components)"),
              ({"vacuous_layers": [0]}, "held (vacuous in 0)"),
+             ({"vacuous_layers": [0, 1, 2, 3]}, "held (vacuous in 4 layers: 0, 1, 2, ...)"),
+             ({"vacuous_layers": ["a", "b", "c", "d"], "sites": []}, "held (vacuous in 4 sites: a, b, c, ...)"),
              ({"bound_assumption": "independent errors", "failure_probability": 0.25},
               "held (probabilistic, fails w.p. <= 0.25)"),
              ({"bound_assumption": "independent errors", "failure_probability": 2.0},
