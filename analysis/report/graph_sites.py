@@ -2,8 +2,9 @@
 accumulation site (``analysis.sites.site_components``, the computation ``validate_graph``
 summarises) as quantiles, and each site's place in a (block, role) grid for the heat maps.
 
-A site named ``P.rest`` whose first part ends in a digit (``block0.attention.query``)
-sits in block ``P`` with role ``rest``; any other site is its own role outside the blocks
+A site named ``P.rest``, where ``P`` is the shortest prefix of dotted parts whose last
+part ends in a digit (``block0.attention.query``, ``encoder.layer.3.output.dense``), sits
+in block ``P`` with role ``rest``; any other site is its own role outside the blocks
 (block ``""``).
 """
 
@@ -22,7 +23,7 @@ from ..sites import site_components
 __all__ = ["site_conditioning", "block_role", "QUANTILES"]
 
 QUANTILES = (0.5, 0.9, 0.99, 1.0)
-_BLOCK = re.compile(r"^([A-Za-z_]*\d+)\.(.+)$")
+_BLOCK = re.compile(r"^((?:[^.]+\.)*?[^.]*\d)\.(.+)$")
 
 
 def block_role(name: str) -> tuple[str, str]:
