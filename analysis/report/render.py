@@ -75,8 +75,8 @@ body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; max-width:
 h1 { font-size: 1.6em; } h2 { font-size: 1.3em; border-bottom: 1px solid #ccc; padding-bottom: .2em; margin-top: 2em; }
 table { border-collapse: collapse; margin: 1em 0; font-size: .85em; }
 caption { caption-side: top; text-align: left; font-weight: 600; padding-bottom: .4em; }
-th, td { border: 1px solid #ccc; padding: .25em .6em; text-align: right; }
-td { overflow-wrap: break-word; } td.n { white-space: nowrap; } .scroll { overflow-x: auto; }
+th, td { border: 1px solid #ccc; padding: .25em .6em; text-align: left; }
+td { overflow-wrap: break-word; } td.n { white-space: nowrap; text-align: right; } .scroll { overflow-x: auto; }
 nav.toc { border: 1px solid #ddd; background: #fafafa; padding: .4em 1em; margin: 1em 0; display: inline-block; }
 nav.toc ol { margin: .3em 0; padding-left: 1.4em; }
 th { background: #f3f3f3; } td:first-child, th:first-child { text-align: left; }
