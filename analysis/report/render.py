@@ -89,11 +89,20 @@ code, pre { background: #f6f6f6; padding: 0 .2em; }
 _NUMBER = re.compile(r"^(-?\d[\d.]*(e[+-]\d+)?|-?inf|nan|–)$")
 
 
+def _breakable(text: str) -> str:
+    """Escaped ``text`` with line-break opportunities (``<wbr>``) after . : _ / , and inside
+    CamelCase, so long site names and specs wrap instead of widening the table."""
+    escaped = html.escape(text)
+    return re.sub(r"([a-z])(?=[A-Z])", r"\1<wbr>", re.sub(r"([.:_/,])", r"\1<wbr>", escaped))
+
+
 def _html_cell(value: object) -> str:
     """A cell; numbers (as :func:`format_number` writes them) never wrap (class ``n``),
     text may."""
     text = format_number(value)
-    return ('<td class="n">' if _NUMBER.match(text) else "<td>") + html.escape(text) + "</td>"
+    if _NUMBER.match(text):
+        return f'<td class="n">{html.escape(text)}</td>'
+    return f"<td>{_breakable(text)}</td>"
 
 
 def _html_table(t: Table) -> str:
