@@ -1,4 +1,4 @@
-"""Published configurations of the recompute policy, as data (``mixacc recompute
+"""Named configurations of the recompute policy (published or deployment questions), as data (``mixacc recompute
 --preset NAME``; the committed report of the same model uses the same row)."""
 
 from __future__ import annotations
@@ -12,16 +12,19 @@ __all__ = ["Preset", "PRESETS"]
 
 @dataclass(frozen=True)
 class Preset:
-    """A published configuration: model, weights/biases storage, arithmetic, taus, criteria."""
+    """A named configuration: model, weights/biases storage (``weights``, rounded once
+    before anything else) or storage of everything (``storage``: weights, biases, input and
+    every layer output), arithmetic, taus, criteria."""
 
     name: str
     model: str
-    weights: str
+    weights: "str | None"
     low: str
     high: str
     taus: tuple[float, ...]
     criteria: tuple[str, ...]
     note: str
+    storage: "str | None" = None
 
 
 PRESETS: Registry[Preset] = Registry("preset")
@@ -34,3 +37,12 @@ PRESETS.add("paper", Preset(
     "identity output layer (kappa_sigma = 1, so negative logits can be recomputed); the released code used the "
     "ReLU indicator there and never recomputed negative logits.",
 ))
+
+_H100_FP8 = "tensorcore:h100:fp8-e4m3fn"
+_H100_NOTE = ("preset '{name}': the deployment question 'fp8 weights and activations on H100': storage fp8-e4m3fn for "
+              "weights, biases, input and every layer output; low {low} (Hopper wgmma, fp8 inputs, the accumulator's "
+              "truncated alignment), high {high}. Tensor-core operands must be fp8, so the storage is part of the "
+              "preset; the model's widths (256) exceed the promotion interval 128.")
+for _name, _high in (("h100-fp8", f"{_H100_FP8}:promote=128"), ("h100-fp8-bf16", "bf16")):
+    PRESETS.add(_name, Preset(_name, "mnist1d-tanh", None, _H100_FP8, _high, (10.0, 3.0, 1.0, 0.3), ("kappa",),
+                              _H100_NOTE.format(name=_name, low=_H100_FP8, high=_high), storage="fp8-e4m3fn"))

@@ -22,6 +22,8 @@ from ..presets import PRESETS
 from ..provenance import provenance
 from ..selection import granularity_names, rule_label, rule_list
 from ..sweep import sweep, sweep_record
+from ..verdict import verdict, verdict_lines
+from .thresholds import add_threshold_arguments, thresholds_of_args
 
 HELP = "guided recomputation (Algorithm 1) against its baselines: accuracy, flips, error and cost per tau"
 
@@ -81,7 +83,8 @@ def add_arguments(parser) -> None:
     parser.add_argument("--lamp-tau", type=float, nargs="+", metavar="T",
                         help="graphs: LAMP's tolerances (default: those of --tau)")
     parser.add_argument("--json", metavar="PATH", help="write the runs as JSON")
-    parser.add_argument("--preset", choices=PRESETS.names(), help="a published configuration (see the notes it prints)")
+    add_threshold_arguments(parser)
+    parser.add_argument("--preset", choices=PRESETS.names(), help="a named configuration (see the notes it prints)")
 
 
 def _resolve(args) -> dict:
@@ -90,6 +93,7 @@ def _resolve(args) -> dict:
     config = {
         "model": args.model or (preset.model if preset else None),
         "weights_storage": preset.weights if preset else None,
+        "storage": args.storage or (preset.storage if preset else None),
         "low": args.low or (preset.low if preset else None),
         "high": args.high or (preset.high if preset else None),
         "taus": args.tau or (list(preset.taus) if preset else None),
@@ -178,7 +182,7 @@ def run(args) -> int:
     network = load_model(config["model"])
     if config["weights_storage"]:
         network = network.with_storage(config["weights_storage"])
-    storage = parse_storage(args.storage)
+    storage = parse_storage(config["storage"])
     graph = isinstance(network, Graph)
     if not graph and (args.lamp is not None or args.lamp_tau):
         raise MixaccError(f"--lamp, --lamp-tau: LAMP guards the attention scores of graphs, and {network.name!r} is "
@@ -208,12 +212,13 @@ def run(args) -> int:
         print(f"multi-level over {', '.join(args.levels)}: tau bounds the predicted error u_F * s_i")
     for line in _table(result.runs, _graph_columns if graph else _mlp_columns):
         print(line)
+    record = sweep_record(
+        network, test, result, low=config["low"], high=config["high"], criteria=config["criteria"],
+        taus=config["taus"], storage=storage, weights_storage=config["weights_storage"], levels=args.levels,
+        static_calibration_samples=args.static, seed=args.seed, local_oracle_error=args.local_oracle_error,
+        preset=args.preset, note=config["note"], **selection, **lamp)
+    print("\n".join(verdict_lines(verdict([], record, thresholds_of_args(args)))))
     if args.json:
-        record = sweep_record(
-            network, test, result, low=config["low"], high=config["high"], criteria=config["criteria"],
-            taus=config["taus"], storage=storage, weights_storage=config["weights_storage"], levels=args.levels,
-            static_calibration_samples=args.static, seed=args.seed, local_oracle_error=args.local_oracle_error,
-            preset=args.preset, note=config["note"], **selection, **lamp)
         record["provenance"] = provenance({k: v for k, v in record.items() if k not in ("runs", "sites")},
                                           seed=args.seed)
         write_json(args.json, record)

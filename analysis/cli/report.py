@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from ..cost import cost_model_names
 from ..policy import criterion_names
+from .thresholds import add_threshold_arguments, thresholds_settings
 
 HELP = "write an error report (HTML, Markdown, PNG, JSON): bounds vs measured errors, condition numbers, tau sweep"
 
@@ -36,6 +37,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--point-samples", type=int, default=200, metavar="S",
                         help="per-component figures use the first S samples (default 200)")
     parser.add_argument("--title", help="the report's title")
+    add_threshold_arguments(parser)
     parser.add_argument("--out", required=True, metavar="DIR", help="the report directory (replaced whole)")
 
 
@@ -47,14 +49,15 @@ def config_from_args(args):
         bound=args.bound, storage=args.storage, weights_storage=args.weights_storage, low=args.low, high=args.high,
         taus=tuple(args.tau or ()),
         criteria=tuple(args.criterion), cost=args.cost, seed=args.seed, points=args.points,
-        point_samples=args.point_samples, title=args.title,
+        point_samples=args.point_samples, title=args.title, **thresholds_settings(args),
     )
 
 
 def run(args) -> int:
     from ..report import build_report, summary_lines, write_report
+    from ..verdict import verdict_lines
 
     report = build_report(config_from_args(args))
     out = write_report(report, args.out)
-    print("\n".join(summary_lines(report, out)))
+    print("\n".join(summary_lines(report, out) + verdict_lines(report["verdict"])))
     return 0

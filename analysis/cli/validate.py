@@ -18,6 +18,8 @@ from ..atomic import write_json
 from ..bounds import parse_bound
 from ..provenance import provenance
 from ..validation import validate
+from ..verdict import verdict, verdict_lines
+from .thresholds import add_threshold_arguments, thresholds_of_args
 
 HELP = "measure local and global errors per layer and component against the exact reference and the bounds"
 
@@ -43,10 +45,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--bound", metavar="KIND", default="deterministic",
                         help="deterministic (default) or probabilistic:LAMBDA")
     add_site_arguments(parser)
-    parser.add_argument("--max-rel-error", type=float, metavar="X",
-                        help="exit 1 if the output's largest relative error exceeds X")
-    parser.add_argument("--max-flip-rate", type=float, metavar="F",
-                        help="exit 1 if the fraction of samples whose predicted class changes exceeds F")
+    add_threshold_arguments(parser, "; when given, exit 1 if the result exceeds it")
 
 
 def add_site_arguments(parser) -> None:
@@ -199,8 +198,9 @@ def run(args) -> int:
     if result.violations and bound.kind == "deterministic":
         failures.insert(0, f"{result.violations} certain violations of the deterministic bound: the bound or the "
                            "emulator is wrong (please report)")
+    record = result.to_dict()
+    print("\n".join(verdict_lines(verdict([record], None, thresholds_of_args(args)))))
     if args.json:
-        record = result.to_dict()
         record.update({"split": data.split, "thresholds": {"max_rel_error": args.max_rel_error,
                                                             "max_flip_rate": args.max_flip_rate},
                        "failures": failures})

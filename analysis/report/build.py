@@ -14,14 +14,19 @@ a seeded sample of per-component points and histograms of the condition numbers.
     data          spec, split, samples, labelled
     config        every ReportConfig field
     validations   one per --acc: Validation.to_dict() (the numbers of mixacc validate
-                  --json) + points: {samples, limit, layers: [{index, activation,
+                  --json; a graph's has sites and tensors) + for an MLP, points: {samples, limit, layers: [{index, activation,
                   local|global: {components, drawn, zero_error, uncovered, violations,
                   abs_error, bound, rel_error, predicted}}]}
     conditioning  source, layers: [{index, activation, kappa, kappa_sigma}] histograms
-                  {edges_log10, counts, zero, inf, nan}; null without --acc
+                  {edges_log10, counts, zero, inf, nan}; a graph's: source, sites: [{name,
+                  op, block, role, quantiles {q50, q90, q99, q100}, components, inf, nan}];
+                  null without --acc
     sweep         the record of mixacc recompute --json (runs: method, criterion, tau,
                   accuracy, flip_rate, median/max_rel_error, recompute_fraction,
-                  layer_recompute_fraction, relative_cost, ...); null without --low
+                  layer_recompute_fraction (a graph's: site_recompute_fraction),
+                  relative_cost, ...); null without --low
+    verdict       analysis.verdict.report_verdict: thresholds, and per format its numbers,
+                  bound status, label (safe / unsafe / safe with recompute) and policy
     timing        wall seconds per part
     provenance    config, seed, package versions, Python, platform, command, date
     figures       [{file, caption}] (added by write_report)
@@ -43,6 +48,7 @@ from emulator.storage import parse_storage
 
 from ..progress import progress
 from ..provenance import provenance
+from ..verdict import DEFAULT_MAX_FLIP_RATE, DEFAULT_MAX_REL_ERROR, Thresholds, report_verdict
 from .components import LayerComponents, component_errors
 
 __all__ = ["ReportConfig", "ReportError", "build_report", "load_inputs", "log_histogram", "sample_points", "significant",
@@ -82,6 +88,8 @@ class ReportConfig:
     point_samples: int = 200
     bins: int = 40
     title: "str | None" = None
+    max_flip_rate: "float | None" = DEFAULT_MAX_FLIP_RATE
+    max_rel_error: "float | None" = DEFAULT_MAX_REL_ERROR
 
     def check(self) -> None:
         """Raise a :class:`MixaccError` naming the first setting that cannot work, before
@@ -116,12 +124,13 @@ class ReportConfig:
         for criterion in self.criteria:
             get_criterion(criterion)
         get_cost_model(self.cost)
+        Thresholds(self.max_flip_rate, self.max_rel_error)
 
 
 def load_inputs(model: "str | Network", data: "str | None", samples: "int | None",
-                weights_storage: "str | None" = None) -> tuple[Network, Dataset]:
-    """The network (weights and biases rounded to ``weights_storage`` when given) and the
-    first ``samples`` test samples of ``data`` (default: the model's ``default_data``)."""
+                weights_storage: "str | None" = None) -> tuple:
+    """The network or graph (weights and biases rounded to ``weights_storage`` when given)
+    and the first ``samples`` test samples of ``data`` (default: the model's ``default_data``)."""
     network = load_model(model).with_storage(weights_storage)
     return network, load_model_data(network, data).head(samples)
 
@@ -216,35 +225,57 @@ class _Clock:
         return value
 
 
+def _validations(network, dataset, config: ReportConfig, clock: _Clock) -> tuple[list[dict], "dict | None"]:
+    """One validation record per format and the conditioning data: an MLP's per-component
+    points and kappa histograms, a graph's per-site kappa quantiles."""
+    from emulator.graph import Graph
+
+    from ..validation import validate
+    from .graph_sites import site_conditioning
+
+    graph = isinstance(network, Graph)
+    x_points = dataset.head(config.point_samples)
+    validations, conditioning = [], None
+    for salt, acc in enumerate(progress(config.accs, desc="report: validate", total=len(config.accs))):
+        v = clock(f"validate {acc}", validate, network, dataset if graph else dataset.x, acc, config.bound,
+                  config.storage, labels=dataset.y, data_name=dataset.name)
+        if graph:
+            validations.append(v.to_dict())
+            if conditioning is None:
+                conditioning = clock(f"conditioning {acc}", site_conditioning, network, x_points, acc, config.storage)
+            continue
+        layers = clock(f"points {acc}", component_errors, network, x_points.x, acc, config.bound, config.storage)
+        validations.append({**v.to_dict(), "points": _points(network, layers, config, len(x_points), salt)})
+        if conditioning is None:
+            conditioning = _conditioning(network, layers, len(x_points), config.bins)
+    return validations, conditioning
+
+
 def build_report(config: ReportConfig) -> dict:
     """Run ``config`` and return the report data: model, data, configuration, one
     validation record per accumulation (``mixacc validate --json`` numbers, plus
-    ``points`` for the figures), condition-number histograms, the sweep record
-    (``mixacc recompute --json`` numbers), wall times and provenance."""
+    ``points`` for an MLP's figures), condition numbers, the sweep record
+    (``mixacc recompute --json`` numbers), the verdict, wall times and provenance. The
+    model may be an MLP or a graph (per-site records, kappa per site)."""
+    from emulator.graph import Graph
+
     from ..sweep import sweep
-    from ..validation import validate
 
     config.check()
     clock = _Clock()
     network, dataset = clock("load", load_inputs, config.model, config.data, config.samples, config.weights_storage)
-    x_points = dataset.x[: config.point_samples]
-    validations, conditioning = [], None
-    for salt, acc in enumerate(progress(config.accs, desc="report: validate", total=len(config.accs))):
-        v = clock(f"validate {acc}", validate, network, dataset.x, acc, config.bound, config.storage,
-                  labels=dataset.y, data_name=dataset.name)
-        layers = clock(f"points {acc}", component_errors, network, x_points, acc, config.bound, config.storage)
-        validations.append({**v.to_dict(), "points": _points(network, layers, config, x_points.shape[0], salt)})
-        if conditioning is None:
-            conditioning = _conditioning(network, layers, x_points.shape[0], config.bins)
+    validations, conditioning = _validations(network, dataset, config, clock)
     sweep_data = None
     if config.low is not None:
-        result = clock("sweep", sweep, network, dataset.x, config.low, config.high, config.taus, config.criteria,
+        data = dataset if isinstance(network, Graph) else dataset.x
+        result = clock("sweep", sweep, network, data, config.low, config.high, config.taus, config.criteria,
                        labels=dataset.y, storage=config.storage, cost=config.cost, seed=config.seed)
         sweep_data = sweep_record(network, dataset, config, result)
     settings = {k: (list(v) if isinstance(v, tuple) else v) for k, v in asdict(config).items()}
-    return {
+    report = {
         "schema": SCHEMA, "title": config.title or f"mixacc report: {network.name}", "model": network.describe(),
         "data": {"spec": dataset.name, "split": dataset.split, "samples": len(dataset), "labelled": dataset.y is not None},
         "config": settings, "validations": validations, "conditioning": conditioning, "sweep": sweep_data,
         "timing": clock.parts, "provenance": provenance(settings, config.seed),
     }
+    return {**report, "verdict": report_verdict(report)}

@@ -15,6 +15,7 @@ from pathlib import Path
 from emulator.errors import UnknownNameError
 
 from ..progress import set_quiet
+from ..verdict import verdict_lines
 from .build import build_report
 from .presets import BUNDLED, DEMO
 from .summary import summary_lines
@@ -40,7 +41,7 @@ def main(argv: "list[str] | None" = None) -> int:
         start = time.perf_counter()
         report = build_report(REPORTS[name])
         out = write_report(report, Path(args.out) / name)
-        print("\n".join(summary_lines(report, out)))
+        print("\n".join(summary_lines(report, out) + verdict_lines(report["verdict"])))
         print(f"({name}: {time.perf_counter() - start:.1f} s)\n", flush=True)
     return 0
 

@@ -22,6 +22,10 @@ histogram layer (``kappa_distributions``)::
 sweep run (``tau_sweep``, ``recompute_fractions``): the objects of ``mixacc recompute
 --json`` ``runs`` (method, criterion, tau, accuracy, median_rel_error, relative_cost,
 recompute_fraction, layer_recompute_fraction, ...).
+
+heat maps of a graph's sites: ``site_heatmap`` takes row labels (sites), column labels
+and a matrix of values (None: no value); ``block_heatmap`` takes (block, role, value)
+triples and lays them out blocks against roles.
 """
 
 from __future__ import annotations
@@ -38,7 +42,7 @@ from ..methods import GUIDED, METHODS, UNIFORM_HIGH, UNIFORM_LOW
 
 __all__ = [
     "error_vs_bound", "predicted_vs_measured", "kappa_distributions", "tau_sweep", "recompute_fractions",
-    "png_bytes",
+    "site_heatmap", "block_heatmap", "png_bytes",
 ]
 
 
@@ -58,12 +62,14 @@ def png_bytes(fig: Figure, dpi: int = 100) -> bytes:
 
 
 def _figure(rows: int, cols: int, title: str, axes_size: tuple[float, float] = (2.7, 2.3),
-            title_lines: int = 3, legend_width: float = 0.0) -> tuple[Figure, np.ndarray]:
+            title_lines: int = 3, legend_width: float = 0.0, left: float = 0.85,
+            bottom: float = 0.6) -> tuple[Figure, np.ndarray]:
     """A figure of rows x cols axes of ``axes_size`` inches with fixed margins (in inches)
     for tick labels, axis labels, panel titles of ``title_lines`` lines and a legend
-    column of ``legend_width`` on the right — a fixed layout, several times faster to draw than matplotlib's constrained layout."""
+    column of ``legend_width`` on the right, ``left`` and ``bottom`` margins for the tick labels — a
+    fixed layout, several times faster to draw than matplotlib's constrained layout."""
     ax_w, ax_h = axes_size
-    left, right, bottom, top, gap_w, gap_h = 0.85, 0.25 + legend_width, 0.6, 0.45, 0.95, 0.65
+    right, top, gap_w, gap_h = 0.25 + legend_width, 0.45, 0.95, 0.65
     head = 0.16 * title_lines + 0.1
     width = left + cols * ax_w + (cols - 1) * gap_w + right
     height = top + head + rows * ax_h + (rows - 1) * (gap_h + head) + bottom
@@ -259,12 +265,12 @@ def tau_sweep(runs: list[dict], title: str, *, low: str, high: str) -> Figure:
             ax.set_yscale("log")
             ax.minorticks_off()
         ax.set_ylabel("median output relative error vs exact")
-    ax_err.set_xlabel(f"relative cost (1 = uniform {high})")
+    ax_err.set_xlabel("relative cost (1 = uniform high)")
     ax_err.set_title("cost against output error", fontsize=10)
-    ax_frac.set_xlabel(f"components recomputed in {high} (fraction, all layers)")
+    ax_frac.set_xlabel("components recomputed in high (fraction, all)")
     ax_frac.set_title("recompute fraction against output error", fontsize=10)
     ax_frac.legend(fontsize=7)
-    ax_acc.set_xlabel(f"relative cost (1 = uniform {high})")
+    ax_acc.set_xlabel("relative cost (1 = uniform high)")
     if have_accuracy:
         ax_acc.set_ylabel("top-1 accuracy (fraction of samples)")
         ax_acc.set_title("cost against accuracy", fontsize=10)
@@ -307,3 +313,48 @@ def _colors(count: int) -> list:
 
     cmap = colormaps["viridis"]
     return [cmap(t) for t in np.linspace(0.1, 0.9, count)] if count > 1 else [cmap(0.4)]
+
+
+def site_heatmap(rows: Sequence[str], columns: Sequence[str], values: Sequence[Sequence["float | None"]], title: str,
+                 label: str = "fraction recomputed (0 to 1)", log: bool = False, limits: "tuple | None" = (0.0, 1.0)) -> Figure:
+    """A heat map of ``values[i][j]`` (row ``rows[i]``, column ``columns[j]``), each cell
+    printed; missing values (None) left blank; ``log``: the colour is log10 of the value."""
+    matrix = np.array([[np.nan if v is None else float(v) for v in row] for row in values], dtype=float).reshape(
+        len(rows), len(columns))
+    shown = np.log10(np.where(matrix > 0, matrix, np.nan)) if log else matrix
+    cell_w, cell_h = max(0.55, 5.5 / max(len(columns), 1), 0.08 * len(title) / max(len(columns), 1)), 0.24
+    longest = max((len(r) for r in rows), default=1)
+    rotate = len(columns) > 6
+    tallest = max((len(line) for c in columns for line in c.split("\n")), default=1) if rotate else 2
+    fig, axes = _figure(1, 1, title, axes_size=(cell_w * max(len(columns), 1), cell_h * max(len(rows), 1) + 0.2),
+                        title_lines=0, legend_width=0.9, left=0.3 + 0.06 * longest, bottom=0.3 + 0.07 * tallest)
+    ax = axes[0, 0]
+    vmin, vmax = (None, None) if log or limits is None else limits
+    image = ax.imshow(np.ma.masked_invalid(shown), aspect="auto", cmap="viridis", vmin=vmin, vmax=vmax,
+                      interpolation="nearest")
+    ax.set_xticks(np.arange(len(columns)), columns, fontsize=7, rotation=90 if rotate else 0)
+    ax.set_yticks(np.arange(len(rows)), rows, fontsize=7)
+    for i in range(len(rows)):
+        for j in range(len(columns)):
+            if np.isfinite(matrix[i, j]):
+                text = f"{matrix[i, j]:.2g}" if log else f"{matrix[i, j]:.2f}"
+                ax.text(j, i, text, ha="center", va="center", fontsize=6, color="white" if _dark(image, shown[i, j]) else "black")
+    fig.colorbar(image, ax=ax, label=("log10 " if log else "") + label, fraction=0.05, pad=0.02)
+    return fig
+
+
+def _dark(image, value: float) -> bool:
+    """Whether the colour ``image`` gives ``value`` is dark (white text on it)."""
+    r, g, b, _ = image.cmap(image.norm(value))
+    return 0.299 * r + 0.587 * g + 0.114 * b < 0.5
+
+
+def block_heatmap(cells: Sequence[tuple[str, str, "float | None"]], label: str, title: str, log: bool = True) -> Figure:
+    """``site_heatmap`` of (block, role, value) triples: one column per block (in order of
+    appearance; "" for sites outside the blocks, shown as "-"), one row per role."""
+    blocks = list(dict.fromkeys(b for b, _, _ in cells))
+    roles = list(dict.fromkeys(r for _, r, _ in cells))
+    grid: list[list] = [[None] * len(blocks) for _ in roles]
+    for block, role, value in cells:
+        grid[roles.index(role)][blocks.index(block)] = value
+    return site_heatmap(roles, [b or "-" for b in blocks], grid, title, label=label, log=log, limits=None)

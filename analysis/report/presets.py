@@ -22,6 +22,7 @@ recompute fraction."""
 
 
 _PAPER = PRESETS.get("paper")
+_H100 = "tensorcore:h100:fp8-e4m3fn"
 
 
 def _model(name: str) -> ReportConfig:
@@ -37,13 +38,35 @@ def _paper(name: str) -> ReportConfig:
     )
 
 
+def _preset_report(name: str, model: str, accs: tuple[str, ...]) -> ReportConfig:
+    """The report of a recompute preset (``mixacc recompute --preset NAME``) on ``model``."""
+    row = PRESETS.get(name)
+    return ReportConfig(model=model, samples=None, weights_storage=row.weights, storage=row.storage, accs=accs,
+                        low=row.low, high=row.high, taus=row.taus, criteria=row.criteria, point_samples=50,
+                        title=f"mixacc report: {model}, preset {name} ({row.low} / {row.high}, storage {row.storage})")
+
+
+_GRAPH_SWEEP = dict(low="fp8-e4m3fn", high="fp32", criteria=("kappa",))
+
 BUNDLED: dict[str, ReportConfig] = {
     **{name: _model(name) for name in ("mnist1d-tanh", "mnist1d-relu", "digits-tanh", "digits-relu")},
     **{name: _paper(name) for name in ("paper-mlp", _PAPER.model)},
+    "digits-cnn": ReportConfig(model="digits-cnn", samples=None, accs=("bf16", "fp8-e4m3fn"),
+                               taus=(30.0, 10.0, 3.0, 1.0, 0.3, 0.1), point_samples=100, **_GRAPH_SWEEP),
+    "digits-transformer": ReportConfig(model="digits-transformer", samples=120, accs=("bf16", "fp8-e4m3fn"),
+                                       taus=(3.0, 1.0, 0.3), point_samples=50, **_GRAPH_SWEEP),
+    "h100-fp8": _preset_report("h100-fp8", "mnist1d-tanh", (_H100, f"{_H100}:promote=128", "bf16")),
 }
 """One report per bundled model, ``reports/<name>/``, on the model's whole test split:
 the same formats and sweep as the demo, except ``paper-mlp`` (the stand-in on MNIST-1D)
 and ``paper-mlp-mnist`` (the authors' network on MNIST digits), which follow the authors'
 configuration (``mixacc recompute --preset paper``: weights and biases rounded to e4m3
 saturating, low e4m3 / high fp16 accumulation with the bias added last,
-tau 1, 0.5, 0.3, 0.1, criterion kappa-prime)."""
+tau 1, 0.5, 0.3, 0.1, criterion kappa-prime); the graph models ``digits-cnn`` and
+``digits-transformer`` (the first 120 test samples: its exact and bound passes make the
+whole split a quarter of an hour; bf16 and fp8-e4m3fn validated per site; the policy with low
+fp8-e4m3fn / high fp32: guided against LAMP, random and local-oracle selection at equal
+recompute fractions); and ``h100-fp8``, the deployment question of the recompute preset
+of that name: fp8 storage on H100 tensor cores with and without promotion every 128
+(and bf16 accumulation of the same fp8 operands), on ``mnist1d-tanh``."""
+

@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import base64
 import html
+import re
 from dataclasses import dataclass, field
 from typing import Mapping, Sequence, Union
 
-__all__ = ["Figure", "Table", "Section", "Document", "render_html", "render_markdown", "format_number"]
+__all__ = ["Figure", "Table", "Section", "Document", "render_html", "render_markdown", "format_number", "anchor"]
 
 
 @dataclass(frozen=True)
@@ -74,8 +75,10 @@ body { font-family: system-ui, -apple-system, "Segoe UI", sans-serif; max-width:
 h1 { font-size: 1.6em; } h2 { font-size: 1.3em; border-bottom: 1px solid #ccc; padding-bottom: .2em; margin-top: 2em; }
 table { border-collapse: collapse; margin: 1em 0; font-size: .85em; }
 caption { caption-side: top; text-align: left; font-weight: 600; padding-bottom: .4em; }
-th, td { border: 1px solid #ccc; padding: .25em .6em; text-align: right; }
-td { white-space: nowrap; } .scroll { overflow-x: auto; }
+th, td { border: 1px solid #ccc; padding: .25em .6em; text-align: left; }
+td { overflow-wrap: break-word; } td.n { white-space: nowrap; text-align: right; } .scroll { overflow-x: auto; }
+nav.toc { border: 1px solid #ddd; background: #fafafa; padding: .4em 1em; margin: 1em 0; display: inline-block; }
+nav.toc ol { margin: .3em 0; padding-left: 1.4em; }
 th { background: #f3f3f3; } td:first-child, th:first-child { text-align: left; }
 figure { margin: 1.2em 0; } figure img { max-width: 100%; height: auto; border: 1px solid #eee; }
 figcaption { font-size: .9em; color: #444; margin-top: .3em; }
@@ -83,9 +86,28 @@ code, pre { background: #f6f6f6; padding: 0 .2em; }
 """
 
 
+_NUMBER = re.compile(r"^(-?\d[\d.]*(e[+-]\d+)?|-?inf|nan|–)$")
+
+
+def _breakable(text: str) -> str:
+    """Escaped ``text`` with line-break opportunities (``<wbr>``) after . : _ / , and inside
+    CamelCase, so long site names and specs wrap instead of widening the table."""
+    escaped = html.escape(text)
+    return re.sub(r"([a-z])(?=[A-Z])", r"\1<wbr>", re.sub(r"([.:_/,])", r"\1<wbr>", escaped))
+
+
+def _html_cell(value: object) -> str:
+    """A cell; numbers (as :func:`format_number` writes them) never wrap (class ``n``),
+    text may."""
+    text = format_number(value)
+    if _NUMBER.match(text):
+        return f'<td class="n">{html.escape(text)}</td>'
+    return f"<td>{_breakable(text)}</td>"
+
+
 def _html_table(t: Table) -> str:
     head = "".join(f"<th>{html.escape(str(c))}</th>" for c in t.columns)
-    body = "\n".join("<tr>" + "".join(f"<td>{html.escape(format_number(v))}</td>" for v in row) + "</tr>" for row in t.rows)
+    body = "\n".join("<tr>" + "".join(_html_cell(v) for v in row) + "</tr>" for row in t.rows)
     return (f'<div class="scroll"><table>\n<caption>{html.escape(t.caption)}</caption>\n<thead><tr>{head}</tr></thead>\n'
             f"<tbody>\n{body}\n</tbody>\n</table></div>")
 
@@ -104,16 +126,27 @@ def _html_block(block: Block, images: Mapping[str, bytes]) -> str:
     return f"<p>{html.escape(block)}</p>"
 
 
+def anchor(heading: str) -> str:
+    """The id of a section: its heading in lower case, runs of other characters as ``-``."""
+    return re.sub(r"[^a-z0-9]+", "-", heading.lower()).strip("-") or "section"
+
+
+def _toc(doc: Document) -> str:
+    items = "".join(f'<li><a href="#{anchor(s.heading)}">{html.escape(s.heading)}</a></li>' for s in doc.sections)
+    return f'<nav class="toc"><strong>Contents</strong><ol>{items}</ol></nav>'
+
+
 def render_html(doc: Document, images: Mapping[str, bytes]) -> str:
-    """One HTML file; ``images[f.file]`` holds the PNG bytes of every figure."""
+    """One HTML file; ``images[f.file]`` holds the PNG bytes of every figure. A table of
+    contents links every section (``id`` from :func:`anchor`)."""
     parts = [
         "<!DOCTYPE html>", '<html lang="en">', "<head>", '<meta charset="utf-8">',
         '<meta name="viewport" content="width=device-width, initial-scale=1">',
         f"<title>{html.escape(doc.title)}</title>", f"<style>{_CSS}</style>", "</head>", "<body>",
-        f"<h1>{html.escape(doc.title)}</h1>", *(f"<p>{html.escape(p)}</p>" for p in doc.lead),
+        f"<h1>{html.escape(doc.title)}</h1>", *(f"<p>{html.escape(p)}</p>" for p in doc.lead), _toc(doc),
     ]
     for section in doc.sections:
-        parts.append(f"<h2>{html.escape(section.heading)}</h2>")
+        parts.append(f'<h2 id="{anchor(section.heading)}">{html.escape(section.heading)}</h2>')
         parts.extend(_html_block(b, images) for b in section.blocks)
     parts += ["</body>", "</html>", ""]
     return "\n".join(parts)

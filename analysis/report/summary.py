@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from ..methods import GUIDED, METHODS
+from ..methods import GUIDED, LAMP, METHODS
+from ..verdict import is_policy, output_summary
 
 __all__ = ["summary_lines"]
 
@@ -19,25 +20,28 @@ def _sci(value: "float | None") -> str:
 
 def summary_lines(report: dict, out: "str | Path") -> list[str]:
     """Model and data, one line per validated format (violations, worst output error,
-    flip rate, Spearman of the last layer), one per guided tau of the sweep, the path."""
+    flip rate, Spearman per layer or its median over a graph's sites), one per policy run
+    of the sweep, the path. The verdict (``analysis.verdict.verdict_lines``) follows."""
     model, data = report["model"], report["data"]
     lines = [f"{model['name']} ({model['architecture']}) on {data['spec']} {data['split']}, {data['samples']} samples"]
     for v in report["validations"]:
-        out_layer = v["layers"][-1]["global"]
         rho = [layer["local"]["spearman_predicted_vs_measured"] for layer in v["layers"]]
         rho_text = ", ".join("n/a" if r is None else f"{r:.2f}" for r in rho)
+        if "sites" in v:
+            known = [r for r in rho if r is not None]
+            rho_text = f"median over {len(known)} sites {sorted(known)[len(known) // 2]:.2f}" if known else "n/a"
         lines.append(
             f"  {v['accumulation']['spec']:<24} bound violations {v['violations']:>3}  max output rel. error "
-            f"{_sci(out_layer['max_rel_error'])}  flip rate {_pct(v['flip_rate'])}  Spearman (local, per layer) {rho_text}"
+            f"{_sci(output_summary(v)['max_rel_error'])}  flip rate {_pct(v['flip_rate'])}  Spearman (local) {rho_text}"
         )
     sweep = report.get("sweep")
     if sweep:
         lines.append(f"  tau sweep, low {sweep['low']} / high {sweep['high']} ({sweep['cost_model']} cost):")
         several = len(sweep["criterion"]) > 1
         for r in sweep["runs"]:
-            if r["method"] == GUIDED or METHODS.get(r["method"]).uniform:
+            if is_policy(r["method"]) or METHODS.get(r["method"]).uniform:
                 tau = "" if r["tau"] is None else f" tau={r['tau']:g}"
-                tau += f" ({r['criterion']})" if several and r["method"] == GUIDED else ""
+                tau += f" ({r['criterion']})" if (several and r["method"] == GUIDED) or r["method"] == LAMP else ""
                 lines.append(
                     f"    {r['method'] + tau:<32} recomputed {_pct(r['recompute_fraction']):>6}  cost {r['relative_cost']:.3f}"
                     f"  accuracy {_pct(r['accuracy'])}  median output rel. error {_sci(r['median_rel_error'])}"

@@ -9,6 +9,7 @@ import os
 from pathlib import Path
 
 from ..atomic import atomic_directory, to_jsonable
+from ..verdict import report_verdict
 from .compose import compose
 from .render import render_html, render_markdown
 
@@ -18,8 +19,10 @@ REPORT_FILES = ("report.html", "report.md", "report.json")
 
 
 def write_report(report: dict, out: "str | os.PathLike") -> Path:
-    """Render ``report`` (the data of ``report.json``) into the directory ``out``."""
+    """Render ``report`` (the data of ``report.json``) into the directory ``out``; its
+    ``verdict`` is computed again from the data, so it always matches the tables."""
     out = Path(out)
+    report = {**report, "verdict": report_verdict(report)}
     document, images = compose(report)
     data = to_jsonable({**report, "figures": [{"file": f.file, "caption": f.caption} for f in document.figures()]})
     text = json.dumps(data, separators=(",", ":"), allow_nan=False) + "\n"
