@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import logging
 import sys
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator, Sequence
@@ -144,7 +145,7 @@ def executor_for(workers: "int | None" = None, scheduler: "str | None" = None) -
         else:
             cluster = stack.enter_context(distributed.LocalCluster(
                 n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=":0",
-                silence_logs="error"))
+                silence_logs=logging.ERROR))
             client = stack.enter_context(distributed.Client(cluster))
             record = {"workers": workers}
             print(f"mixacc: Dask dashboard at {client.dashboard_link}", file=sys.stderr)

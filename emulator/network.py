@@ -64,6 +64,10 @@ class Layer:
     def __setattr__(self, name, value):
         raise AttributeError("Layer is immutable; build a new one")
 
+    def __reduce__(self):
+        """Pickled as its arrays and activation name (a copy for another process)."""
+        return Layer, (self.weight, self.bias, self.activation.name)
+
     @property
     def n_inputs(self) -> int:
         return self.weight.shape[1]
