@@ -41,7 +41,6 @@ class TasksLost(MixaccError):
 class InProcess:
     """Every task in this process, one after the other."""
 
-    workers = 0
     record: "dict | None" = None
 
     def map(self, task: Callable, shared: Any, items: Sequence, desc: str = "") -> list:
@@ -54,10 +53,6 @@ class DaskExecutor:
 
     client: Any
     record: dict
-
-    @property
-    def workers(self) -> int:
-        return len(self.client.scheduler_info(n_workers=-1)["workers"])
 
     def map(self, task: Callable, shared: Any, items: Sequence, desc: str = "") -> list:
         from distributed import as_completed
@@ -90,6 +85,9 @@ def _lost_message(futures, cause, desc: str) -> str:
     return (f"the cluster lost {lost} of {len(futures)} {desc or 'tasks'} tasks ({type(cause).__name__}: {reason}); "
             "no result was written")
 
+
+# a worker process is one core's worth: its numba kernels and BLAS run single-threaded
+ONE_THREAD = {"NUMBA_NUM_THREADS": "1", "OMP_NUM_THREADS": "1", "OPENBLAS_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
 
 _CURRENT: contextvars.ContextVar = contextvars.ContextVar("mixacc_executor", default=InProcess())
 
@@ -125,7 +123,7 @@ def _import_dask():
 @contextlib.contextmanager
 def executor_for(workers: "int | None" = None, scheduler: "str | None" = None) -> Iterator:
     """The executor of ``--workers N`` (a LocalCluster of N single-threaded processes,
-    started and closed here) or ``--scheduler ADDRESS`` (an existing cluster); in-process
+    their numba and BLAS threads limited to one, started and closed here) or ``--scheduler ADDRESS`` (an existing cluster); in-process
     without either. Made current for the block; the dashboard address goes to stderr."""
     if workers is None and scheduler is None:
         yield current_executor()
@@ -145,7 +143,7 @@ def executor_for(workers: "int | None" = None, scheduler: "str | None" = None) -
         else:
             cluster = stack.enter_context(distributed.LocalCluster(
                 n_workers=workers, threads_per_worker=1, processes=True, dashboard_address=":0",
-                silence_logs=logging.ERROR))
+                silence_logs=logging.ERROR, env=dict(ONE_THREAD)))
             client = stack.enter_context(distributed.Client(cluster))
             record = {"workers": workers}
             print(f"mixacc: Dask dashboard at {client.dashboard_link}", file=sys.stderr)

@@ -14,7 +14,7 @@ from typing import Callable
 
 __all__ = ["Measurement", "SECTIONS", "run_sections", "time_call"]
 
-SECTIONS = ("rounding", "accumulation", "reference", "graphs")
+SECTIONS = ("rounding", "accumulation", "reference", "graphs", "dask")
 
 
 @dataclass

@@ -8,7 +8,7 @@ from pathlib import Path
 
 from ..atomic import write_json, write_text
 from ..provenance import provenance
-from ..study import load_study, run_study, summary_rows
+from ..sweep_config import load_study, run_study, summary_rows
 
 HELP = "run a declarative study (TOML: models, data, accumulations, storage, taus, criteria) as one set of tasks"
 
