@@ -142,13 +142,14 @@ def _emulate_batch(job: _EmulationJob, batch: tuple) -> tuple:
     graph = job.graph
     run = forward(graph, feeds, job.plan, job.storage, keep=True if job.keep else [job.logits], first_sample=start)
     ref = exact_values(forward(graph, feeds, f"exact:{job.precision}", job.storage, keep=[job.logits]))
+    # the tensors of the scored pass as float64 (an exact pass carries enclosures: their nearest values)
+    values = {k: v.value for k, v in exact_values(run).items()} if job.plan.is_exact else {**run.values, **run.outputs}
     errors = {name: _Errors() for name in graph.outputs}
     for name in graph.outputs:
-        errors[name].add(np.asarray(run.outputs[name]), ref[name].value)
+        errors[name].add(np.asarray(values[name]), ref[name].value)
     scores = TaskScores(job.task, job.classes)
-    scored = run.values[job.scored] if job.scored in run.values else run.outputs[job.scored]
-    scores.add(np.asarray(scored), ref[job.scored].value)
-    kept = {name: [np.asarray(value)] for name, value in run.values.items()} if job.keep else {}
+    scores.add(np.asarray(values[job.scored]), ref[job.scored].value)
+    kept = {name: [np.asarray(values[name])] for name in run.values} if job.keep else {}
     return errors, scores, sum(int(np.count_nonzero(m)) for m in run.overflow.values()), kept
 
 

