@@ -55,7 +55,7 @@ class DaskExecutor:
     record: dict
 
     def map(self, task: Callable, shared: Any, items: Sequence, desc: str = "") -> list:
-        from distributed import as_completed
+        from distributed import KilledWorker, as_completed
 
         if not items:
             return []
@@ -66,11 +66,10 @@ class DaskExecutor:
         bar = progress_bar(len(futures), desc)
         try:
             for future in as_completed(futures):
+                if future.status == "error" and not isinstance(future.exception(), KilledWorker):
+                    raise future.exception()  # the task's own error (bad input), as in-process
                 if future.status != "finished":
-                    cause = future.exception()
-                    if isinstance(cause, MixaccError):  # bad input, as in-process
-                        raise cause
-                    raise TasksLost(_lost_message(futures, cause, desc))
+                    raise TasksLost(_lost_message(futures, future, desc))
                 results[position[future.key]] = future.result()
                 bar.update(1)
         finally:
@@ -79,11 +78,12 @@ class DaskExecutor:
         return results
 
 
-def _lost_message(futures, cause, desc: str) -> str:
-    lost = sum(f.status != "finished" for f in futures)
-    reason = str(cause).splitlines()[0] if cause is not None and str(cause) else type(cause).__name__
-    return (f"the cluster lost {lost} of {len(futures)} {desc or 'tasks'} tasks ({type(cause).__name__}: {reason}); "
-            "no result was written")
+def _lost_message(futures, failed, desc: str) -> str:
+    """One line: how many tasks the cluster lost, and why the first of them was."""
+    lost = sum(f.status not in ("finished", "pending") for f in futures)
+    cause = failed.exception() if failed.status == "error" else None
+    reason = f"{type(cause).__name__}: {str(cause).splitlines()[0]}" if cause is not None else failed.status
+    return f"the cluster lost {lost} of {len(futures)} {desc or 'tasks'} tasks ({reason}); no result was written"
 
 
 # a worker process is one core's worth: its numba kernels and BLAS run single-threaded

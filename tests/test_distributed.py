@@ -72,6 +72,18 @@ def test_recompute_and_exact_emulation_same_json_on_every_executor(tmp_path):
     assert record["output_error"]["max_abs"] == 0.0
 
 
+def test_scheduler_runs_on_an_existing_cluster(tmp_path):
+    distributed = pytest.importorskip("distributed")
+    argv = ["validate", "digits-relu", "--samples", "300", "--acc", "bf16:rounding=stochastic", "--seed", "1"]
+    assert _status([*argv, "--json", tmp_path / "local.json"]) == 0
+    with distributed.LocalCluster(n_workers=1, threads_per_worker=1, dashboard_address=":0") as cluster:
+        address = cluster.scheduler_address
+        assert _status([*argv, "--scheduler", address, "--json", tmp_path / "remote.json"]) == 0
+    remote = json.loads((tmp_path / "remote.json").read_text())
+    assert remote["provenance"]["cluster"] == {"scheduler": address}
+    assert _record(tmp_path / "remote.json") == _record(tmp_path / "local.json")
+
+
 def _killing_bar(killed: dict, when: int = 1):
     """A progress bar that kills a worker busy with tasks when ``when`` tasks are done."""
 
