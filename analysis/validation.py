@@ -228,7 +228,8 @@ def validate(network, x, acc, bound="deterministic", storage=None, *, labels=Non
     ``storage`` (a format, ``FMT:saturate`` or None) rounds weights, biases, the input
     and every layer output, as ``Network.forward`` does; the reference uses the same
     rounded weights and input. ``labels`` (N,) adds accuracies. Samples are processed in
-    batches of ``batch_size``.
+    batches of ``batch_size``, each a task of the current executor
+    (``analysis.distributed``), folded in sample order (docs/method.md#scale-out).
     """
     from emulator.modelio import load_model
     from emulator.storage import parse_storage
