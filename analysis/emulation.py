@@ -31,8 +31,8 @@ from emulator.metrics import relative_error
 from emulator.network import Network
 from emulator.storage import parse_storage
 
+from .distributed import run_tasks
 from .graph_validation import plan_description
-from .progress import progress
 from .tasks import TaskScores, model_task
 from .validation import DEFAULT_BATCH
 
@@ -55,6 +55,11 @@ class _Errors:
         with np.errstate(invalid="ignore"):
             self.abs.append(np.where(computed == exact, 0.0, np.abs(computed - exact)).ravel())
         self.rel.append(relative_error(computed, exact).ravel())
+
+    def merge(self, later: "_Errors") -> "_Errors":
+        self.abs.extend(later.abs)
+        self.rel.extend(later.rel)
+        return self
 
     def summary(self) -> dict:
         a = np.nan_to_num(np.concatenate(self.abs), nan=np.inf)
@@ -116,6 +121,39 @@ def model_feeds(model, graph: Graph, data) -> dict:
     return {graph.inputs[0].name: model.check_input(data) if isinstance(model, Network) else np.asarray(data)}
 
 
+@dataclass
+class _EmulationJob:
+    """What every batch of :func:`emulate` shares (scattered once to a cluster)."""
+
+    graph: Graph
+    plan: AccumulationPlan
+    storage: object
+    precision: int
+    keep: bool
+    logits: str
+    scored: str
+    task: str
+    classes: object
+
+
+def _emulate_batch(job: _EmulationJob, batch: tuple) -> tuple:
+    """(errors per output, task scores, overflowed components, kept tensors) of the batch
+    (start, feeds) whose first sample is sample ``start`` of the data."""
+    start, feeds = batch
+    graph = job.graph
+    run = forward(graph, feeds, job.plan, job.storage, keep=True if job.keep else [job.logits], first_sample=start)
+    ref = exact_values(forward(graph, feeds, f"exact:{job.precision}", job.storage, keep=[job.logits]))
+    # the tensors of the scored pass as float64 (an exact pass carries enclosures: their nearest values)
+    values = {k: v.value for k, v in exact_values(run).items()} if job.plan.is_exact else {**run.values, **run.outputs}
+    errors = {name: _Errors() for name in graph.outputs}
+    for name in graph.outputs:
+        errors[name].add(np.asarray(values[name]), ref[name].value)
+    scores = TaskScores(job.task, job.classes)
+    scores.add(np.asarray(values[job.scored]), ref[job.scored].value)
+    kept = {name: [np.asarray(values[name])] for name in run.values} if job.keep else {}
+    return errors, scores, sum(int(np.count_nonzero(m)) for m in run.overflow.values()), kept
+
+
 def emulate(model: "Network | Graph", data, acc, storage=None, *, labels=None, keep: bool = False,
             batch_size: int = DEFAULT_BATCH, precision: int = 113) -> Emulation:
     """Run ``model`` on ``data`` (an (N, n) array for an MLP or single-input graph, a
@@ -128,23 +166,19 @@ def emulate(model: "Network | Graph", data, acc, storage=None, *, labels=None, k
     feeds = graph.check_feeds(model_feeds(model, graph, data))
     n = next(iter(feeds.values())).shape[0]
     task = model_task(model, labels)
-    errors = {name: _Errors() for name in graph.outputs}
-    scores = TaskScores(task, model.meta.get("classes"))
-    overflow, kept = 0, {}
     scored = logits if task == "classification" else output
-    starts = range(0, n, batch_size)
+    job = _EmulationJob(graph, plan, st, precision, keep, logits, scored, task, model.meta.get("classes"))
     spec = plan.default.spec if plan.default is not None and not (plan.by_op or plan.by_pattern) else "plan"
-    for start in progress(starts, desc=f"emulate {spec}", total=len(starts)):
-        batch = {k: v[start:start + batch_size] for k, v in feeds.items()}
-        run = forward(graph, batch, plan, st, keep=True if keep else [logits])
-        ref = exact_values(forward(graph, batch, f"exact:{precision}", st, keep=[logits]))
-        overflow += sum(int(np.count_nonzero(m)) for m in run.overflow.values())
-        for name in graph.outputs:
-            errors[name].add(np.asarray(run.outputs[name]), ref[name].value)
-        if keep:
-            for name, value in run.values.items():
-                kept.setdefault(name, []).append(np.asarray(value))
-        scores.add(np.asarray(run.values[scored] if scored in run.values else run.outputs[scored]), ref[scored].value)
+    items = [(start, {k: v[start:start + batch_size] for k, v in feeds.items()}) for start in range(0, n, batch_size)]
+    parts = run_tasks(_emulate_batch, job, items, desc=f"emulate {spec}")
+    errors, scores, overflow, kept = parts[0]
+    for later in parts[1:]:
+        for name, e in errors.items():
+            e.merge(later[0][name])
+        scores.merge(later[1])
+        overflow += later[2]
+        for name, values in later[3].items():
+            kept[name].extend(values)
     metrics = scores.metrics(labels)
     describe = model.architecture if isinstance(model, Network) else model.meta.get("architecture", repr(model))
     return Emulation(

@@ -33,7 +33,7 @@ from .graph_policy import (GraphMixedRun, SitePasses, guided_ranked_graph, lamp_
                            recompute_graph, uniform_graph)
 from .methods import LOCAL_ORACLE, RANDOM
 from .criteria import PolicyError, check_tau, get_criterion
-from .progress import progress
+from .distributed import run_tasks
 
 __all__ = ["GraphRunSummary", "GraphSweep", "graph_sweep", "graph_sweep_record", "graph_metrics"]
 
@@ -137,6 +137,35 @@ def _summary(run: GraphMixedRun, exact: dict, task: str, labels, classes) -> Gra
                            run.cost.relative, run)
 
 
+@dataclass(frozen=True)
+class _GraphSweepJob:
+    """What every configuration of a graph sweep shares (scattered once to a cluster)."""
+
+    graph: Graph
+    feeds: dict
+    low: object
+    high: object
+    common: dict
+    options: dict
+    matched: list
+    ranked_by: "str | None"
+
+
+def _configuration_runs(job: _GraphSweepJob, configuration: tuple) -> list:
+    """The runs of one (kind, criterion, tau): the guided or LAMP run, its matched
+    baselines, and after a LAMP run the guided ranking at its budget."""
+    kind, crit, tau = configuration
+    graph, feeds, common = job.graph, job.feeds, job.common
+    if kind == "guided":
+        like = recompute_graph(graph, feeds, job.low, job.high, tau, crit, **common)
+    else:
+        like = lamp_graph(graph, feeds, job.low, job.high, tau, crit, **common)
+    runs = [like, *(b.run(graph, feeds, like, job.options, common) for b in job.matched)]
+    if kind == "lamp" and job.ranked_by is not None:
+        runs.append(guided_ranked_graph(graph, feeds, like, job.ranked_by, **common))
+    return runs
+
+
 def graph_sweep(graph: Graph, data, low, high, taus: Sequence[float], criteria: Sequence[str] = ("kappa",), *,
                 labels=None, storage=None, cost="bits", seed: int = 0, local_oracle_error: str = "relative",
                 lamp: Sequence[str] = tuple(lamp_form_names()), lamp_taus: "Sequence[float] | None" = None,
@@ -168,15 +197,9 @@ def graph_sweep(graph: Graph, data, low, high, taus: Sequence[float], criteria: 
     attention = any(s.attention for s in consumers.sites.values())
     jobs = [("guided", c, t) for c in crits for t in taus]
     jobs += [("lamp", f, t) for f in (forms if attention else []) for t in lamp_taus]
-    for kind, crit, tau in progress(jobs, desc="recompute sweep"):
-        if kind == "guided":
-            like = recompute_graph(graph, feeds, low, high, tau, crit, **common)
-        else:
-            like = lamp_graph(graph, feeds, low, high, tau, crit, **common)
-        runs.append(like)
-        runs.extend(b.run(graph, feeds, like, options, common) for b in matched)
-        if kind == "lamp" and crits:
-            runs.append(guided_ranked_graph(graph, feeds, like, crits[0], **common))
+    job = _GraphSweepJob(graph, feeds, low, high, common, options, matched, crits[0] if crits else None)
+    for found in run_tasks(_configuration_runs, job, jobs, desc="recompute sweep"):
+        runs.extend(found)
     summaries = tuple(_summary(r, exact, task, labels, classes) for r in runs)
     return GraphSweep(summaries, exact, model, task, consumers)
 

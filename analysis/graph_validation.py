@@ -24,7 +24,7 @@ from emulator.graph.exact import Exact, exact_values
 
 from .bounds import model_constant, parse_bound
 from .graph_bounds import NATIVE_SPEC, GlobalBounds
-from .progress import progress
+from .distributed import run_tasks
 from .sites import site_components
 from .summaries import Collector, ErrorSummary
 from .tasks import TaskScores, model_task
@@ -156,82 +156,139 @@ def _rows(a) -> np.ndarray:
     return a.reshape(a.shape[0], -1) if a.ndim else a.reshape(1, 1)
 
 
+@dataclass
+class _GraphJob:
+    """What every batch of :func:`validate_graph` shares (scattered once to a cluster)."""
+
+    graph: Graph
+    plan: AccumulationPlan
+    storage: object
+    spec: object
+    task: str
+    classes: object
+
+
+@dataclass
+class _GraphPart:
+    """One batch's share of :func:`validate_graph`: per site and tensor collectors (site
+    rows counted from the batch's first), their descriptions, the rows each site summed and
+    the task scores."""
+
+    local: dict = field(default_factory=dict)
+    glob: dict = field(default_factory=dict)
+    site_info: dict = field(default_factory=dict)
+    tensor_info: dict = field(default_factory=dict)
+    site_rows: dict = field(default_factory=dict)
+    scores: "TaskScores | None" = None
+
+    def merge(self, later: "_GraphPart") -> "_GraphPart":
+        """Fold in the part of the next batch, as if its samples had been added here."""
+        for name, c in later.local.items():
+            shift = self.site_rows.get(name, 0)
+            if name in self.local:
+                self.local[name].merge(c, shift)
+            else:
+                self.local[name] = c.shifted(shift)
+            self.site_rows[name] = shift + later.site_rows[name]
+        for name, c in later.glob.items():
+            if name in self.glob:
+                self.glob[name].merge(c)
+            else:
+                self.glob[name] = c
+        for name, info in later.site_info.items():
+            if name in self.site_info:
+                shape = self.site_info[name]["shape"]
+                self.site_info[name]["shape"] = (shape[0] + info["shape"][0], *shape[1:])
+            else:
+                self.site_info[name] = info
+        for name, info in later.tensor_info.items():
+            self.tensor_info.setdefault(name, info)
+        self.scores.merge(later.scores)
+        return self
+
+
+def _validate_graph_batch(job: _GraphJob, batch: tuple) -> _GraphPart:
+    """The four passes of one batch (offset, feeds) and its collectors (module docstring)."""
+    offset, chunk = batch
+    part = _GraphPart(scores=TaskScores(job.task, job.classes))
+    prepared, spec, scored = job.graph, job.spec, job.graph.outputs[0]
+    producers = prepared.producers()
+    emulated = Emulated(job.plan, job.storage, record=True, first_sample=offset)
+    run = run_graph(prepared, chunk, emulated, keep=True)
+    exact = exact_values(run_graph(prepared, chunk, Exact(), keep=True))
+    bounds = run_graph(prepared, chunk, GlobalBounds(run.values, emulated.records, spec), keep=True).values
+    predicted = run_graph(prepared, chunk, GlobalBounds(run.values, emulated.records, spec, first_order=True),
+                          keep=True).values
+    for record in emulated.records:
+        name = record.site.name
+        sc = site_components(record, spec) if record.acc is not None else None
+        if sc is None:
+            continue
+        if name not in part.local:
+            c = model_constant(record.acc or NATIVE_SPEC, sc.n, record.bias is not None, spec)
+            part.local[name] = Collector(c.failure, c.vacuous)
+            part.site_info[name] = {"op": record.site.op, "n": sc.n, "m": sc.y_hat.shape[1], "groups": sc.groups,
+                                    "spec": sc.spec, "constant": c,
+                                    "tensor": producers_output(producers, record.site.node),
+                                    "shape": (0, *record.y.shape[1:])}
+        shape = part.site_info[name]["shape"]
+        part.site_info[name]["shape"] = (shape[0] + record.y.shape[0], *shape[1:])
+        rows = part.site_rows.get(name, 0)
+        part.local[name].add(rows, sc.y_hat, sc.exact, sc.radius, sc.bound, sc.predicted, sc.covered, sc.capped)
+        part.site_rows[name] = rows + sc.y_hat.shape[0]
+    for node in prepared.nodes:
+        for name in node.outputs:
+            value = run.values.get(name)
+            if not name or value is None or not isinstance(value, np.ndarray) or value.dtype != np.float64:
+                continue
+            if name not in exact or name not in bounds:
+                continue
+            computed, reference = _rows(value), exact[name]
+            bound_ball = bounds[name]
+            radius = _rows(bound_ball.rad if bound_ball.rad is not None else np.zeros(value.shape))
+            pred = _rows(predicted[name].rad if predicted[name].rad is not None else np.zeros(value.shape))
+            with np.errstate(divide="ignore", invalid="ignore"):
+                pred_rel = np.where(pred == 0, 0.0, pred / np.abs(computed))
+            covered = np.isfinite(computed)
+            if name not in part.glob:
+                part.glob[name] = Collector(0.0, False)
+                part.tensor_info[name] = {"op": node.op, "shape": tuple(value.shape[1:])}
+            part.glob[name].add(offset, computed, _rows(reference.value), _rows(reference.radius), radius, pred_rel,
+                                covered, np.zeros(covered.shape, dtype=bool))
+    part.scores.add(np.asarray(run.values[scored]), exact[scored].value)
+    return part
+
+
 def validate_graph(graph: Graph, data, acc, bound="deterministic", storage=None, *, labels=None,
                    batch_size: int = GRAPH_BATCH, data_name: "str | None" = None) -> GraphValidation:
     """Validate ``graph`` on ``data`` (named inputs: a dict or Dataset) under ``acc`` (a spec
-    or an accumulation plan) against the exact pass (see the module docstring)."""
+    or an accumulation plan) against the exact pass (see the module docstring). Batches are
+    tasks of the current executor (``analysis.distributed``), folded in order."""
     plan = AccumulationPlan(acc)
     spec = parse_bound(bound)
     feeds = data.feeds([t.name for t in graph.inputs]) if hasattr(data, "feeds") else data
     prepared, feeds, st = prepare(graph, feeds, storage)
     task = model_task(graph, labels)
-    scores = TaskScores(task, graph.meta.get("classes"))
-    scored = graph.outputs[0]
-    producers = graph.producers()
-    local: dict[str, Collector] = {}
-    glob: dict[str, Collector] = {}
-    site_info: dict[str, dict] = {}
-    tensor_info: dict[str, dict] = {}
-    offset, site_rows = 0, {}
-    chunks = list(batches(graph, feeds, batch_size))
-    for chunk in progress(chunks, desc="validate graph", total=len(chunks)):
-        emulated = Emulated(plan, st, record=True)
-        run = run_graph(prepared, chunk, emulated, keep=True)
-        exact = exact_values(run_graph(prepared, chunk, Exact(), keep=True))
-        bounds = run_graph(prepared, chunk, GlobalBounds(run.values, emulated.records, spec), keep=True).values
-        predicted = run_graph(prepared, chunk, GlobalBounds(run.values, emulated.records, spec, first_order=True),
-                              keep=True).values
-        tensor_of = {}
-        for record in emulated.records:
-            name = record.site.name
-            tensor_of[name] = producers_output(producers, record.site.node)
-            sc = site_components(record, spec) if record.acc is not None else None
-            if sc is None:
-                continue
-            rows = sc.y_hat.shape[0]
-            if name not in local:
-                c = model_constant(record.acc or NATIVE_SPEC, sc.n, record.bias is not None, spec)
-                local[name] = Collector(c.failure, c.vacuous)
-                site_info[name] = {"op": record.site.op, "n": sc.n, "m": sc.y_hat.shape[1], "groups": sc.groups,
-                                   "spec": sc.spec, "constant": c, "tensor": tensor_of[name],
-                                   "shape": (0, *record.y.shape[1:])}
-            shape = site_info[name]["shape"]
-            site_info[name]["shape"] = (shape[0] + record.y.shape[0], *shape[1:])
-            local[name].add(site_rows.get(name, 0), sc.y_hat, sc.exact, sc.radius, sc.bound, sc.predicted, sc.covered,
-                            sc.capped)
-            site_rows[name] = site_rows.get(name, 0) + rows
-        for node in prepared.nodes:
-            for name in node.outputs:
-                value = run.values.get(name)
-                if not name or value is None or not isinstance(value, np.ndarray) or value.dtype != np.float64:
-                    continue
-                if name not in exact or name not in bounds:
-                    continue
-                computed, reference = _rows(value), exact[name]
-                bound_ball = bounds[name]
-                radius = _rows(bound_ball.rad if bound_ball.rad is not None else np.zeros(value.shape))
-                pred = _rows(predicted[name].rad if predicted[name].rad is not None else np.zeros(value.shape))
-                with np.errstate(divide="ignore", invalid="ignore"):
-                    pred_rel = np.where(pred == 0, 0.0, pred / np.abs(computed))
-                covered = np.isfinite(computed)
-                if name not in glob:
-                    glob[name] = Collector(0.0, False)
-                    tensor_info[name] = {"op": node.op, "shape": tuple(value.shape[1:])}
-                glob[name].add(offset, computed, _rows(reference.value), _rows(reference.radius), radius, pred_rel,
-                               covered, np.zeros(covered.shape, dtype=bool))
-        scores.add(np.asarray(run.values[scored]), exact[scored].value)
+    job = _GraphJob(prepared, plan, st, spec, task, graph.meta.get("classes"))
+    items, offset = [], 0
+    for chunk in batches(graph, feeds, batch_size):
+        items.append((offset, chunk))
         offset += next(iter(chunk.values())).shape[0]
-    tensors = [TensorSummary(name, info["op"], info["shape"], _with_vacuous(glob[name].summary()))
-               for name, info in tensor_info.items()]
+    parts = run_tasks(_validate_graph_batch, job, items, desc="validate graph")
+    whole = parts[0] if parts else _GraphPart(scores=TaskScores(task, job.classes))
+    for later in parts[1:]:
+        whole.merge(later)
+    tensors = [TensorSummary(name, info["op"], info["shape"], _with_vacuous(whole.glob[name].summary()))
+               for name, info in whole.tensor_info.items()]
     by_tensor = {t.name: t.global_ for t in tensors}
     sites = [SiteSummary(k, name, info["op"], info["tensor"], info["n"], info["m"], info["groups"], info["shape"],
-                         info["spec"], info["constant"], local[name].summary(),
+                         info["spec"], info["constant"], whole.local[name].summary(),
                          by_tensor.get(info["tensor"]) or Collector(0.0, False).summary())
-             for k, (name, info) in enumerate(site_info.items())]
+             for k, (name, info) in enumerate(whole.site_info.items())]
     return GraphValidation(
         model=graph.name, samples=offset, accumulation=plan_description(plan), storage=st.spec if st else None,
         bound=spec.spec, bound_assumption=spec.assumption, task=task, sites=sites, tensors=tensors,
-        metrics=scores.metrics(labels), data=data_name,
+        metrics=whole.scores.metrics(labels), data=data_name,
     )
 
 

@@ -54,6 +54,10 @@ class Passes:
         self._budget = int(cache_bytes)
         self._held = 0
 
+    def __getstate__(self) -> dict:
+        """A copy sent to another process (a cluster's worker) starts with an empty cache."""
+        return {**self.__dict__, "_cache": OrderedDict(), "_held": 0}
+
     def _cached(self, key, compute: Callable[[], tuple]):
         if key in self._cache:
             self._cache.move_to_end(key)

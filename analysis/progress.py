@@ -7,7 +7,7 @@ from typing import Iterable, TypeVar
 
 T = TypeVar("T")
 
-__all__ = ["progress", "set_quiet"]
+__all__ = ["progress", "progress_bar", "set_quiet"]
 
 _QUIET = False
 
@@ -24,3 +24,21 @@ def progress(iterable: Iterable[T], desc: str = "", total: int | None = None) ->
     from tqdm import tqdm
 
     return tqdm(iterable, desc=desc, total=total, file=sys.stderr, leave=False)
+
+
+class _NoBar:
+    def update(self, n: int = 1) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def progress_bar(total: int, desc: str = ""):
+    """A bar advanced by hand (``update(n)``, ``close()``) over ``total`` finished tasks:
+    tqdm on stderr when that is a terminal, else one that shows nothing."""
+    if _QUIET or not sys.stderr.isatty():
+        return _NoBar()
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=desc, file=sys.stderr, leave=False)

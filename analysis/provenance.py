@@ -23,7 +23,10 @@ def package_versions(extra: tuple[str, ...] = ()) -> dict[str, str | None]:
 
 
 def provenance(config: dict, seed: int | None = None) -> dict:
-    """A JSON-ready record: the configuration, seed, versions, Python and platform."""
+    """A JSON-ready record: the configuration, seed, versions, Python and platform, and
+    the cluster that ran the tasks (None in-process)."""
+    from .distributed import cluster_record
+
     return {
         "config": config,
         "seed": seed,
@@ -31,5 +34,6 @@ def provenance(config: dict, seed: int | None = None) -> dict:
         "python": sys.version.split()[0],
         "platform": platform.platform(),
         "command": " ".join(sys.argv),
+        "cluster": cluster_record(),
         "created": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
     }

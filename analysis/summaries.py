@@ -138,6 +138,31 @@ class Collector:
             self.closest = {"sample": int(offset + rows[k]), "component": int(cols[k]), "measured": float(a[k]),
                             "bound": float(b[k]), "measured_over_bound": float(closeness[k])}
 
+    def merge(self, later: "Collector", shift: int = 0) -> "Collector":
+        """Fold in a collector of later samples, as if its batches had been added here after
+        this one's (the reduction of batches computed apart, docs/method.md#scale-out);
+        ``shift`` is added to the sample indices ``later`` recorded."""
+        later = later.shifted(shift)
+        for name in ("total", "uncovered", "violations", "extra_violations", "capped", "vacuous_components"):
+            setattr(self, name, getattr(self, name) + getattr(later, name))
+        self.max_abs = max(self.max_abs, later.max_abs)
+        for name in ("rel", "pred", "tight", "bound"):
+            getattr(self, name).extend(getattr(later, name))
+        if later.worst_rel is not None and (self.worst_rel is None or later.max_rel > self.max_rel):
+            self.max_rel, self.worst_rel = later.max_rel, later.worst_rel
+        if later.closest is not None and (
+                self.closest is None or later.closest["measured_over_bound"] > self.closest["measured_over_bound"]):
+            self.closest = later.closest
+        return self
+
+    def shifted(self, shift: int) -> "Collector":
+        """This collector with ``shift`` added to the sample indices it recorded."""
+        if shift:
+            for record in (self.worst_rel, self.closest):
+                if record is not None:
+                    record["sample"] += shift
+        return self
+
     def summary(self, extra_key: "str | None" = None) -> ErrorSummary:
         cat = (lambda parts: np.concatenate(parts) if parts else np.empty(0))
         rel, pred, tight, bound = cat(self.rel), cat(self.pred), cat(self.tight), cat(self.bound)

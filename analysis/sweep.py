@@ -29,8 +29,8 @@ from .mixed import MixedRun, Passes
 from .baselines import MATCHED_BASELINES, uniform_high, uniform_low
 from .cost import get_cost_model
 from .methods import LOCAL_ORACLE, MULTI_LEVEL, RANDOM
+from .distributed import run_tasks
 from .policy import PolicyError, get_criterion, recompute, recompute_multilevel, recompute_static
-from .progress import progress
 from .selection import rule_list
 
 __all__ = ["RunSummary", "Sweep", "sweep", "output_metrics", "MATCHED_BASELINES"]
@@ -117,6 +117,39 @@ def sweep_record(network: "Network | Graph", data, result: Sweep, *, low, high, 
     }
 
 
+@dataclass(frozen=True)
+class _SweepJob:
+    """What every (criterion, tau) of an MLP sweep shares (scattered once to a cluster)."""
+
+    network: Network
+    xs: np.ndarray
+    low: object
+    high: object
+    common: dict
+    options: dict
+    matched: list
+    x_calibration: object
+    levels: object
+
+
+def _configuration_runs(job: _SweepJob, configuration: tuple) -> list:
+    """The runs of one (criterion, selection rule): guided, its matched baselines, and for a
+    threshold rule the static and multi-level variants when asked."""
+    crit, rule = configuration
+    network, xs, low, high, common = job.network, job.xs, job.low, job.high, job.common
+    tau = rule.tau
+    guided = recompute(network, xs, low, high, tau, crit, budget=rule.budget, target_error=rule.target,
+                       granularity=rule.granularity, tile=rule.tile, **common)
+    runs = [guided, *(b.run(network, xs, guided, job.options, common) for b in job.matched)]
+    if tau is None:
+        return runs
+    if job.x_calibration is not None:
+        runs.append(recompute_static(network, job.x_calibration, xs, low, high, tau, crit, **common))
+    if job.levels is not None:
+        runs.append(recompute_multilevel(network, xs, job.levels, tau, crit, **common))
+    return runs
+
+
 def sweep(network: "Network | Graph", x, low, high, taus: Sequence[float], criteria: Sequence[str] = ("kappa",), *,
           labels=None, storage=None, cost="bits", seed: int = 0, local_oracle_error: str = "relative",
           levels: "Sequence | None" = None, x_calibration=None, baselines: Sequence[str] = (RANDOM, LOCAL_ORACLE),
@@ -158,18 +191,8 @@ def sweep(network: "Network | Graph", x, low, high, taus: Sequence[float], crite
     passes = Passes()
     common = dict(storage=storage, cost=model, passes=passes)
     runs = [uniform_low(network, xs, low, high, **common), uniform_high(network, xs, low, high, **common)]
-    jobs = [(c, r) for c in crits for r in rules]
-    for crit, rule in progress(jobs, desc="recompute sweep"):
-        tau = rule.tau
-        guided = recompute(network, xs, low, high, tau, crit, budget=rule.budget, target_error=rule.target,
-                           granularity=rule.granularity, tile=rule.tile, **common)
-        runs.append(guided)
-        options = {"seed": seed, "local_oracle_error": local_oracle_error, "precision": precision}
-        runs.extend(b.run(network, xs, guided, options, common) for b in matched)
-        if tau is None:
-            continue
-        if x_calibration is not None:
-            runs.append(recompute_static(network, x_calibration, xs, low, high, tau, crit, **common))
-        if levels is not None:
-            runs.append(recompute_multilevel(network, xs, levels, tau, crit, **common))
+    options = {"seed": seed, "local_oracle_error": local_oracle_error, "precision": precision}
+    job = _SweepJob(network, xs, low, high, common, options, matched, x_calibration, levels)
+    for found in run_tasks(_configuration_runs, job, [(c, r) for c in crits for r in rules], desc="recompute sweep"):
+        runs.extend(found)
     return Sweep(tuple(summarise(r, exact, exact_logits, labels, classes) for r in runs), exact, model.name)

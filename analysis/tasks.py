@@ -51,6 +51,12 @@ class TaskScores:
             self.emb.append(z)
             self.emb_exact.append(ze)
 
+    def merge(self, later: "TaskScores") -> "TaskScores":
+        """Fold in the scores of later batches."""
+        for name in ("got", "want", "kl", "emb", "emb_exact"):
+            getattr(self, name).extend(getattr(later, name))
+        return self
+
     def metrics(self, labels=None) -> dict:
         if self.task == "classification":
             got, want, kl = np.concatenate(self.got), np.concatenate(self.want), np.concatenate(self.kl)

@@ -32,10 +32,11 @@ import numpy as np
 from emulator.accumulation import parse_accumulation
 from emulator.errors import DataError
 from emulator.metrics import accuracy, flip_rate, flipped, predicted_class, ratio
+from emulator.reference import exact_forward
 
 from .bounds import ModelConstant, global_bound, local_bound, model_constant, parse_bound
 from .conditioning import absolute_sums, activation_derivative
-from .progress import progress
+from .distributed import run_tasks
 from .summaries import Collector, ErrorSummary, certain_lower, rank_correlation
 
 __all__ = ["validate", "Validation", "LayerValidation", "ErrorSummary", "layer_components", "rank_correlation",
@@ -187,6 +188,38 @@ def layer_components(rounded, run, ref, accumulation, spec, storage, precision: 
         x_hat, input_bound, predicted_in = z_hat, np.where(g_covered, g.out, np.inf), predicted_abs
 
 
+@dataclass
+class _ValidationJob:
+    """What every batch of :func:`validate` shares (scattered once to a cluster's workers)."""
+
+    net: object
+    rounded: object
+    accumulation: object
+    spec: object
+    storage: object
+    precision: int
+    constants: list
+    failures: list
+
+
+def _validate_batch(job: _ValidationJob, batch: tuple) -> tuple:
+    """(local and global collectors per layer, computed and exact classes) of the batch
+    (start, x) whose first sample is sample ``start`` of the data."""
+    start, xb = batch
+    vacuous = [c.vacuous for c in job.constants]
+    local = [Collector(f[0], v) for f, v in zip(job.failures, vacuous)]
+    glob = [Collector(f[1], any(vacuous[:k + 1])) for k, f in enumerate(job.failures)]
+    run = job.net.forward(xb, acc=job.accumulation, storage=job.storage, return_all=True, first_sample=start)
+    ref = exact_forward(job.rounded, run.input, job.precision)
+    for k, lb in enumerate(layer_components(job.rounded, run, ref, job.accumulation, job.spec, job.storage,
+                                            job.precision, job.constants)):
+        local[k].add(start, lb.y_hat, lb.pre, lb.pre_radius, lb.local_bound, lb.local_predicted, lb.covered,
+                     lb.local_capped)
+        glob[k].add(start, lb.z_hat, ref.outputs[k], ref.out_radius[k], lb.global_bound, lb.global_predicted,
+                    lb.global_covered, lb.global_capped, extra_violation=lb.pre_violation)
+    return local, glob, predicted_class(run.preactivations[-1]), predicted_class(ref.preactivations[-1])
+
+
 def validate(network, x, acc, bound="deterministic", storage=None, *, labels=None, batch_size: int = DEFAULT_BATCH,
              precision: int = 113, data_name: "str | None" = None) -> Validation:
     """Measure every layer's local and global errors of ``network`` on inputs ``x``
@@ -198,11 +231,11 @@ def validate(network, x, acc, bound="deterministic", storage=None, *, labels=Non
     ``storage`` (a format, ``FMT:saturate`` or None) rounds weights, biases, the input
     and every layer output, as ``Network.forward`` does; the reference uses the same
     rounded weights and input. ``labels`` (N,) adds accuracies. Samples are processed in
-    batches of ``batch_size``.
+    batches of ``batch_size``, each a task of the current executor
+    (``analysis.distributed``), folded in sample order (docs/method.md#scale-out).
     """
     from emulator.modelio import load_model
     from emulator.storage import parse_storage
-    from emulator.reference import exact_forward
 
     from emulator.graph import Graph
 
@@ -227,25 +260,18 @@ def validate(network, x, acc, bound="deterministic", storage=None, *, labels=Non
     for layer, c in zip(rounded.layers, constants):
         failures.append((c.failure, min(1.0, upstream + c.failure)))
         upstream += layer.n_outputs * c.failure
-    vacuous = [c.vacuous for c in constants]
-    local = [Collector(f[0], v) for f, v in zip(failures, vacuous)]
-    glob = [Collector(f[1], any(vacuous[:k + 1])) for k, f in enumerate(failures)]
-    classes = net.meta.get("classes")
-    got, want = [], []
+    job = _ValidationJob(net, rounded, accumulation, spec, st, precision, constants, failures)
     starts = range(0, xs.shape[0], batch_size)
-    for start in progress(starts, desc=f"validate {accumulation.spec}", total=len(starts)):
-        xb = xs[start:start + batch_size]
-        run = net.forward(xb, acc=accumulation, storage=st, return_all=True)
-        ref = exact_forward(rounded, run.input, precision)
-        for k, lb in enumerate(layer_components(rounded, run, ref, accumulation, spec, st, precision, constants)):
-            local[k].add(start, lb.y_hat, lb.pre, lb.pre_radius, lb.local_bound, lb.local_predicted, lb.covered,
-                         lb.local_capped)
-            glob[k].add(start, lb.z_hat, ref.outputs[k], ref.out_radius[k], lb.global_bound, lb.global_predicted,
-                        lb.global_covered, lb.global_capped, extra_violation=lb.pre_violation)
-        got.append(predicted_class(run.preactivations[-1]))
-        want.append(predicted_class(ref.preactivations[-1]))
+    parts = run_tasks(_validate_batch, job, [(start, xs[start:start + batch_size]) for start in starts],
+                      desc=f"validate {accumulation.spec}")
+    local, glob = parts[0][0], parts[0][1]
+    for later in parts[1:]:
+        for collectors, more in zip((local, glob), later[:2]):
+            for c, m in zip(collectors, more):
+                c.merge(m)
+    got, want = np.concatenate([p[2] for p in parts]), np.concatenate([p[3] for p in parts])
+    classes = net.meta.get("classes")
     n = xs.shape[0]
-    got, want = np.concatenate(got), np.concatenate(want)
     flips = flipped(got, want)
     layers = [
         LayerValidation(k, l.n_inputs, l.n_outputs, l.activation.name, c, local[k].summary(),

@@ -59,7 +59,7 @@ MAX_INPUTS = 1 << K.MAX_TERMS_LOG2
 _MASK64 = (1 << 64) - 1
 
 
-def linear(x, W, b=None, acc: "str | Accumulation" = "fp16", *, return_overflow: bool = False):
+def linear(x, W, b=None, acc: "str | Accumulation" = "fp16", *, return_overflow: bool = False, first_row: int = 0):
     """Emulated W x + b under the accumulation model ``acc`` (a spec string such as
     ``"fp16"``, ``"bf16:pairwise"``, ``"fp16:promote:128:fp32"``, or an
     :class:`~emulator.accumulation.Accumulation`; see the module docstring).
@@ -73,6 +73,8 @@ def linear(x, W, b=None, acc: "str | Accumulation" = "fp16", *, return_overflow:
         rounded (nearest) float64 of the exact W x + b (``emulator.reference``).
     return_overflow : also return a bool mask, True where a partial sum overflowed
         (or saturated) or the result is not finite.
+    first_row : the global index of x's first row, the row that keys stochastic rounding
+        bits (rows of one data set split into batches draw the bits of the whole).
 
     Returns
     -------
@@ -87,7 +89,7 @@ def linear(x, W, b=None, acc: "str | Accumulation" = "fp16", *, return_overflow:
         y = np.asarray(exact_linear(xs, w, bias, a.precision), dtype=np.float64).reshape(xs.shape[0], w.shape[0])
         ovf = ~np.isfinite(y)
     else:
-        y, ovf = _emulate(xs, w, bias, a)
+        y, ovf = _emulate(xs, w, bias, a, _first_row(first_row))
     if single:
         y, ovf = y[0], ovf[0]
     return (y, ovf) if return_overflow else y
@@ -148,7 +150,13 @@ def _seed_key(a: Accumulation) -> int:
     return _mix64((a.seed or 0) & _MASK64)
 
 
-def _emulate(x: np.ndarray, w: np.ndarray, bias, a: Accumulation):
+def _first_row(first_row) -> int:
+    if isinstance(first_row, bool) or not isinstance(first_row, (int, np.integer)) or first_row < 0:
+        raise DataError(f"first_row == {first_row!r}, must be a non-negative integer.")
+    return int(first_row)
+
+
+def _emulate(x: np.ndarray, w: np.ndarray, bias, a: Accumulation, first_row: int = 0):
     if a.hardware is not None:
         return emulate_blockfma(x, w, bias, a, _in_threads)
     nsamp, m = x.shape[0], w.shape[0]
@@ -177,11 +185,12 @@ def _emulate(x: np.ndarray, w: np.ndarray, bias, a: Accumulation):
                                           max(a.block, 1), a.order != "recursive", seedkey)
 
     def run(r0: int, r1: int) -> None:
-        kernel(np.ascontiguousarray(x[r0:r1]), wt, *args, r0, GROUP, y[r0:r1], ovf[r0:r1], dead[r0:r1])
+        kernel(np.ascontiguousarray(x[r0:r1]), wt, *args, first_row + r0, GROUP, y[r0:r1], ovf[r0:r1], dead[r0:r1])
 
     _in_threads(run, nsamp)
     for r, i in zip(*np.nonzero(dead)):
-        y[r, i], ovf[r, i] = _component_slow(x[r], w[i], None if bias is None else bias[i], a, int(r), int(i))
+        y[r, i], ovf[r, i] = _component_slow(x[r], w[i], None if bias is None else bias[i], a, first_row + int(r),
+                                             int(i))
     ovf |= ~np.isfinite(y)
     return y, ovf
 
@@ -323,7 +332,7 @@ def _component_slow(x: np.ndarray, w: np.ndarray, bias, a: Accumulation, row: in
     return y, overflowed or not math.isfinite(y)
 
 
-def linear_slow(x, W, b=None, acc: "str | Accumulation" = "fp16"):
+def linear_slow(x, W, b=None, acc: "str | Accumulation" = "fp16", *, first_row: int = 0):
     """The exact twin of :func:`linear` (same arguments, returns (y, overflow mask)):
     every rounding computed from the exact rational value, one component at a time.
     For small cases and for components the fast kernels cannot hold."""
@@ -335,5 +344,6 @@ def linear_slow(x, W, b=None, acc: "str | Accumulation" = "fp16"):
     ovf = np.zeros(y.shape, dtype=np.bool_)
     for r in range(xs.shape[0]):
         for i in range(w.shape[0]):
-            y[r, i], ovf[r, i] = _component_slow(xs[r], w[i], None if bias is None else bias[i], a, r, i)
+            y[r, i], ovf[r, i] = _component_slow(xs[r], w[i], None if bias is None else bias[i], a,
+                                                 _first_row(first_row) + r, i)
     return (y[0], ovf[0]) if single else (y, ovf)

@@ -64,6 +64,10 @@ class Layer:
     def __setattr__(self, name, value):
         raise AttributeError("Layer is immutable; build a new one")
 
+    def __reduce__(self):
+        """Pickled as its arrays and activation name (a copy for another process)."""
+        return Layer, (self.weight, self.bias, self.activation.name)
+
     @property
     def n_inputs(self) -> int:
         return self.weight.shape[1]
@@ -205,14 +209,15 @@ class Network:
             return {f"layer{k}": a for k, a in enumerate(acc)}
         return None if acc is None else parse_accumulation(acc)
 
-    def forward(self, x, acc=None, storage=None, return_all: bool = False):
+    def forward(self, x, acc=None, storage=None, return_all: bool = False, first_sample: int = 0):
         """The forward pass z_L = sigma_L(W_L ... sigma_1(W_1 x + b_1) ... + b_L), run by
         the graph engine (``emulator.graph.engine``) on :attr:`graph`.
 
         ``acc``: None (native float64), an accumulation spec or row (``"exact"`` runs the
         reference), or a list with one per layer (an ``exact`` entry gives the correctly
         rounded W x̂ + b at that layer's computed input). ``storage``: see the module
-        docstring. Returns z_L with the shape of ``x`` ((N, m) or (m,)), or with
+        docstring. ``first_sample``: the global index of x's first row (stochastic rounding
+        keys its bits by it, so a batch draws the bits of its rows in the whole data). Returns z_L with the shape of ``x`` ((N, m) or (m,)), or with
         ``return_all`` a :class:`ForwardResult` of every layer.
         """
         from .graph.convert import layer_tensors
@@ -226,7 +231,7 @@ class Network:
             overflow = [~np.isfinite(y) for y in pre]
         else:
             names = [layer_tensors(k) for k in range(len(net))]
-            run = run_graph(net.graph, {"x": xs}, make_arithmetic(plan, st), keep=[t for pair in names for t in pair])
+            run = run_graph(net.graph, {"x": xs}, make_arithmetic(plan, st, first_sample=first_sample), keep=[t for pair in names for t in pair])
             pre = [run.values[p] for p, _ in names]
             out = [run.values[o] for _, o in names]
             overflow = [run.overflow.get(f"layer{k}", ~np.isfinite(y)) for k, y in enumerate(pre)]

@@ -14,7 +14,7 @@ from typing import Callable
 
 __all__ = ["Measurement", "SECTIONS", "run_sections", "time_call"]
 
-SECTIONS = ("rounding", "accumulation", "activations", "reference", "graphs")
+SECTIONS = ("rounding", "accumulation", "activations", "reference", "graphs", "dask")
 
 
 @dataclass

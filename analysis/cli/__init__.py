@@ -13,11 +13,16 @@ import sys
 
 from emulator.errors import MixaccError
 
+from ..distributed import executor_for
 from ..progress import set_quiet
 
 __all__ = ["main", "COMMANDS"]
 
-COMMANDS = ("formats", "models", "emulate", "validate", "grid", "certify", "size", "recompute", "report", "demo", "bench")
+COMMANDS = ("formats", "models", "emulate", "validate", "grid", "certify", "size", "recompute", "report", "sweep", "demo",
+            "bench")
+
+# the long commands, which take --workers N / --scheduler ADDRESS (analysis.distributed)
+SCALE_OUT = ("emulate", "validate", "recompute", "report", "sweep", "certify")
 
 
 class _Parser(argparse.ArgumentParser):
@@ -35,15 +40,27 @@ def build_parser() -> argparse.ArgumentParser:
         p = sub.add_parser(name, help=module.HELP, description=module.HELP)
         p.add_argument("--quiet", action="store_true", default=argparse.SUPPRESS, help="no progress bars")
         module.add_arguments(p)
+        if name in SCALE_OUT:
+            add_cluster_arguments(p)
         p.set_defaults(_run=module.run)
     return parser
+
+
+def add_cluster_arguments(parser) -> None:
+    """--workers N / --scheduler ADDRESS: run the command's tasks on a Dask cluster."""
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument("--workers", type=int, metavar="N",
+                       help="run the tasks on a local Dask cluster of N processes (needs mixacc[dask])")
+    group.add_argument("--scheduler", metavar="ADDRESS",
+                       help="run the tasks on the Dask cluster at ADDRESS, e.g. tcp://host:8786 (needs mixacc[dask])")
 
 
 def main(argv: "list[str] | None" = None) -> int:
     args = build_parser().parse_args(argv)
     set_quiet(getattr(args, "quiet", False))
     try:
-        return int(args._run(args) or 0)
+        with executor_for(getattr(args, "workers", None), getattr(args, "scheduler", None)):
+            return int(args._run(args) or 0)
     except (MixaccError, FileNotFoundError, IsADirectoryError, PermissionError) as exc:
         message = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         if isinstance(exc, OSError) and exc.filename:

@@ -173,15 +173,16 @@ class Arithmetic:
         y[..., t, i] = sum_j x[..., t, j] w[..., i, j] + b_i."""
         x, w, bias, lead = _contraction_operands(site, x, w, bias, batched)
         acc = self.spec(site)
+        first = self.first_row(site, x.shape[0] * x.shape[1] if batched else x.shape[0])
         if batched:
             ys, ovfs = [], []
             for g in range(x.shape[0]):
-                y, ovf = self._sum(acc, x[g], w[g], bias)
+                y, ovf = self._sum(acc, x[g], w[g], bias, first + g * x.shape[1])
                 ys.append(y)
                 ovfs.append(ovf)
             y, ovf = np.stack(ys), np.stack(ovfs)
         else:
-            y, ovf = self._sum(acc, x, w, bias)
+            y, ovf = self._sum(acc, x, w, bias, first)
         if self.record:
             self.records.append(SiteRecord(site, acc, x, w, bias, y, ovf, batched))
         self.overflow[site.name] = ovf.reshape(*lead, ovf.shape[-1])
@@ -193,7 +194,13 @@ class Arithmetic:
         or G for promote; nearest for stochastic specs); float64 where the site has none."""
         return divide_in(self.spec(site), total, count)
 
-    def _sum(self, acc: "Accumulation | None", x: np.ndarray, w: np.ndarray, bias) -> tuple[np.ndarray, np.ndarray]:
+    def first_row(self, site: Site, rows: int) -> int:
+        """The global index of the first of a site's ``rows`` sum rows in this pass (0 but in
+        an arithmetic told where its batch starts)."""
+        return 0
+
+    def _sum(self, acc: "Accumulation | None", x: np.ndarray, w: np.ndarray, bias,
+             first_row: int = 0) -> tuple[np.ndarray, np.ndarray]:
         with np.errstate(over="ignore", invalid="ignore"):
             y = x @ w.T
             if bias is not None:
@@ -215,29 +222,47 @@ class Emulated(Arithmetic):
 
     name = "emulated"
 
-    def __init__(self, plan, storage=None, *, record: bool = False):
+    def __init__(self, plan, storage=None, *, record: bool = False, first_sample: int = 0):
         super().__init__(storage, record=record)
         self.plan = AccumulationPlan(plan)
+        self.first_sample = int(first_sample)
+        self.samples = 0
+
+    def begin(self, graph, values: dict) -> None:
+        super().begin(graph, values)
+        first = values.get(graph.inputs[0].name) if graph.inputs else None
+        self.samples = int(np.shape(first)[0]) if first is not None and np.ndim(first) else 0
 
     def spec(self, site: Site) -> "Accumulation | None":
         return self.plan.resolve(site)
 
-    def _sum(self, acc, x, w, bias):
+    def first_row(self, site: Site, rows: int) -> int:
+        """Stochastic rounding bits are keyed by the global row: sample s of the pass owns
+        rows s r .. s r + r - 1 of every site (r = rows / samples), so the bits a sample
+        draws do not depend on which batch it went through (docs/method.md#random-bits-of-stochastic-rounding)."""
+        if not self.first_sample:
+            return 0
+        if not self.samples or rows % self.samples:
+            raise ShapeError(f"Site {site.name!r}: {rows} rows do not split over the {self.samples} samples of "
+                             f"the batch, so its stochastic rounding cannot be keyed by sample.")
+        return self.first_sample * (rows // self.samples)
+
+    def _sum(self, acc, x, w, bias, first_row: int = 0):
         """Under ``acc`` by ``linear`` (an exact spec: the correctly rounded exact sum at
         the computed operands), float64 without one."""
         if acc is None:
             return super()._sum(acc, x, w, bias)
         from ..linear import linear
 
-        if w.shape[0] == 1 and x.shape[0] >= _TRANSPOSE_ROWS:
+        if w.shape[0] == 1 and x.shape[0] >= _TRANSPOSE_ROWS and acc.rounding.deterministic:
             # one sum per row (a reduction, a softmax denominator): the kernels vectorise
             # across components, so the rows go in as components; the products, their order
-            # and every deterministic rounding are the same (stochastic bits are keyed by
-            # the row as a component)
+            # and every deterministic rounding are the same (stochastic specs keep their rows,
+            # which key the random bits)
             b = None if bias is None else np.full(x.shape[0], bias[0])
             y, ovf = linear(w, x, b, acc, return_overflow=True)
             return np.asarray(y, dtype=np.float64).T, np.asarray(ovf, dtype=bool).T
-        y, ovf = linear(x, w, bias, acc, return_overflow=True)
+        y, ovf = linear(x, w, bias, acc, return_overflow=True, first_row=first_row)
         return np.asarray(y, dtype=np.float64), np.asarray(ovf, dtype=bool)
 
 

@@ -159,10 +159,11 @@ def run_graph(graph: Graph, feeds: Mapping[str, np.ndarray], arith: Arithmetic, 
     return GraphRun(outputs, kept, arith)
 
 
-def make_arithmetic(acc, storage=None, *, record: bool = False) -> Arithmetic:
+def make_arithmetic(acc, storage=None, *, record: bool = False, first_sample: int = 0) -> Arithmetic:
     """The arithmetic of ``acc``: None float64, ``"exact"`` (or ``exact:BITS``) the exact
     enclosures, an :class:`Arithmetic` itself (``Float32()``) as it is, anything else an
-    accumulation plan (one spec, or a mapping from operator types / site patterns to specs)."""
+    accumulation plan (one spec, or a mapping from operator types / site patterns to specs)
+    whose batch starts at sample ``first_sample`` of the data (the key of stochastic bits)."""
     from .arithmetic import AccumulationPlan, Emulated, Native
 
     if isinstance(acc, Arithmetic):
@@ -174,11 +175,11 @@ def make_arithmetic(acc, storage=None, *, record: bool = False) -> Arithmetic:
         from .exact import Exact
 
         return Exact(precision=plan.default.precision)
-    return Emulated(plan, storage, record=record)
+    return Emulated(plan, storage, record=record, first_sample=first_sample)
 
 
 def forward(graph: Graph, feeds: Mapping[str, np.ndarray], acc=None, storage=None, *, keep: "Sequence[str] | bool" = (),
-            batch_size: "int | None" = None) -> GraphRun:
+            batch_size: "int | None" = None, first_sample: int = 0) -> GraphRun:
     """The forward pass of ``graph`` on ``feeds`` (its data inputs by name, batch first)
     under ``acc`` (see :func:`make_arithmetic`) with the storage format ``storage``.
 
@@ -186,11 +187,14 @@ def forward(graph: Graph, feeds: Mapping[str, np.ndarray], acc=None, storage=Non
     exact pass uses the same rounded values and never rounds again). Samples go through
     in batches of ``batch_size`` (all at once by default; one at a time for a graph
     exported with a fixed batch of 1); outputs, kept tensors and overflow masks are
-    joined along the batch."""
+    joined along the batch. ``first_sample``: the index of the first sample in the data the
+    feeds are taken from (stochastic rounding draws the bits of the global sample index)."""
     prepared, data, st = prepare(graph, feeds, storage)
     runs, masks = [], []
+    start = first_sample
     for chunk in batches(graph, data, batch_size):
-        arith = make_arithmetic(acc, None if _is_exact(acc) else st, record=False)
+        arith = make_arithmetic(acc, None if _is_exact(acc) else st, record=False, first_sample=start)
+        start += next(iter(chunk.values())).shape[0]
         runs.append(run_graph(prepared, chunk, arith, keep=keep))
         masks.append(dict(arith.overflow))  # an arithmetic given as ``acc`` serves every batch
     return runs[0] if len(runs) == 1 else _join(runs, masks)
