@@ -26,6 +26,7 @@ import numpy as np
 
 from emulator.graph import AccumulationPlan, Graph, forward
 from emulator.graph.convert import layer_tensors
+from emulator.graph.ball import ExactValue
 from emulator.graph.exact import exact_values
 from emulator.metrics import relative_error
 from emulator.network import Network
@@ -48,24 +49,36 @@ def _roles(model: "Network | Graph") -> tuple[Graph, str, str]:
 
 @dataclass
 class _Errors:
+    """Errors of one output against the exact pass, and how well that pass pins the exact
+    values down: ``uncertified`` counts components whose reference value is not certainly
+    the correctly rounded exact one, ``max_radius`` is the largest certified radius."""
+
     abs: list = field(default_factory=list)
     rel: list = field(default_factory=list)
+    uncertified: int = 0
+    max_radius: float = 0.0
 
-    def add(self, computed: np.ndarray, exact: np.ndarray) -> None:
+    def add(self, computed: np.ndarray, exact: ExactValue) -> None:
         with np.errstate(invalid="ignore"):
-            self.abs.append(np.where(computed == exact, 0.0, np.abs(computed - exact)).ravel())
-        self.rel.append(relative_error(computed, exact).ravel())
+            self.abs.append(np.where(computed == exact.value, 0.0, np.abs(computed - exact.value)).ravel())
+        self.rel.append(relative_error(computed, exact.value).ravel())
+        self.uncertified += int(np.count_nonzero(~exact.rounded))
+        if exact.radius.size:
+            self.max_radius = max(self.max_radius, float(np.max(exact.radius)))
 
     def merge(self, later: "_Errors") -> "_Errors":
         self.abs.extend(later.abs)
         self.rel.extend(later.rel)
+        self.uncertified += later.uncertified
+        self.max_radius = max(self.max_radius, later.max_radius)
         return self
 
     def summary(self) -> dict:
         a = np.nan_to_num(np.concatenate(self.abs), nan=np.inf)
         r = np.concatenate(self.rel)
         return {"max_abs": float(np.max(a)), "max_rel": float(np.max(r)), "median_rel": float(np.median(r)),
-                "median_abs": float(np.median(a))}
+                "median_abs": float(np.median(a)), "reference_uncertified": self.uncertified,
+                "reference_max_radius": self.max_radius}
 
 
 class MetricsByName:
@@ -147,7 +160,7 @@ def _emulate_batch(job: _EmulationJob, batch: tuple) -> tuple:
     values = {k: v.value for k, v in exact_values(run).items()} if job.plan.is_exact else {**run.values, **run.outputs}
     errors = {name: _Errors() for name in graph.outputs}
     for name in graph.outputs:
-        errors[name].add(np.asarray(values[name]), ref[name].value)
+        errors[name].add(np.asarray(values[name]), ref[name])
     scores = TaskScores(job.task, job.classes)
     scores.add(np.asarray(values[job.scored]), ref[job.scored].value)
     kept = {name: [np.asarray(values[name])] for name in run.values} if job.keep else {}

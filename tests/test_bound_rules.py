@@ -418,12 +418,3 @@ def _validate_grid(model: str, samples: int, grid) -> int:
 
 def test_digits_transformer_bounds_are_finite_and_hold():
     assert _validate_grid("digits-transformer", 32, ["fp16", "fp8-e4m3fn:pairwise:products=fp8-e4m3fn"]) > 0
-
-
-MODEL_GRID = [_spec(f, o, p) for f, o, p in itertools.product(FORMATS, ORDERS, (False, True))]
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("model", ["digits-transformer", "digits-cnn"])
-def test_bundled_models_full_grid(model):
-    assert _validate_grid(model, 200, MODEL_GRID) > 0

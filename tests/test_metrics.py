@@ -110,3 +110,27 @@ def test_distribution_and_embedding_metrics():
     assert neighbour_flips(e, e).tolist() == [False, False, False]
     assert neighbour_flips(np.array([[1.0, 0.0], [0.0, 1.0], [0.1, 0.9]]), e).tolist() == [True, True, False]
     assert neighbour_flips(e[:1], e[:1]).tolist() == [False]
+
+
+def test_emulate_says_how_well_the_exact_pass_pins_the_outputs_down():
+    from analysis.emulation import _Errors
+    from emulator import load_data, load_model
+    from emulator.graph import forward
+    from emulator.graph.ball import ExactValue
+    from emulator.graph.exact import exact_values
+    from emulator.reference import exact_forward
+
+    model = load_model("digits-relu")
+    x = load_data("digits").x[:8]
+    out = emulate(model, x, "fp16").output_error
+    reference = exact_forward(model, x).outputs[-1]  # certified to 2^-60 relative
+    graph = model.graph
+    ball = exact_values(forward(graph, {graph.inputs[0].name: x}, "exact"))[graph.outputs[0]]
+    assert np.all(np.abs(ball.value - reference) <= ball.radius + 2.0**-59 * np.abs(reference))
+    assert out["reference_uncertified"] == int(np.count_nonzero(~ball.rounded)) <= reference.size
+    assert out["reference_max_radius"] == float(np.max(ball.radius)) < 1e-12
+    errors = _Errors()
+    errors.add(np.array([1.0, 2.0]), ExactValue(np.array([1.0, 2.5]), np.array([0.0, 0.25]), np.array([True, False])))
+    summary = errors.summary()
+    assert summary["reference_uncertified"] == 1 and summary["reference_max_radius"] == 0.25
+    assert summary["max_abs"] == 0.5

@@ -47,6 +47,10 @@ def run(args) -> int:
           f"accumulation {acc.spec}; storage {result.storage or 'none'}")
     print(f"{_metric_line(result)}; output error vs exact: max abs {e['max_abs']:.3e}, max rel {e['max_rel']:.3e}, "
           f"median rel {e['median_rel']:.3e}; overflowed components {result.overflow_components}")
+    if e["reference_uncertified"]:
+        print(f"warning: the exact pass pins {e['reference_uncertified']} output components down only to within "
+              f"{e['reference_max_radius']:.3g} (not certainly the correctly rounded exact value); errors and metrics "
+              f"there are measured against its nearest value")
     if args.save_outputs:
         arrays = result.tensors if args.all_tensors else _outputs(model, data, plan, storage)
         write_npz(args.save_outputs, arrays)
