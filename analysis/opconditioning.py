@@ -105,7 +105,7 @@ class _AbsoluteSums(Native):
     """The float64 arithmetic whose every accumulation site returns the absolute sums
     a_i = |b_i| + sum_j |w_ij| |x_j| of its operands (``absolute_sums``)."""
 
-    def _sum(self, acc, x, w, bias):
+    def _sum(self, acc, x, w, bias, first_row: int = 0):
         a = absolute_sums(x, w, bias)
         return a, ~np.isfinite(a)
 
