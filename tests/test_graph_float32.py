@@ -141,7 +141,7 @@ def test_constants_round_to_nearest_and_saturate():
     assert got[:4].tolist() == [big, -big, np.inf, -np.inf] and np.isnan(got[4])
     for value, rounded in zip([0.1, -2.0 ** -150, 2.0 ** -149 * 1.5], got[5:]):
         exact = Fraction(value)
-        neighbours = {Fraction(float(np.nextafter(rounded, d))) for d in (-np.inf, np.inf)}
+        neighbours = {Fraction(float(np.nextafter(rounded, np.float32(d)))) for d in (-np.inf, np.inf)}
         assert all(abs(Fraction(float(rounded)) - exact) <= abs(c - exact) for c in neighbours)
 
 
