@@ -39,7 +39,7 @@ def run(quick: bool) -> list[Measurement]:
 
     def seconds(activation: str) -> float:
         net = network(activation, sizes)
-        return time_call(lambda: validate(net, x, "fp16"), repeat=1)
+        return time_call(lambda: validate(net, x, "fp16"), repeat=5)
 
     relu = seconds("relu")
     case = f"validate {sizes[0]}-{sizes[1]}-{sizes[2]}, {samples} samples, fp16"
