@@ -488,8 +488,9 @@ def test_decomposed_patterns_fuse_into_one_node(case, dtype, ops, name, attrs):
     assert dict(fused.attrs) == attrs
     assert not [k for k, v in graph.initializers.items() if v.size == 1]  # the pattern's constants are gone
     ours = forward(graph, feeds).outputs["y"]
-    if fused.op == "LayerNormalization":  # the same operations in the same order, epsilon as stored
-        np.testing.assert_array_equal(ours, forward(unfused, feeds).outputs["y"])
+    if fused.op == "LayerNormalization":  # the same operations, epsilon as stored (numpy's power and
+        # reduction kernels differ by an ulp between versions, so not bit for bit)
+        np.testing.assert_allclose(ours, forward(unfused, feeds).outputs["y"], rtol=1e-15, atol=1e-300)
     else:  # the activation itself: the decomposition with float64 constants
         exact = graph_from_onnx(case.model(np.float64), fuse=False)
         np.testing.assert_allclose(ours, forward(exact, feeds).outputs["y"], rtol=1e-13, atol=1e-15)
