@@ -49,9 +49,9 @@ from emulator.storage import parse_storage
 from .bounds import global_bound, parse_bound
 from .certificates import Certificates, certificates
 from .cost import Cost, LayerWork, get_cost_model, run_cost
+from .distributed import run_tasks
 from .graph_bounds import GlobalBounds
 from .graph_validation import GRAPH_BATCH, plan_description
-from .progress import progress
 from .tasks import model_task
 from .validation import DEFAULT_BATCH, layer_components
 
@@ -270,30 +270,56 @@ def _until_certified(rounded: Network, low: _LowPass, cert: Certificates, high: 
     return final
 
 
+@dataclass
+class _MLPJob:
+    """What every batch of an MLP's certification shares (scattered once to a cluster)."""
+
+    net: Network
+    rounded: Network
+    acc: Accumulation
+    spec: object
+    st: object
+    precision: int
+    high: "Accumulation | None"
+
+
+def _certify_mlp_batch(job: _MLPJob, xb: np.ndarray) -> tuple:
+    """(certificates, exact logits, final certificates, samples per layer run in high,
+    stages, first recomputed layer per sample) of one batch; the last four None without
+    ``high``."""
+    cert, exact_logits, low = _mlp_batch(job.net, job.rounded, xb, job.acc, job.spec, job.st, job.precision)
+    if job.high is None:
+        return cert, exact_logits, None, None, None, None
+    counts, stages = np.zeros(len(job.rounded), dtype=np.int64), {}
+    recomputed_from = np.full(xb.shape[0], -1, dtype=np.int64)
+    final = _until_certified(job.rounded, low, cert, job.high, job.spec, job.st, job.precision, counts, stages,
+                             recomputed_from)
+    return cert, exact_logits, final, counts, stages, recomputed_from
+
+
 def _certify_mlp(net: Network, x: np.ndarray, acc: Accumulation, spec, st, precision: int, batch_size: int,
                  high: "Accumulation | None", cost_model) -> tuple:
     rounded = net.with_storage(st)
     xs = net.check_input(x)
-    parts, exact, finals = [], [], []
-    counts = np.zeros(len(rounded), dtype=np.int64)
-    stages: dict = {}
-    recomputed_from = np.full(xs.shape[0], -1, dtype=np.int64)
-    starts = range(0, xs.shape[0], batch_size)
-    for start in progress(starts, desc=f"certify {acc.spec}", total=len(starts)):
-        cert, exact_logits, low = _mlp_batch(net, rounded, xs[start:start + batch_size], acc, spec, st, precision)
-        parts.append(cert)
-        exact.append(exact_logits)
-        if high is not None:
-            finals.append(_until_certified(rounded, low, cert, high, spec, st, precision, counts, stages,
-                                           recomputed_from[start:start + batch_size]))
+    job = _MLPJob(net, rounded, acc, spec, st, precision, high)
+    items = [xs[start:start + batch_size] for start in range(0, xs.shape[0], batch_size)]
+    results = run_tasks(_certify_mlp_batch, job, items, desc=f"certify {acc.spec}")
+    parts, exact = [r[0] for r in results], [r[1] for r in results]
     policy = None
     if high is not None:
+        counts = sum(r[3] for r in results)
+        stages: dict = {}
+        for r in results:
+            for k, (done, certified) in r[4].items():
+                before = stages.get(k, (0, 0))
+                stages[k] = (before[0] + done, before[1] + certified)
         n = xs.shape[0]
         work = [LayerWork(layer.n_inputs, _counts({acc: n * layer.n_outputs, high: int(c) * layer.n_outputs}))
                 for layer, c in zip(rounded.layers, counts)]
         cost = run_cost(work, [layer.n_outputs for layer in rounded.layers], n, high, cost_model)
         policy = CertifyPolicy(high.spec, [Stage(k, *stages[k]) for k in sorted(stages, reverse=True)],
-                               recomputed_from, _concat(finals), np.zeros(0, dtype=bool), cost)
+                               np.concatenate([r[5] for r in results]), _concat([r[2] for r in results]),
+                               np.zeros(0, dtype=bool), cost)
     return _concat(parts), np.concatenate(exact), policy
 
 
@@ -348,6 +374,38 @@ def _site_work(records, n: int, recomputed: int, high: Accumulation, work: dict)
                 entry[1][acc] = entry[1].get(acc, 0) + count
 
 
+@dataclass
+class _GraphJob:
+    """What every batch of a graph's certification shares (scattered once to a cluster)."""
+
+    prepared: Graph
+    plan: AccumulationPlan
+    spec: object
+    st: object
+    logits: str
+    high: "Accumulation | None"
+
+
+def _certify_graph_batch(job: _GraphJob, chunk: dict) -> tuple:
+    """(certificates, exact logits, final certificates, samples recomputed, site work) of
+    one batch; with ``high``, its uncertified samples recomputed whole in high."""
+    cert, records = _graph_certificates(job.prepared, chunk, job.plan, job.spec, job.st, job.logits)
+    ref = exact_values(run_graph(job.prepared, chunk, Exact()), [job.logits])[job.logits]
+    n = cert.certified.shape[0]
+    exact = np.asarray(ref.value, dtype=np.float64).reshape(n, -1)
+    if job.high is None:
+        return cert, exact, None, 0, {}
+    rows = np.flatnonzero(~cert.certified)
+    final = _copy(cert)
+    if rows.size:
+        again, _ = _graph_certificates(job.prepared, {k: v[rows] for k, v in chunk.items()},
+                                       AccumulationPlan(job.high), job.spec, job.st, job.logits)
+        _scatter(final, rows, again)
+    work: dict = {}
+    _site_work(records, n, rows.size, job.high, work)
+    return cert, exact, final, rows.size, work
+
+
 def _certify_graph(graph: Graph, data, acc, spec, st, batch_size: int, high: "Accumulation | None",
                    cost_model) -> tuple:
     """(certificates, exact logits, policy): with ``high``, the uncertified samples of each
@@ -358,38 +416,26 @@ def _certify_graph(graph: Graph, data, acc, spec, st, batch_size: int, high: "Ac
     else:
         feeds = data if isinstance(data, dict) else {graph.inputs[0].name: np.asarray(data)}
     prepared, feeds, st = prepare(graph, feeds, st)
-    logits = graph.outputs[0]
-    parts, exact, finals = [], [], []
-    work: dict = {}
-    recomputed: list = []
-    chunks = list(batches(graph, feeds, batch_size))
-    for chunk in progress(chunks, desc="certify graph", total=len(chunks)):
-        cert, records = _graph_certificates(prepared, chunk, plan, spec, st, logits)
-        ref = exact_values(run_graph(prepared, chunk, Exact()), [logits])[logits]
-        n = cert.certified.shape[0]
-        parts.append(cert)
-        exact.append(np.asarray(ref.value, dtype=np.float64).reshape(n, -1))
-        if high is None:
-            continue
-        rows = np.flatnonzero(~cert.certified)
-        final = _copy(cert)
-        if rows.size:
-            again, _ = _graph_certificates(prepared, {k: v[rows] for k, v in chunk.items()}, AccumulationPlan(high),
-                                           spec, st, logits)
-            _scatter(final, rows, again)
-        finals.append(final)
-        recomputed.append(rows.size)
-        _site_work(records, n, rows.size, high, work)
+    job = _GraphJob(prepared, plan, spec, st, graph.outputs[0], high)
+    results = run_tasks(_certify_graph_batch, job, list(batches(graph, feeds, batch_size)), desc="certify graph")
+    parts = [r[0] for r in results]
     policy = None
     if high is not None:
+        work: dict = {}
+        for r in results:
+            for key, (components, counts) in r[4].items():
+                entry = work.setdefault(key, [0, {}])
+                entry[0] += components
+                for spec_, count in counts.items():
+                    entry[1][spec_] = entry[1].get(spec_, 0) + count
         work_rows = [LayerWork(length, counts) for (_, length), (_, counts) in work.items()]
         cost = run_cost(work_rows, [components for components, _ in work.values()], 1, high, cost_model)
-        final = _concat(finals)
-        again = int(sum(recomputed))
+        final = _concat([r[2] for r in results])
+        again = int(sum(r[3] for r in results))
         recomputed_from = np.where(_concat(parts).certified, -1, 0)
         stages = [Stage(0, again, int(np.count_nonzero(final.certified[recomputed_from == 0])))] if again else []
         policy = CertifyPolicy(high.spec, stages, recomputed_from, final, np.zeros(0, dtype=bool), cost)
-    return _concat(parts), np.concatenate(exact), policy
+    return _concat(parts), np.concatenate([r[1] for r in results]), policy
 
 
 # ---------------------------------------------------------------------------------- entry

@@ -72,6 +72,15 @@ def test_recompute_and_exact_emulation_same_json_on_every_executor(tmp_path):
     assert record["output_error"]["max_abs"] == 0.0
 
 
+def test_certify_same_json_on_every_executor(tmp_path):
+    pytest.importorskip("distributed")
+    _same_json_on_every_executor(tmp_path / "m", ["certify", "digits-relu", "--samples", "300", "--acc", "fp16:pairwise",
+                                                  "--until-certified", "--high", "fp32"])
+    record = _same_json_on_every_executor(tmp_path / "g", ["certify", "digits-cnn", "--samples", "40", "--acc",
+                                                           "fp16:pairwise", "--until-certified", "--high", "fp32"])
+    assert len(record["samples"]) == 40
+
+
 def test_scheduler_runs_on_an_existing_cluster(tmp_path):
     distributed = pytest.importorskip("distributed")
     argv = ["validate", "digits-relu", "--samples", "300", "--acc", "bf16:rounding=stochastic", "--seed", "1"]

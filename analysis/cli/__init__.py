@@ -22,7 +22,7 @@ COMMANDS = ("formats", "models", "emulate", "validate", "grid", "certify", "size
             "bench")
 
 # the long commands, which take --workers N / --scheduler ADDRESS (analysis.distributed)
-SCALE_OUT = ("emulate", "validate", "recompute", "report", "sweep")
+SCALE_OUT = ("emulate", "validate", "recompute", "report", "sweep", "certify")
 
 
 class _Parser(argparse.ArgumentParser):
