@@ -31,6 +31,7 @@ import time
 import numpy as np
 
 from emulator.accumulation import parse_accumulation
+from emulator.errors import MixaccError
 from emulator.data import load_model_data
 from emulator.modelio import bundled_models, load_model
 from emulator.network import Network
@@ -39,8 +40,9 @@ from emulator.reference import exact_linear
 from .atomic import atomic_directory, to_jsonable
 from .baselines import random_selection, uniform_high, uniform_low
 from .criteria import get_criterion
+from .distributed import executor_for, run_tasks
 from .mixed import Passes
-from .progress import progress, set_quiet
+from .progress import set_quiet
 from .provenance import provenance
 from .selection import rule_list
 from .policy import recompute
@@ -162,32 +164,42 @@ def _summaries(net: Network, data, low: str, high: str, granularity: str, tile: 
     return uniform, runs
 
 
+def _pair_entry(samples: int, item: tuple) -> tuple:
+    """One (model, low, high) of the study, a task: (data name, samples, the estimate
+    ranking, the pair's settings over every criterion and granularity)."""
+    name, low, high = item
+    net = load_model(name)
+    data = load_model_data(net, None, "test").head(samples)
+    reference = net.forward(data.x, acc="exact", return_all=True)
+    ranking = estimate_ranking(net, data.x, low, high)
+    pair = {"low": low, "high": high, "settings": []}
+    passes = Passes()
+    for granularity, tile in GRANULARITIES:
+        uniform, runs = _summaries(net, data, low, high, granularity, tile, reference, passes)
+        pair["uniform_low"], pair["uniform_high"] = (_slim(u, "-") for u in uniform)
+        for crit, rows in runs.items():
+            pair["settings"].append({"criterion": crit, "granularity": granularity,
+                                     "verdict": _verdict(rows, pair["uniform_low"], pair["uniform_high"], len(data)),
+                                     "runs": rows})
+    return data.name, len(data), ranking, pair
+
+
 def run_study(models: "list[str] | None" = None, samples: int = 200) -> dict:
     """Every (model, pair, criterion, granularity) of the module docstring: runs, verdicts,
-    and each model's estimate ranking at each low format."""
+    and each model's estimate ranking at each low format; one task per (model, pair), on
+    the current executor (in-process, or a Dask cluster: ``analysis.distributed``)."""
     models = models or _mlps()
     record = {"cost_model": COST_MODEL, "samples": samples, "pairs": [list(p) for p in PAIRS],
               "criteria": list(CRITERIA), "granularities": [g for g, _ in GRANULARITIES],
               "tile": GRANULARITIES[2][1], "budgets": list(BUDGETS), "target_errors": list(TARGETS),
               "baselines": ["uniform-low", "uniform-high", "random (seed 0)"], "models": {}}
-    for name in progress(models, desc="study"):
-        net = load_model(name)
-        data = load_model_data(net, None, "test").head(samples)
-        reference = net.forward(data.x, acc="exact", return_all=True)
-        entry = record["models"][name] = {"data": data.name, "samples": len(data), "pairs": {},
-                                          "estimate_ranking": {}}
-        for low, high in PAIRS:
-            entry["estimate_ranking"][f"{low}/{high}"] = estimate_ranking(net, data.x, low, high)
-            pair = entry["pairs"][f"{low}/{high}"] = {"low": low, "high": high, "settings": []}
-            passes = Passes()
-            for granularity, tile in GRANULARITIES:
-                uniform, runs = _summaries(net, data, low, high, granularity, tile, reference, passes)
-                pair["uniform_low"], pair["uniform_high"] = (_slim(u, "-") for u in uniform)
-                for crit, rows in runs.items():
-                    pair["settings"].append({"criterion": crit, "granularity": granularity,
-                                             "verdict": _verdict(rows, pair["uniform_low"], pair["uniform_high"],
-                                                                 len(data)),
-                                             "runs": rows})
+    items = [(name, low, high) for name in models for low, high in PAIRS]
+    for (name, low, high), (data_name, n, ranking, pair) in zip(items, run_tasks(_pair_entry, samples, items,
+                                                                                 desc="study")):
+        entry = record["models"].setdefault(name, {"data": data_name, "samples": n, "pairs": {},
+                                                   "estimate_ranking": {}})
+        entry["estimate_ranking"][f"{low}/{high}"] = ranking
+        entry["pairs"][f"{low}/{high}"] = pair
     return record
 
 
@@ -297,6 +309,7 @@ def _figure(record: dict, key: str, groups: "tuple[str, ...]"):
 
 
 def main(argv: "list[str] | None" = None) -> int:
+    from .cli import add_cluster_arguments
     from .report.figures import png_bytes
 
     parser = argparse.ArgumentParser(prog="python -m analysis.study", description=__doc__.splitlines()[0])
@@ -304,6 +317,7 @@ def main(argv: "list[str] | None" = None) -> int:
     parser.add_argument("--samples", type=int, default=200, help="test samples per model (default 200)")
     parser.add_argument("--models", nargs="+", metavar="NAME", help="bundled MLPs (default all)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_cluster_arguments(parser)
     args = parser.parse_args(argv)
     mlps = _mlps()
     wrong = [f"--models: {n!r} is not a bundled MLP ({', '.join(mlps)})." for n in args.models or () if n not in mlps]
@@ -313,7 +327,12 @@ def main(argv: "list[str] | None" = None) -> int:
         return 2
     set_quiet(args.quiet)
     start = time.perf_counter()
-    record = run_study(args.models, args.samples)
+    try:
+        with executor_for(args.workers, args.scheduler):
+            record = run_study(args.models, args.samples)
+    except MixaccError as exc:
+        print(f"{parser.prog}: error: {str(exc).splitlines()[0]}", file=sys.stderr)
+        return 2
     seconds = time.perf_counter() - start
     command = "python -m analysis.study" + "".join(f" {a}" for a in (sys.argv[1:] if argv is None else argv))
     record["command"], record["seconds"] = command, round(seconds, 1)

@@ -207,3 +207,18 @@ def test_sweep_config_errors_are_one_line_exit_2(tmp_path, capsys, text, message
     assert _status(["sweep", config, "--out", tmp_path / "out"]) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and message in err, err
+
+
+def test_study_same_json_on_two_workers(tmp_path):
+    pytest.importorskip("distributed")
+    from analysis import study
+
+    records = []
+    for extra in ([], ["--workers", "2"]):
+        out = tmp_path / str(len(records))
+        assert study.main(["--models", "digits-tanh", "--samples", "8", "--quiet", "--out", str(out), *extra]) == 0
+        record = json.loads((out / "study.json").read_text())
+        for key in ("provenance", "command", "seconds"):
+            record.pop(key)
+        records.append(record)
+    assert records[0] == records[1] and len(records[0]["models"]["digits-tanh"]["pairs"]) == len(study.PAIRS)
