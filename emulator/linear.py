@@ -121,10 +121,21 @@ def _checked(x, W, b):
 # the numba path
 
 
-def _in_threads(run, nsamp: int) -> None:
+MIN_THREAD_WORK = 1 << 16  # products below which a second thread costs more than it saves
+_POOLS: "dict[int, ThreadPoolExecutor]" = {}  # the process's worker threads, by their number
+
+
+def _pool(threads: int) -> ThreadPoolExecutor:
+    if threads not in _POOLS:
+        _POOLS[threads] = ThreadPoolExecutor(threads, thread_name_prefix="mixacc-linear")
+    return _POOLS[threads]
+
+
+def _in_threads(run, nsamp: int, products_per_row: int) -> None:
     """run(r0, r1) over [0, nsamp) in batches of BATCH rows, each split between threads
-    (the kernels release the GIL)."""
-    threads = max(1, min(numba.get_num_threads(), nsamp // (2 * GROUP)))
+    (the kernels release the GIL) when every thread gets at least MIN_THREAD_WORK products."""
+    threads = max(1, min(numba.get_num_threads(), nsamp // (2 * GROUP),
+                         nsamp * max(products_per_row, 1) // MIN_THREAD_WORK))
     for r0 in range(0, nsamp, BATCH):
         r1 = min(nsamp, r0 + BATCH)
         if threads == 1:
@@ -133,8 +144,7 @@ def _in_threads(run, nsamp: int) -> None:
         step = -(-(r1 - r0) // threads)
         step += -step % GROUP
         cuts = [(s, min(r1, s + step)) for s in range(r0, r1, step)]
-        with ThreadPoolExecutor(len(cuts)) as pool:
-            list(pool.map(lambda c: run(*c), cuts))
+        list(_pool(threads).map(lambda c: run(*c), cuts))
 
 
 def _kernel_format(fmt: Format, a: Accumulation) -> K.KernelFormat:
@@ -187,7 +197,7 @@ def _emulate(x: np.ndarray, w: np.ndarray, bias, a: Accumulation, first_row: int
     def run(r0: int, r1: int) -> None:
         kernel(np.ascontiguousarray(x[r0:r1]), wt, *args, first_row + r0, GROUP, y[r0:r1], ovf[r0:r1], dead[r0:r1])
 
-    _in_threads(run, nsamp)
+    _in_threads(run, nsamp, m * x.shape[1])
     for r, i in zip(*np.nonzero(dead)):
         y[r, i], ovf[r, i] = _component_slow(x[r], w[i], None if bias is None else bias[i], a, first_row + int(r),
                                              int(i))

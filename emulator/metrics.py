@@ -152,9 +152,11 @@ def _nearest(emb: np.ndarray) -> np.ndarray:
 
 def neighbour_flips(emb, exact_emb) -> np.ndarray:
     """True for each sample whose nearest neighbour among the batch (cosine similarity,
-    ties to the lower index) differs between ``emb`` and ``exact_emb``; a batch of one
-    sample has no neighbour (False)."""
+    ties to the lower index) differs between ``emb`` and ``exact_emb``, and for each
+    sample whose embedding is not finite (it has no neighbour to keep); otherwise a batch
+    of one sample has no neighbour (False)."""
     e, ee = (np.asarray(v, dtype=np.float64) for v in (emb, exact_emb))
+    broken = ~np.isfinite(_rows(e)).all(axis=1)
     if e.shape[0] < 2:
-        return np.zeros(e.shape[0], dtype=bool)
-    return _nearest(e) != _nearest(ee)
+        return broken
+    return (_nearest(e) != _nearest(ee)) | broken

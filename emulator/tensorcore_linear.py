@@ -80,7 +80,7 @@ def check_operands(v: np.ndarray, fmt: "Format | MXFormat | None", name: str) ->
 
 def emulate_blockfma(x: np.ndarray, w: np.ndarray, bias, a: Accumulation, in_threads) -> "tuple[np.ndarray, np.ndarray]":
     """(y, overflow mask) of W x + b under the block-FMA row ``a`` (x (N, n), w (m, n));
-    ``in_threads(run, N)`` runs ``run(r0, r1)`` over the samples."""
+    ``in_threads(run, N, products_per_row)`` runs ``run(r0, r1)`` over the samples."""
     hw = a.hardware
     check_operands(x, hw.inputs, "x")
     check_operands(w, hw.inputs, "W")
@@ -104,5 +104,5 @@ def emulate_blockfma(x: np.ndarray, w: np.ndarray, bias, a: Accumulation, in_thr
     def run(r0: int, r1: int) -> None:
         K.kernel_blockfma(x, ex, wt, ewt, *args, r0, r1, y[r0:r1], ovf[r0:r1])
 
-    in_threads(run, nsamp)
+    in_threads(run, nsamp, w.shape[0] * w.shape[1])
     return y, ovf

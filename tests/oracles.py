@@ -36,12 +36,16 @@ from emulator.formats import Format, get_format
 
 
 def fraction(v) -> Fraction:
-    """The exact value of a finite float, int, numpy scalar, mpmath number or Fraction."""
+    """The exact value of a finite float, int, numpy scalar, mpmath number, exact python-flint
+    arb or Fraction."""
     if isinstance(v, Fraction):
         return v
     if isinstance(v, mpmath.mpf):
         sign, man, exp, _ = v._mpf_
         return Fraction(-int(man) if sign else int(man)) * Fraction(2) ** int(exp)
+    if hasattr(v, "man_exp"):  # an exact python-flint arb (a midpoint or a radius)
+        man, exp = v.man_exp()
+        return Fraction(int(man)) * Fraction(2) ** int(exp)
     return Fraction(float(v))
 
 

@@ -572,6 +572,23 @@ def test_graphs_bench_section_reports_its_rows(minilm, monkeypatch):
     assert all(r.meets is not None for r in rows)
 
 
+def test_minilm_exact_pass_is_certified(minilm):
+    """The fast path's double-doubles lose about 2^12 per encoder layer; the refinement on
+    the arb path pins every embedding down to 2^-60 (certainly the correctly rounded
+    exact value, which the native float64 pass approximates)."""
+    from emulator.graph.exact import exact_values
+
+    feeds = load_data("sentences:2").feeds([t.name for t in minilm.inputs])
+    run = forward(minilm, feeds, acc="exact")
+    assert run.arith.refined == 2 and run.arith.refined_precision is not None
+    ball = run.outputs["sentence_embedding"]
+    assert np.all(ball.rad <= 2.0**-60 * np.abs(ball.hi))
+    e = exact_values(run)["sentence_embedding"]
+    assert e.rounded.all()
+    native = forward(minilm, feeds).outputs["sentence_embedding"]
+    assert np.allclose(e.value, native, rtol=1e-9, atol=1e-12)
+
+
 def test_float32_arithmetic_computes_the_same_embeddings(minilm):
     from emulator.graph import Float32
 

@@ -15,10 +15,11 @@ from mpmath import libmp
 
 from emulator.errors import UnknownNameError
 from emulator.graph import Graph, Node, TensorInfo, forward, make_arithmetic
+from emulator.graph.arbs import ArbMath
 from emulator.graph.ball import Ball
 from emulator.graph.ballmath import BallMath
 from emulator.graph.convert import layer_tensors, network_to_graph
-from emulator.graph.exact import Exact, exact_values
+from emulator.graph.exact import ARB_START, Exact, exact_values
 from emulator.graph.intervals import IntervalMath, Intervals
 from emulator.graph.math import MATH_FUNCTIONS
 from emulator.network import Layer, Network
@@ -53,11 +54,16 @@ SLACK = libmp.from_man_exp(1, -1066)  # the mpmath path's own absolute padding o
 def assert_holds(ball: Ball, intervals: Intervals, where: str, narrow: bool = True) -> None:
     """Every mpmath interval, but for 2^-1066 at each end (the mpmath path pads what it
     computes near 0 by that much), lies inside the ball: the exact value is in the
-    interval, so the ball's radius covers the true error. With ``narrow`` the interval is
-    at most 2^-200 relative (or 2^-1000) wide (a meaningful oracle)."""
+    interval, so the ball's radius covers the true error. A ball that claims an exact
+    value (radius 0, as Arb's exact operations give) must lie in the interval (the mpmath
+    path widens even exact results by its 2^-precision trust). With ``narrow`` the interval
+    is at most 2^-200 relative (or 2^-1000) wide (a meaningful oracle)."""
     assert ball.shape == intervals.shape, where
     for k, ((a, b), (lo, hi)) in enumerate(zip(intervals.ends(), _ends(ball))):
         a_in, b_in = libmp.mpf_add(a, SLACK), libmp.mpf_sub(b, SLACK)
+        if libmp.mpf_eq(lo, hi):
+            assert libmp.mpf_le(a, lo) and libmp.mpf_le(hi, b), (where, k, libmp.to_str(a, 20), libmp.to_str(lo, 20))
+            continue
         assert libmp.mpf_le(lo, a_in) and libmp.mpf_le(b_in, hi), (where, k, libmp.to_str(a, 20),
                                                                    libmp.to_str(lo, 20), libmp.to_str(hi, 20))
         if narrow and a != b:
@@ -66,16 +72,23 @@ def assert_holds(ball: Ball, intervals: Intervals, where: str, narrow: bool = Tr
             assert width <= 2.0**-200 * scale + 2.0**-1000, (where, k, width, scale)
 
 
-def _both(graph: Graph, feeds: dict, **kw):
-    fast = forward(graph, feeds, acc="exact", keep=True, **kw)
+PATHS = ("fast", "arb")  # the paths held against the definition
+
+
+def _acc(path: str):
+    return "exact" if path == "fast" else Exact(256, path=path)
+
+
+def _both(graph: Graph, feeds: dict, path: str = "fast", **kw):
+    fast = forward(graph, feeds, acc=_acc(path), keep=True, **kw)
     slow = forward(graph, feeds, acc=Exact(MP, path="mpmath"), keep=True, **kw)
     return fast, slow
 
 
-def assert_paths_agree(graph: Graph, feeds: dict, narrow: bool = True, **kw):
-    """Every float tensor of the fast pass holds the mpmath pass's; where the fast path
+def assert_paths_agree(graph: Graph, feeds: dict, narrow: bool = True, path: str = "fast", **kw):
+    """Every float tensor of the ``path`` pass holds the mpmath pass's; where that path
     certifies RN, its value is RN of the interval."""
-    fast, slow = _both(graph, feeds, **kw)
+    fast, slow = _both(graph, feeds, path, **kw)
     fv, sv = exact_values(fast), exact_values(slow)
     checked = 0
     for name, t in fast.values.items():
@@ -105,7 +118,7 @@ RNG = np.random.default_rng(20)
 # namespaces
 
 
-@pytest.mark.parametrize("namespace", [BallMath(), IntervalMath()])
+@pytest.mark.parametrize("namespace", [BallMath(), IntervalMath(), ArbMath()])
 def test_every_math_function_is_provided(namespace):
     missing = [f for f in (*MATH_FUNCTIONS, "contract", "lift") if not callable(getattr(namespace, f, None))]
     assert not missing
@@ -184,16 +197,18 @@ ELEMENTWISE = {
 }
 
 
+@pytest.mark.parametrize("path", PATHS)
 @pytest.mark.parametrize("case", sorted(ELEMENTWISE))
-def test_operator_fast_path_holds_the_definition(case):
+def test_operator_fast_path_holds_the_definition(case, path):
     nodes, inits = ELEMENTWISE[case]()
     g = _graph(nodes, [TensorInfo("x", "float", (None, 4))], ["y"], {"three": np.array(3.0), **inits})
     x = RNG.standard_normal((3, 4)) * 2.0
     x[0, 1] = 0.0
-    assert_paths_agree(g, {"x": x})
+    assert_paths_agree(g, {"x": x}, path=path)
 
 
-def test_shape_operators_move_every_part():
+@pytest.mark.parametrize("path", PATHS)
+def test_shape_operators_move_every_part(path):
     """Concat, Split, Slice, Pad (constant, reflect, edge), Expand, Squeeze, Unsqueeze,
     Flatten, Transpose, Gather on inexact balls: the moved parts are the interval's."""
     nodes = [
@@ -217,7 +232,7 @@ def test_shape_operators_move_every_part():
              "idx": np.array([0, 2, 2, 1])}
     g = _graph(nodes, [TensorInfo("x", "float", (None, 4))], ["y", "s0", "q"], inits)
     x = RNG.standard_normal((1, 4))
-    assert_paths_agree(g, {"x": x})
+    assert_paths_agree(g, {"x": x}, path=path)
 
 
 def _conv_graph() -> Graph:
@@ -239,8 +254,9 @@ def _conv_graph() -> Graph:
     return _graph(nodes, [TensorInfo("x", "float", (None, 2, 5, 5))], ["y"], inits, name="conv")
 
 
-def test_conv_block():
-    assert_paths_agree(_conv_graph(), {"x": RNG.standard_normal((2, 2, 5, 5))})
+@pytest.mark.parametrize("path", PATHS)
+def test_conv_block(path):
+    assert_paths_agree(_conv_graph(), {"x": RNG.standard_normal((2, 2, 5, 5))}, path=path)
 
 
 def _transformer():
@@ -250,11 +266,12 @@ def _transformer():
     return graph, minilm_feeds(sentences=2, tokens=5, vocab=40, seed=4)
 
 
-def test_transformer_block():
+@pytest.mark.parametrize("path", PATHS)
+def test_transformer_block(path):
     """Embeddings, LayerNorm, attention with a -1e4 mask, erf GELU, mean pooling."""
     graph, feeds = _transformer()
     feeds["attention_mask"][1, 3:] = 0
-    assert_paths_agree(graph, feeds)
+    assert_paths_agree(graph, feeds, path=path)
 
 
 def test_batches_join_to_the_same_enclosures():
@@ -269,7 +286,8 @@ def test_batches_join_to_the_same_enclosures():
 # edge cases
 
 
-def test_softmax_with_one_dominant_score_and_masks():
+@pytest.mark.parametrize("path", PATHS)
+def test_softmax_with_one_dominant_score_and_masks(path):
     """A dominant score, an additive -1e4 mask, a -inf mask (exact zeros out)."""
     nodes = [
         _pre(),
@@ -289,7 +307,7 @@ def test_softmax_with_one_dominant_score_and_masks():
     g = Graph(nodes, [TensorInfo("x", "float", (None, 4)), TensorInfo("mask", "int", (None, 4))], ["p", "q", "r"],
               inits)
     feeds = {"x": RNG.standard_normal((3, 4)), "mask": np.array([[1, 1, 0, 1], [1, 0, 0, 0], [1, 1, 1, 1]])}
-    fast, _ = assert_paths_agree(g, feeds)
+    fast, _ = assert_paths_agree(g, feeds, path=path)
     assert not fast.values["am"].radius().any()  # (1 - mask) * -1e4: float64 sums and products, exact
     r = fast.outputs["r"]
     zero = feeds["mask"] == 0
@@ -297,7 +315,8 @@ def test_softmax_with_one_dominant_score_and_masks():
     assert np.all(exact_values(fast)["q"].value[zero] == 0)
 
 
-def test_layer_norm_of_constant_rows_and_cancelling_residuals():
+@pytest.mark.parametrize("path", PATHS)
+def test_layer_norm_of_constant_rows_and_cancelling_residuals(path):
     nodes = [
         _pre(),
         Node("tile", "Mul", ("xcol", "ones"), ("rows",)),
@@ -312,7 +331,7 @@ def test_layer_norm_of_constant_rows_and_cancelling_residuals():
     g = Graph(nodes, [TensorInfo("x", "float", (None, 4)), TensorInfo("xcol", "float", (None, 1))], ["out", "zero2"],
               inits)
     feeds = {"x": RNG.standard_normal((2, 4)), "xcol": RNG.standard_normal((2, 1))}
-    fast, _ = assert_paths_agree(g, feeds, narrow=False)
+    fast, _ = assert_paths_agree(g, feeds, narrow=False, path=path)
     zero = fast.values["zero"]
     assert np.all(zero.hi == 0) and np.all(zero.radius() < 1e-30)
     y = exact_values(fast)["y"]  # the rows are constant: centred to 0 exactly, y = b
@@ -338,6 +357,82 @@ def test_mpmath_fallback_for_elements_out_of_the_kernels_range():
     fast, slow = _both(g, {"x": x})
     assert fast.arith.math.fallbacks == 1
     assert_holds(fast.outputs["y"], slow.outputs["y"], "y", narrow=False)
+
+
+# ---------------------------------------------------------------------------------------
+# refinement: samples the fast path does not pin down run again on the arb path
+
+
+def _cancelling_graph() -> Graph:
+    """(x/3 + 2^60) - 2^60: the double-double sum keeps x/3 only to about 2^-46."""
+    nodes = [_pre(), Node("up", "Add", ("xin", "big"), ("u",)), Node("down", "Sub", ("u", "big"), ("y",))]
+    return _graph(nodes, [TensorInfo("x", "float", (None, 2))], ["y"], {"three": np.array(3.0), "big": np.array(2.0**60)})
+
+
+def test_refinement_reruns_only_the_samples_the_fast_path_misses():
+    """Rows 0 and 2 (x/3 exact) meet 2^-60 on the fast path; row 1 loses 2^-46 there, is run again at 256 bits, and every kept tensor then
+    holds the 300-bit definition and meets 2^-60."""
+    x = np.array([[0.0, 0.0], [1.0, -2.0], [3.0, 6.0]])
+    fast, _ = assert_paths_agree(_cancelling_graph(), {"x": x}, narrow=False)
+    assert fast.arith.refined == 1 and fast.arith.refined_precision == ARB_START
+    for name, t in fast.values.items():
+        value, _, carried = t.parts()
+        assert np.all(carried <= 2.0**-60 * np.abs(value)), name
+    y = exact_values(fast)["y"]
+    assert y.rounded.all() and np.array_equal(y.value, x / 3.0)
+    alone = forward(_cancelling_graph(), {"x": x[[0, 2]]}, acc="exact", keep=True)
+    assert alone.arith.refined == 0  # the other rows kept their fast-path balls
+    for name, t in alone.values.items():
+        assert all(np.array_equal(p, q[[0, 2]]) for p, q in zip(t.parts(), fast.values[name].parts())), name
+
+
+def test_refinement_batches_agree_with_one_pass():
+    x = np.array([[1.0, -2.0], [0.0, 0.0], [5.0, 7.0]])
+    whole = forward(_cancelling_graph(), {"x": x}, acc="exact", keep=True)
+    split = forward(_cancelling_graph(), {"x": x}, acc="exact", keep=True, batch_size=2)
+    for name, t in whole.values.items():
+        assert all(np.array_equal(p, q) for p, q in zip(t.parts(), split.values[name].parts())), name
+
+
+def test_arb_balls_convert_to_enclosing_double_doubles():
+    """Every point of each Arb ball (exact rationals of its midpoint and radius) lies
+    within the radius of the double-double, which is normalised; exact floats stay
+    exact; beyond the float64 range the value is unknown; infinities stay exact."""
+    import flint
+
+    from emulator.graph.arbs import Arbs
+
+    old = flint.ctx.prec
+    flint.ctx.prec = 300
+    try:
+        third = flint.arb(1) / 3
+        values = [third * (2 ** k) for k in (-1074, -1060, -500, -3, 0, 7, 900)] + \
+                 [-third * 5, flint.arb(0.75), flint.arb(0), third.union(flint.arb(0.5))]
+        special = [flint.arb(2) ** 1030, flint.arb("-inf"), flint.arb(1) / 0, flint.arb("inf") + third]
+        ball = Arbs(values=np.array(values + special, dtype=object)).to_ball()
+        for k, v in enumerate(values):
+            mid = fraction(v.mid())
+            rad = fraction(v.rad())
+            h, lo, r = (float(p[k]) for p in ball.parts())
+            centre = fraction(h) + fraction(lo)
+            assert abs(mid - centre) + rad <= fraction(r), k
+            assert float(centre) == h, k
+        assert ball.rad[8] == 0 and ball.rad[9] == 0 and ball.lo[9] == 0  # 0.75 and 0 stay exact
+        tail = slice(len(values), None)
+        assert np.array_equal(ball.rad[tail], [np.inf, 0.0, np.inf, 0.0])
+        assert np.array_equal(ball.hi[tail][[1, 3]], [-np.inf, np.inf])
+    finally:
+        flint.ctx.prec = old
+
+
+def test_arb_path_runs_sympy_activations_piecewise_and_unions():
+    """A sympy activation (Abs, a power) and a piecewise one on balls that straddle 0 hold
+    the definition."""
+    for act in ("sympy:Abs(y)**1.5 - y/3", "elu:0.5", "leaky_relu:0.2"):
+        net = Network([Layer(np.array([[1.0, -0.5], [0.25, 2.0]]), None, act)])
+        graph = network_to_graph(net)
+        x = np.array([[0.3, -1.1], [2.0, 0.5], [0.0, 0.0], [2.0**-30, 0.5 * 2.0**-30]])
+        assert_paths_agree(graph, {"x": x}, narrow=False, path="arb")
 
 
 # ---------------------------------------------------------------------------------------

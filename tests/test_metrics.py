@@ -110,6 +110,10 @@ def test_distribution_and_embedding_metrics():
     assert neighbour_flips(e, e).tolist() == [False, False, False]
     assert neighbour_flips(np.array([[1.0, 0.0], [0.0, 1.0], [0.1, 0.9]]), e).tolist() == [True, True, False]
     assert neighbour_flips(e[:1], e[:1]).tolist() == [False]
+    broken = e.copy()
+    broken[2, 0] = np.nan  # an embedding that is not finite has changed, whatever its row
+    assert neighbour_flips(broken, e).tolist() == [False, False, True]
+    assert neighbour_flips(broken[2:], e[2:]).tolist() == [True]
 
 
 def test_emulate_says_how_well_the_exact_pass_pins_the_outputs_down():

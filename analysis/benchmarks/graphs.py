@@ -11,10 +11,11 @@
   all-minilm-l6-v2 (extra ``minilm``; its rows are skipped without it) on
   ``sentences:64`` (quick: ``sentences:8``), padded to the longest sentence.
 * Memory of all-minilm-l6-v2: the peak resident set of a process that loads the model and
-  runs one batch of 64 (quick: 8) passages of exactly 128 tokens, natively and emulated
-  (loading included), against the resident set once the model and the tokens are loaded;
-  target: at most 2 GiB.
-* The exact pass (``acc="exact"``, the fast path) of all-MiniLM-L6-v2 on 16 sentences (the
+  runs ``forward`` on 64 (quick: 8) passages of exactly 128 tokens, natively and emulated
+  (loading included; ``forward`` streams them in batches of ``STREAM_BATCH``), against the
+  resident set once the model and the tokens are loaded; target: at most 2 GiB.
+* The exact pass (``acc="exact"``: the fast path, refined on the arb path where it misses
+  2^-60) of all-MiniLM-L6-v2 on 16 sentences (the
   extra installed), else of a faithful random stand-in built here as an ONNX export writes
   it (MatMul + Add projections, 12 heads, the additive mask (1 - mask) * -10000, GELU in
   its exported erf form, mean pooling over the mask), 16 sentences of 16 to 128 tokens;

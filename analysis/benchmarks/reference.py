@@ -74,11 +74,7 @@ def _flint_forward(net, x: np.ndarray, prec: int):
 
 def _flint_time(net, x: np.ndarray) -> tuple[float, int] | None:
     """(best of two runs, precision) at the smallest precision (64, 80, 96, ...) whose
-    radii meet DEFAULT_TOL; None without python-flint."""
-    try:
-        import flint  # noqa: F401
-    except ImportError:
-        return None
+    radii meet DEFAULT_TOL; None if none up to 256 bits does."""
     for prec in range(64, 257, 16):
         seconds, worst = _flint_forward(net, x, prec)
         if worst <= DEFAULT_TOL:

@@ -56,6 +56,9 @@ BUNDLED: dict[str, ReportConfig] = {
     "digits-transformer": ReportConfig(model="digits-transformer", samples=120, accs=("bf16", "fp8-e4m3fn"),
                                        taus=(3.0, 1.0, 0.3), point_samples=50, **_GRAPH_SWEEP),
     "h100-fp8": _preset_report("h100-fp8", "mnist1d-tanh", (_H100, f"{_H100}:promote=128", "bf16")),
+    "all-minilm-l6-v2": ReportConfig(model="all-minilm-l6-v2", data="sentences:16", samples=None,
+                                     accs=("bf16", "fp8-e4m3fn"), taus=(3.0, 1.0, 0.3), point_samples=4,
+                                     **_GRAPH_SWEEP),
 }
 """One report per bundled model, ``reports/<name>/``, on the model's whole test split:
 the same formats and sweep as the demo, except ``paper-mlp`` (the stand-in on MNIST-1D)
@@ -68,5 +71,7 @@ whole split a quarter of an hour; bf16 and fp8-e4m3fn validated per site; the po
 fp8-e4m3fn / high fp32: guided against LAMP, random and local-oracle selection at equal
 recompute fractions); and ``h100-fp8``, the deployment question of the recompute preset
 of that name: fp8 storage on H100 tensor cores with and without promotion every 128
-(and bf16 accumulation of the same fp8 operands), on ``mnist1d-tanh``."""
+(and bf16 accumulation of the same fp8 operands), on ``mnist1d-tanh``; and the pretrained
+``all-minilm-l6-v2`` (extra ``minilm``) on the first 16 shipped sentences, as the
+transformer graph above."""
 

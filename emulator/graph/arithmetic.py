@@ -153,6 +153,18 @@ class Arithmetic:
         this)."""
         return op.evaluate(ctx, args)
 
+    def kept(self, value):
+        """The form in which a tensor asked to be kept is given back (the arb path
+        gives Balls, lighter than its working tensors)."""
+        return value
+
+    def conclude(self, run, feeds, rerun):
+        """Called once per pass, after the last node, with the pass's ``GraphRun``, its
+        feeds and ``rerun(feeds, arith)``, the same pass (graph, kept tensors) on other
+        feeds in another arithmetic; returns the run to give back (the exact arithmetic
+        refines the samples its enclosures miss)."""
+        return run
+
     def finish(self, node, name: str, value, *, raw: bool):
         """A node's output ``name`` once computed: rounded to the storage format unless the
         operator is a sum (``raw``) or the tensor holds integers."""

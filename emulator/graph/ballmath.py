@@ -136,8 +136,10 @@ class BallMath(EnclosureMath):
 
     name = "ball"
 
+    tensor = Ball
+
     def __init__(self, precision: int = 113):
-        self.precision = int(precision)
+        super().__init__(precision)
         self.fallbacks = 0  # elements evaluated on the mpmath path
 
     @staticmethod

@@ -12,17 +12,48 @@ subclassing :class:`EnclosureMath` provides ``lift``, ``add``, ``sub``, ``mul``,
 
 from __future__ import annotations
 
+import operator
+from functools import reduce
+
 import numpy as np
 
-__all__ = ["EnclosureMath", "MAX_INTEGER_POWER"]
+__all__ = ["EnclosureMath", "ScalarMath", "MAX_INTEGER_POWER", "object_array", "reduce_objects"]
 
 MAX_INTEGER_POWER = 64  # a^p by repeated products for integer |p| up to this
 
 
+def object_array(values, shape) -> np.ndarray:
+    """An object array of ``shape`` holding ``values`` (enclosures of the scalar paths)."""
+    out = np.empty(shape, dtype=object)
+    out[...] = values
+    return out
+
+
+def reduce_objects(values: np.ndarray, axis, keepdims: bool, combine) -> np.ndarray:
+    """``combine`` folded over ``axis`` (an int or ints) of an object array, pairwise."""
+    axes = tuple(sorted({int(v) % values.ndim for v in np.atleast_1d(axis)}))
+    keep = [k for k in range(values.ndim) if k not in axes]
+    rows = np.transpose(values, (*keep, *axes)).reshape(-1, int(np.prod([values.shape[k] for k in axes])))
+    out = [reduce(combine, row) for row in rows]
+    shape = tuple(1 if k in axes else d for k, d in enumerate(values.shape)) if keepdims else \
+        tuple(values.shape[k] for k in keep)
+    return object_array(out, (len(out),)).reshape(shape)
+
+
 class EnclosureMath:
-    """Shape functions and composed functions of an exact namespace."""
+    """Shape functions and composed functions of an exact namespace. ``precision``: its
+    working precision in bits; ``tensor``: its enclosure tensor type."""
 
     name = "enclosure"
+    tensor: type = object
+
+    def __init__(self, precision: int = 113):
+        self.precision = int(precision)
+
+    @classmethod
+    def _as(cls, t):
+        """An enclosure tensor as itself; a float array or number lifted exactly."""
+        return t if isinstance(t, cls.tensor) else cls.lift(t)
 
     # shape functions --------------------------------------------------------------
 
@@ -111,3 +142,18 @@ class EnclosureMath:
         """The one value of a tensor every element of which is the same exact float64
         (None otherwise)."""
         raise NotImplementedError
+
+
+class ScalarMath(EnclosureMath):
+    """A namespace whose tensors hold object arrays of scalar enclosures with the
+    operators + - * (mpmath intervals, Arb balls): those three elementwise through the
+    namespace's ``_map(fn, *tensors)``."""
+
+    def add(self, a, b):
+        return self._map(operator.add, a, b)
+
+    def sub(self, a, b):
+        return self._map(operator.sub, a, b)
+
+    def mul(self, a, b):
+        return self._map(operator.mul, a, b)

@@ -21,7 +21,8 @@ from ..errors import MixaccError, ModelFileError
 from .arithmetic import Arithmetic, Site
 from .ir import FLOAT, Graph, Node, is_float
 
-__all__ = ["Context", "GraphRun", "run_graph", "forward", "prepare", "batches", "make_arithmetic", "is_float"]
+__all__ = ["Context", "GraphRun", "run_graph", "forward", "prepare", "batches", "make_arithmetic", "is_float",
+           "STREAM_BATCH"]
 
 
 
@@ -149,14 +150,20 @@ def run_graph(graph: Graph, feeds: Mapping[str, np.ndarray], arith: Arithmetic, 
             value = arith.finish(node, name, value, raw=op.raw)
             values[name] = value
             if keep_all or name in wanted:
-                kept[name] = value
+                kept[name] = arith.kept(value)
         for t in node.inputs:
             if t and t in remaining:
                 remaining[t] -= 1
                 if remaining[t] == 0 and t not in graph.outputs and t not in graph.initializers:
                     values.pop(t, None)
     outputs = {name: values[name] if name in values else kept[name] for name in graph.outputs}
-    return GraphRun(outputs, kept, arith)
+    return arith.conclude(GraphRun(outputs, kept, arith), feeds,
+                          lambda sub, other: run_graph(graph, sub, other, keep=keep))
+
+
+STREAM_BATCH = 16
+"""Samples per batch of :func:`forward` by default (all-MiniLM-L6-v2 at 128 tokens: about
+100 MiB per batch for its largest tensors, the attention scores and the feed-forward)."""
 
 
 def make_arithmetic(acc, storage=None, *, record: bool = False, first_sample: int = 0) -> Arithmetic:
@@ -185,14 +192,15 @@ def forward(graph: Graph, feeds: Mapping[str, np.ndarray], acc=None, storage=Non
 
     Floating-point initialisers and inputs are rounded to the storage format first (the
     exact pass uses the same rounded values and never rounds again). Samples go through
-    in batches of ``batch_size`` (all at once by default; one at a time for a graph
+    in batches of ``batch_size`` (STREAM_BATCH by default, so that a pass over many
+    samples holds one batch's intermediate tensors at a time; one at a time for a graph
     exported with a fixed batch of 1); outputs, kept tensors and overflow masks are
-    joined along the batch. ``first_sample``: the index of the first sample in the data the
+    joined along the batch; every value is the same whatever the batches. ``first_sample``: the index of the first sample in the data the
     feeds are taken from (stochastic rounding draws the bits of the global sample index)."""
     prepared, data, st = prepare(graph, feeds, storage)
     runs, masks = [], []
     start = first_sample
-    for chunk in batches(graph, data, batch_size):
+    for chunk in batches(graph, data, STREAM_BATCH if batch_size is None else batch_size):
         arith = make_arithmetic(acc, None if _is_exact(acc) else st, record=False, first_sample=start)
         start += next(iter(chunk.values())).shape[0]
         runs.append(run_graph(prepared, chunk, arith, keep=keep))

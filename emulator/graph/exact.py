@@ -24,7 +24,9 @@ import numpy as np
 from ..registry import Registry
 from ..reference import _positive_int
 from .arithmetic import Arithmetic, Site
-from .ball import ExactValue
+from ..reference import DEFAULT_TOL
+from .arbs import ArbMath, Arbs
+from .ball import Ball, ExactValue
 from .ballmath import BallMath
 from .intervals import IntervalMath
 
@@ -42,7 +44,9 @@ class ExactPath:
 
 EXACT_PATHS: Registry[ExactPath] = Registry("exact path")
 for _row in (
-    ExactPath("fast", BallMath, "double-double balls with certified radii (numba), mpmath for what they miss"),
+    ExactPath("fast", BallMath, "double-double balls with certified radii (numba), mpmath for what they miss; "
+              "samples they do not pin down to 2^-60 run again on the arb path"),
+    ExactPath("arb", ArbMath, "Arb balls (python-flint) at the working precision, contractions as arb_mat products"),
     ExactPath("mpmath", IntervalMath, "mpmath intervals with exact sums (the definition)"),
 ):
     EXACT_PATHS.add(_row.name, _row)
@@ -78,6 +82,120 @@ class Exact(Arithmetic):
     def divide(self, site: Site, total, count):
         """total / count exactly (enclosed)."""
         return self.math.div(total, self.math.lift(np.asarray(count, dtype=np.float64)))
+
+    def kept(self, value):
+        return value.to_ball() if isinstance(value, Arbs) else value
+
+    def conclude(self, run, feeds, rerun):
+        """The arb path gives its outputs back as Balls; the fast path runs the samples it
+        does not pin down again on the arb path (:func:`refine`)."""
+        if self.path == "arb":
+            return _balls(run)
+        if self.path == "fast":
+            return refine(run, feeds, rerun, start=max(ARB_START, self.precision + 64))
+        return run
+
+
+ARB_START = 256
+"""Bits of the first arb pass of a refinement (at least the fast path's mpmath precision
+plus 64). all-MiniLM-L6-v2 needs about 230: its Arb radii grow about 2^24 per layer."""
+MAX_ARB_PRECISION = 8192
+
+
+def refine(run, feeds, rerun, *, start: int = ARB_START, tol: float = DEFAULT_TOL):
+    """``run`` with every sample that has a finite value whose carried enclosure (the
+    double-double centre's radius, before the final rounding to float64) does not meet
+    ``tol`` (:meth:`ExactValue.meets`) among its outputs and kept tensors run again on the
+    arb path, at ``start`` bits, then at p + log2(worst radius / tol) + 32 bits (twice p
+    when a radius is still unknown), until every value meets ``tol``, a pass improves no
+    sample's worst radius, or MAX_ARB_PRECISION is passed (a value the last pass still
+    misses keeps its certified radius; the run's arithmetic counts the samples refined and
+    the precision reached). ``rerun(feeds, arith)`` runs the pass again (see
+    ``Arithmetic.conclude``)."""
+    n = _samples(feeds)
+    missing, worst = _missing(run, n, tol)
+    run.arith.refined, run.arith.refined_precision = int(missing.sum()), None
+    prec = start
+    while missing.any() and prec <= MAX_ARB_PRECISION:
+        idx = np.flatnonzero(missing)
+        again = rerun({k: v[idx] for k, v in feeds.items()}, Exact(prec, path="arb"))
+        _splice(run, again, idx, n)
+        run.arith.refined_precision = prec
+        still, now = _missing(again, idx.size, tol)
+        if not (now < worst[idx]).any():
+            break
+        missing = np.zeros(n, dtype=bool)
+        missing[idx[still]] = True
+        worst[idx] = now
+        if missing.any():
+            left = now[still].max()
+            prec = 2 * prec if not np.isfinite(left) else prec + int(np.ceil(np.log2(max(left / tol, 1.0)))) + 32
+    return run
+
+
+def _samples(feeds) -> int:
+    return int(next(iter(feeds.values())).shape[0]) if feeds else 0
+
+
+def _float_tensors(run) -> dict:
+    return {k: t for k, t in {**run.values, **run.outputs}.items() if isinstance(t, Ball)}
+
+
+def _missing(run, n: int, tol: float) -> tuple[np.ndarray, np.ndarray]:
+    """(samples with a finite value whose carried radius does not meet ``tol``, each
+    sample's largest carried radius / |value| over those values); every sample misses
+    when a tensor without the batch axis does."""
+    rows, worst = np.zeros(n, dtype=bool), np.zeros(n)
+    for t in _float_tensors(run).values():
+        value, _, carried = t.parts()
+        bad = np.isfinite(value) & ~ExactValue(value, carried, None).meets(tol)
+        if not bad.any():
+            continue
+        with np.errstate(divide="ignore", invalid="ignore"):
+            relative = np.where(bad, carried / np.abs(value), 0.0)
+        relative = np.where(np.isnan(relative), np.inf, relative)
+        if t.shape and t.shape[0] == n:
+            rows |= bad.reshape(n, -1).any(axis=1)
+            worst = np.maximum(worst, relative.reshape(n, -1).max(axis=1))
+        else:
+            rows[:] = True
+            worst[:] = np.maximum(worst, relative.max())
+    return rows, worst
+
+
+def _balls(run):
+    """The run with its outputs as Balls (kept tensors already are)."""
+    for k, t in run.outputs.items():
+        if isinstance(t, Arbs):
+            run.outputs[k] = run.values[k] if isinstance(run.values.get(k), Ball) else t.to_ball()
+    return run
+
+
+def _splice(run, again, idx: np.ndarray, n: int) -> None:
+    """Rows ``idx`` of every float tensor and overflow mask of ``run`` taken from ``again``
+    (a pass over those samples); tensors without the batch axis taken whole."""
+    for table, other in ((run.values, again.values), (run.outputs, again.outputs)):
+        for k, t in table.items():
+            if not isinstance(t, Ball):
+                continue
+            new = other[k]
+            if not (t.shape and t.shape[0] == n):
+                table[k] = new
+                continue
+            parts = []
+            for old, fresh in zip(t.parts(), new.parts()):
+                part = np.array(old)
+                part[idx] = fresh
+                parts.append(part)
+            table[k] = Ball(*parts)
+    for site, mask in again.arith.overflow.items():
+        old = run.arith.overflow.get(site)
+        if old is not None and old.shape and old.shape[0] == n:
+            old = np.array(old)
+            old[idx] = mask
+            run.arith.overflow[site] = old
+        else:
+            run.arith.overflow[site] = mask
 
 
 def exact_values(run, names=None) -> dict[str, ExactValue]:

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import math
 from contextlib import contextmanager
-from functools import cmp_to_key, reduce
+from functools import cmp_to_key
 
 import mpmath
 import numpy as np
@@ -31,7 +31,7 @@ from ..activations import get_activation
 from ..reference import _model, _mp_enclose, _raw_dd, _up
 from ._ballkernels import INFLATE
 from .arithmetic import Site, contraction_shapes
-from .enclosures import EnclosureMath
+from .enclosures import ScalarMath, object_array, reduce_objects
 
 __all__ = ["Intervals", "IntervalMath", "intervals_from_balls", "balls_from_intervals"]
 
@@ -62,12 +62,6 @@ UNDEFINED = iv.make_mpf((libmp.fninf, libmp.finf))
 def _point(v: float):
     raw = libmp.from_float(float(v))
     return _interval(raw, raw)
-
-
-def _objects(values, shape) -> np.ndarray:
-    out = np.empty(shape, dtype=object)
-    out[...] = values
-    return out
 
 
 class Intervals:
@@ -155,7 +149,7 @@ def intervals_from_balls(h: np.ndarray, l: np.ndarray, r: np.ndarray) -> Interva
             out.append(_point(hv))
         else:
             out.append(UNDEFINED)
-    return Intervals(_objects(out, (len(out),)))
+    return Intervals(object_array(out, (len(out),)))
 
 
 def balls_from_intervals(t: Intervals) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -189,22 +183,16 @@ def _product(x, w):
     return min(cands, key=_ORDER), max(cands, key=_ORDER)
 
 
-class IntervalMath(EnclosureMath):
+class IntervalMath(ScalarMath):
     """The mpmath path's namespace at ``precision`` bits (see the module docstring)."""
 
     name = "intervals"
-
-    def __init__(self, precision: int = 113):
-        self.precision = int(precision)
+    tensor = Intervals
 
     @staticmethod
     def lift(array) -> Intervals:
         a = np.asarray(array, dtype=np.float64)
-        return Intervals(_objects(np.frompyfunc(_point, 1, 1)(a), a.shape))
-
-    @staticmethod
-    def _as(t) -> Intervals:
-        return t if isinstance(t, Intervals) else IntervalMath.lift(t)
+        return Intervals(object_array(np.frompyfunc(_point, 1, 1)(a), a.shape))
 
     def exact_scalar(self, t) -> "float | None":
         ends = self._as(t).ends()
@@ -217,16 +205,7 @@ class IntervalMath(EnclosureMath):
         arrays = [self._as(t).values for t in tensors]
         shape = np.broadcast_shapes(*(a.shape for a in arrays))
         with _precision(self.precision):
-            return Intervals(_objects(np.frompyfunc(fn, len(arrays), 1)(*arrays), shape))
-
-    def add(self, a, b):
-        return self._map(lambda x, y: x + y, a, b)
-
-    def sub(self, a, b):
-        return self._map(lambda x, y: x - y, a, b)
-
-    def mul(self, a, b):
-        return self._map(lambda x, y: x * y, a, b)
+            return Intervals(object_array(np.frompyfunc(fn, len(arrays), 1)(*arrays), shape))
 
     def div(self, a, b):
         return self._map(_divide, a, b)
@@ -274,21 +253,15 @@ class IntervalMath(EnclosureMath):
 
     def max(self, a, axis, keepdims: bool = False):
         """[max of the low ends, max of the high ends] along ``axis``."""
-        values = self._as(a).values
-        axes = tuple(sorted({int(v) % values.ndim for v in np.atleast_1d(axis)}))
-        keep = [k for k in range(values.ndim) if k not in axes]
-        rows = np.transpose(values, (*keep, *axes)).reshape(-1, int(np.prod([values.shape[k] for k in axes])))
-        out = [reduce(lambda x, y: _interval(max(x._mpi_[0], y._mpi_[0], key=_ORDER),
-                                             max(x._mpi_[1], y._mpi_[1], key=_ORDER)), row) for row in rows]
-        shape = tuple(1 if k in axes else d for k, d in enumerate(values.shape)) if keepdims else \
-            tuple(values.shape[k] for k in keep)
-        return Intervals(_objects(out, (len(out),)).reshape(shape))
+        return Intervals(reduce_objects(self._as(a).values, axis, keepdims,
+                                        lambda x, y: _interval(max(x._mpi_[0], y._mpi_[0], key=_ORDER),
+                                                               max(x._mpi_[1], y._mpi_[1], key=_ORDER))))
 
     def where(self, condition, a, b):
         a, b = self._as(a), self._as(b)
         cond = np.asarray(condition, dtype=bool)
         shape = np.broadcast_shapes(cond.shape, a.shape, b.shape)
-        return Intervals(_objects(np.where(cond, a.values, b.values), shape))
+        return Intervals(object_array(np.where(cond, a.values, b.values), shape))
 
     def contract(self, site: Site, x, w, bias=None, *, batched: bool = False) -> Intervals:
         """Exact sums of the products' ends (plus the bias), rounded outward once."""
