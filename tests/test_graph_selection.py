@@ -135,7 +135,8 @@ def test_matched_baselines_carry_the_rule():
 def test_cli_recompute_budgets_on_a_graph(tmp_path, run_cli):
     out = tmp_path / "budget.json"
     code, stdout, stderr = run_cli("--quiet", "recompute", "digits-transformer", "--samples", 6, "--low", "e4m3",
-                                   "--high", "fp16", "--tau", 1, "--budget", 0, 1, "--granularity", "tile", "--tile", "8x4", "--json", out, timeout=300)
+                                   "--high", "fp16", "--tau", 1, "--budget", 0, 1, "--granularity", "tile", "--tile", "8x4",
+                                   "--json", out, timeout=300)
     assert code == 0, stderr
     assert "B=0/tile8x4" in stdout and "B=1/tile8x4" in stdout and "1/tile8x4" in stdout
     record = json.loads(out.read_text())
