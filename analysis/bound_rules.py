@@ -35,7 +35,7 @@ from .enclosure import distance, ends, interval_ball
 from .upward import lower_sum, next_down, next_up, up_add, up_mul, upper_sum
 
 __all__ = ["BoundRule", "BOUND_RULES", "LIBM_EVAL_ERROR", "LIBM_EVAL_FLOOR", "exp_bounds", "log_bounds", "log1p_bounds",
-           "excluded_sums", "softmax_range", "log_softmax_range", "division_error"]
+           "excluded_sums", "softmax_range", "log_softmax_range", "division_error", "rule_registrar", "affine"]
 
 LIBM_EVAL_ERROR = 2.0**-44
 LIBM_EVAL_FLOOR = 2.0**-1070
@@ -50,10 +50,11 @@ U64 = 2.0**-53
 
 @dataclass(frozen=True)
 class BoundRule:
-    """How the bound arithmetic encloses one operator type: ``enclose(arith, ctx, args)``
-    returns the node's outputs (enclosures of the exact values), or None to leave the node
-    to the operator's own evaluation in interval arithmetic (decided before any site is
-    consumed)."""
+    """How an enclosing arithmetic encloses one operator type: ``enclose(arith, ctx,
+    args)`` returns the node's outputs (here, enclosures of the exact values), or None to
+    leave the node to the operator's own evaluation in interval arithmetic (decided before
+    any site is consumed). ``analysis.graph_ranges`` keeps rows of the same kind for the
+    computed values."""
 
     op: str
     enclose: Callable
@@ -63,12 +64,20 @@ class BoundRule:
 BOUND_RULES: Registry[BoundRule] = Registry("bound rule")
 
 
-def _rule(op: str):
-    def wrap(fn: Callable) -> Callable:
-        BOUND_RULES.add(op, BoundRule(op, fn, (fn.__doc__ or "").strip().splitlines()[0]))
-        return fn
+def rule_registrar(registry: Registry) -> Callable:
+    """A decorator factory: ``@rule(op)`` adds the function to ``registry`` as the
+    :class:`BoundRule` of ``op``, described by its docstring's first line."""
+    def rule(op: str):
+        def wrap(fn: Callable) -> Callable:
+            registry.add(op, BoundRule(op, fn, (fn.__doc__ or "").strip().splitlines()[0]))
+            return fn
 
-    return wrap
+        return wrap
+
+    return rule
+
+
+_rule = rule_registrar(BOUND_RULES)
 
 
 # --------------------------------------------------------------------- elementary bounds
@@ -414,18 +423,18 @@ def layer_norm_rule(arith: Arithmetic, ctx, args):
         rho_high = next_up(1.0 / next_down(np.sqrt(next_down(var_low + eps))))
     centred = m.sub(Ball(x_hat), Ball(mu, None, dmu))
     normed = m.mul(centred, interval_ball(rho_low, np.where(np.isnan(rho_high), np.inf, rho_high)))
-    out = _affine(m, normed.map(lambda p: p.reshape(shape)), scale, bias)
+    out = affine(m, normed.map(lambda p: p.reshape(shape)), scale, bias)
     prop = _layer_norm_propagation(x_hat, distance(x_hat, x_ball.map(lambda p: p.reshape(x_hat.shape))), mu, dmu,
                                    var_low, eps)
     gain = 1.0 if scale is None else distance(np.zeros(()), as_ball(scale))
     prop = up_mul(prop.reshape(shape), gain)
     hi, lo, rad = out.parts()
     enclosure = Ball(hi, lo, up_add(rad, prop))
-    image = _affine(m, Ball(np.zeros(shape), None, np.full(shape, next_up(np.sqrt(float(n - 1))))), scale, bias)
+    image = affine(m, Ball(np.zeros(shape), None, np.full(shape, next_up(np.sqrt(float(n - 1))))), scale, bias)
     return [m.where(image.parts()[2] < enclosure.parts()[2], image, enclosure)]
 
 
-def _affine(m, y: Ball, scale, bias) -> Ball:
+def affine(m, y: Ball, scale, bias) -> Ball:
     """y g + b in the ball namespace ``m`` (either may be absent)."""
     if scale is not None:
         y = m.mul(y, scale)

@@ -14,7 +14,9 @@ activation x activation product),
    certified upper bound on |x̂||ŵ| + |b| (``analysis.estimates``; at an activation x
    activation site the norms of ŵ are charged too), and recomputes s_i > tau; the forced components
    (overflowed, not finite, ŷ_i = 0) and undefined scores are recomputed whatever the
-   rule, as for an MLP;
+   rule, as for an MLP; instead of tau, a budget or a target error on the predicted error
+   u_L s_i, at the granularity of components, output channels or tiles of the site's
+   (rows x outputs) matrix (``analysis.selection``);
 3. the high pass is evaluated at the same operands and the selected components taken from
    it (the whole pass is computed, only the selected components are charged).
 
@@ -47,6 +49,8 @@ from .estimates import ESTIMATE_FORMAT, LOW_PASS, Estimate
 from .methods import GUIDED, GUIDED_RANKED, LAMP, LOCAL_ORACLE, RANDOM, UNIFORM_HIGH, UNIFORM_LOW
 from .mixed import Passes, _digest, _frozen, format_list, take_first
 from .criteria import ORACLE_ERRORS, PolicyError, check_tau, forced, get_criterion, select, sensitivity_scores
+from .selection import Rule, make_rule
+from .selection import choose as choose_units
 
 __all__ = [
     "MixedArithmetic", "SitePasses", "SiteState", "SiteChoice", "GraphMixedRun", "Selector", "mixed_graph_forward",
@@ -160,13 +164,16 @@ class SiteState:
 class Selector:
     """How a method chooses the recomputed components of a site: ``choose(state)`` -> a
     bool mask (shape of ŷ), computing from ``state`` what it needs (each low-precision
-    pass it takes is charged for every component); ``uses_low`` False for uniform high."""
+    pass it takes is charged for every component); ``uses_low`` False for uniform high;
+    ``selection`` the budgeted or granular rule (``Rule.describe``), None for a plain
+    threshold."""
 
     method: str
     choose: Callable[[SiteState], np.ndarray]
     uses_low: bool = True
     criterion: "str | None" = None
     tau: "float | None" = None
+    selection: "dict | None" = None
 
 
 def guided_scores(state: SiteState, criterion: str) -> np.ndarray:
@@ -176,10 +183,19 @@ def guided_scores(state: SiteState, criterion: str) -> np.ndarray:
     return sensitivity_scores(state.y, state.view.sensitivity(), crit, magnitude)
 
 
-def _guided(criterion: str, tau: float) -> Selector:
+def _guided(criterion: str, rule: Rule) -> Selector:
+    """Algorithm 1's threshold, or ``rule``'s budget / target at its granularity, on the
+    guided scores (predicted error u_L s_i)."""
     crit = get_criterion(criterion)
-    return Selector(GUIDED, lambda s: select(guided_scores(s, crit.name), s.forced, tau), criterion=crit.name,
-                    tau=tau)
+
+    def choose(state: SiteState) -> np.ndarray:
+        score = guided_scores(state, crit.name)
+        if rule.plain:
+            return select(score, state.forced, rule.tau)
+        return choose_units(score, state.forced, rule, state.arith.low.fmt.u)
+
+    return Selector(GUIDED, choose, criterion=crit.name, tau=rule.tau,
+                    selection=None if rule.plain else rule.describe())
 
 
 def lamp_form_names() -> list[str]:
@@ -222,7 +238,7 @@ def _matched(method: str, like: "GraphMixedRun", ranking: Callable[[SiteState], 
         mask = must | take_first(state.blocks(ranking(state)), budget, first=must)
         return mask.reshape(state.y.shape)
 
-    return Selector(method, choose, criterion=like.criterion, tau=like.tau)
+    return Selector(method, choose, criterion=like.criterion, tau=like.tau, selection=like.selection)
 
 
 @dataclass(frozen=True)
@@ -318,6 +334,7 @@ class GraphMixedRun:
     graph's ``outputs`` by name, ``logits`` its first output, per site its
     :class:`SiteChoice` (``choices``, ``masks``, ``site_fraction`` by site name), the
     overall recomputed share ``fraction`` and the ``cost`` against uniform high;
+    ``selection`` the budgeted or granular rule (None for a plain threshold);
     ``records`` each site's operands and mixed sums when the pass recorded them."""
 
     method: str
@@ -327,6 +344,7 @@ class GraphMixedRun:
     outputs: Mapping[str, np.ndarray]
     sites: tuple[SiteChoice, ...]
     cost: Cost
+    selection: "dict | None" = None
     records: tuple[SiteRecord, ...] = field(default=(), repr=False, compare=False)
 
     @property
@@ -376,13 +394,18 @@ def mixed_graph_forward(graph: Graph, data, formats: Sequence, selector: Selecto
     costs = run_cost(work, [s.choice.size for s in sites], 1, rows[-1], model)
     outputs = {k: _frozen(np.array(v, dtype=np.float64)) for k, v in run.outputs.items()}
     return GraphMixedRun(selector.method, selector.criterion, selector.tau, rows, outputs, sites, costs,
-                         tuple(arith.records))
+                         selector.selection, tuple(arith.records))
 
 
-def recompute_graph(graph: Graph, data, low, high, tau: float, criterion: str = "kappa", storage=None, **common):
-    """Algorithm 1 at every site of ``graph`` (the module docstring); ``common``: the
-    keywords of :func:`mixed_graph_forward` (cost, passes, consumers, record)."""
-    return mixed_graph_forward(graph, data, (low, high), _guided(criterion, check_tau(tau)), storage=storage, **common)
+def recompute_graph(graph: Graph, data, low, high, tau: "float | None", criterion: str = "kappa", storage=None, *,
+                    budget: "float | None" = None, target_error: "float | None" = None,
+                    granularity: str = "component", tile: "str | tuple[int, int]" = (16, 16), **common):
+    """Algorithm 1 at every site of ``graph`` (the module docstring): a threshold ``tau``,
+    or (``tau`` None) a ``budget`` and / or ``target_error`` per site, at ``granularity``
+    (``analysis.selection``); ``common``: the keywords of :func:`mixed_graph_forward`
+    (cost, passes, consumers, record)."""
+    rule = make_rule(tau, budget, target_error, granularity, tile)
+    return mixed_graph_forward(graph, data, (low, high), _guided(criterion, rule), storage=storage, **common)
 
 
 def lamp_graph(graph: Graph, data, low, high, tau: float, form: str = "lamp-strict", storage=None, **common):

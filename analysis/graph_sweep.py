@@ -34,6 +34,7 @@ from .graph_policy import (GraphMixedRun, SitePasses, guided_ranked_graph, lamp_
 from .methods import LOCAL_ORACLE, RANDOM
 from .criteria import PolicyError, check_tau, get_criterion
 from .distributed import run_tasks
+from .selection import Rule, rule_label, rule_list
 
 __all__ = ["GraphRunSummary", "GraphSweep", "graph_sweep", "graph_sweep_record", "graph_metrics"]
 
@@ -78,15 +79,24 @@ class GraphRunSummary(MetricsByName):
     relative_cost: float
     run: GraphMixedRun = field(repr=False, compare=False)
 
+    @property
+    def label(self) -> str:
+        """``method:criterion:rule`` (the rule as ``rule_label`` writes it: ``0.5``,
+        ``B=0.3/row``), the key of the run's per-site fractions in the sweep's ``sites``."""
+        return f"{self.method}:{self.criterion}:{rule_label(self.tau, self.run.selection)}"
+
     def describe(self) -> dict:
         """The JSON record: the MLP run's keys, per-site fractions instead of per-layer
         ones, and the task's metrics."""
-        return {
+        out = {
             "method": self.method, "criterion": self.criterion, "tau": self.tau, **self.metrics,
             "recompute_fraction": self.recompute_fraction, "site_recompute_fraction": dict(self.site_recompute_fraction),
             "relative_cost": self.relative_cost, "formats": [f.spec for f in self.run.formats],
             "cost": self.run.cost.describe(),
         }
+        if self.run.selection is not None:
+            out["selection"] = dict(self.run.selection)
+        return out
 
 
 @dataclass(frozen=True)
@@ -112,7 +122,9 @@ class GraphSweep:
     def sites(self) -> list[dict]:
         """One object per accumulation site evaluated: name, operator, shape of its sums,
         length n, groups, consumers, the cost of one component in low and high, and the
-        recomputed share of each run that is not uniform (keyed method:criterion:tau)."""
+        recomputed share of each run that is not uniform (keyed ``GraphRunSummary.label``:
+        method:criterion:tau, or method:criterion:B=COST,E=E/row for a budgeted or
+        granular rule)."""
         model = self.model
         first = self.runs[0].run
         low, high = first.formats[0], first.formats[-1]
@@ -125,8 +137,8 @@ class GraphSweep:
                 "consumer": self.consumers.sites[name].describe(),
                 "component_cost": {low.spec: inner_product_cost(low, choice.n, model),
                                    high.spec: inner_product_cost(high, choice.n, model)},
-                "recompute_fraction": {f"{r.method}:{r.criterion}:{r.tau:g}": r.site_recompute_fraction[name]
-                                       for r in self.runs if r.tau is not None},
+                "recompute_fraction": {r.label: r.site_recompute_fraction[name]
+                                       for r in self.runs if r.tau is not None or r.run.selection is not None},
             })
         return out
 
@@ -152,14 +164,16 @@ class _GraphSweepJob:
 
 
 def _configuration_runs(job: _GraphSweepJob, configuration: tuple) -> list:
-    """The runs of one (kind, criterion, tau): the guided or LAMP run, its matched
-    baselines, and after a LAMP run the guided ranking at its budget."""
-    kind, crit, tau = configuration
+    """The runs of one (kind, criterion, rule): the guided run under the rule (a
+    :class:`~analysis.selection.Rule`) or the LAMP run at its tau, its matched baselines,
+    and after a LAMP run the guided ranking at its budget."""
+    kind, crit, rule = configuration
     graph, feeds, common = job.graph, job.feeds, job.common
     if kind == "guided":
-        like = recompute_graph(graph, feeds, job.low, job.high, tau, crit, **common)
+        like = recompute_graph(graph, feeds, job.low, job.high, rule.tau, crit, budget=rule.budget,
+                               target_error=rule.target, granularity=rule.granularity, tile=rule.tile, **common)
     else:
-        like = lamp_graph(graph, feeds, job.low, job.high, tau, crit, **common)
+        like = lamp_graph(graph, feeds, job.low, job.high, rule.tau, crit, **common)
     runs = [like, *(b.run(graph, feeds, like, job.options, common) for b in job.matched)]
     if kind == "lamp" and job.ranked_by is not None:
         runs.append(guided_ranked_graph(graph, feeds, like, job.ranked_by, **common))
@@ -169,9 +183,14 @@ def _configuration_runs(job: _GraphSweepJob, configuration: tuple) -> list:
 def graph_sweep(graph: Graph, data, low, high, taus: Sequence[float], criteria: Sequence[str] = ("kappa",), *,
                 labels=None, storage=None, cost="bits", seed: int = 0, local_oracle_error: str = "relative",
                 lamp: Sequence[str] = tuple(lamp_form_names()), lamp_taus: "Sequence[float] | None" = None,
-                baselines: Sequence[str] = (RANDOM, LOCAL_ORACLE), precision: int = 113) -> GraphSweep:
+                baselines: Sequence[str] = (RANDOM, LOCAL_ORACLE), precision: int = 113,
+                budgets: Sequence[float] = (), target_errors: Sequence[float] = (), granularity: str = "component",
+                tile="16x16") -> GraphSweep:
     """Uniform low and high; for each criterion and tau the guided policy and the
-    ``baselines`` matched to it; when the graph has attention-score sites, for each LAMP
+    ``baselines`` matched to it, and likewise for each of ``budgets`` and
+    ``target_errors`` (each budget with each target when both are given), every guided
+    run at ``granularity`` (``analysis.selection.rule_list``, as for an MLP); when the
+    graph has attention-score sites, for each LAMP
     criterion in ``lamp`` and tau in ``lamp_taus`` (default ``taus``) the LAMP run, the
     baselines matched to it and the guided ranking (first criterion) at its budget. Every
     run is scored against the exact pass (``labels`` add the accuracy)."""
@@ -195,8 +214,9 @@ def graph_sweep(graph: Graph, data, low, high, taus: Sequence[float], criteria: 
     options = {"seed": seed, "local_oracle_error": local_oracle_error, "precision": precision}
     runs = [uniform_graph(graph, feeds, low, high, 0, **common), uniform_graph(graph, feeds, low, high, 1, **common)]
     attention = any(s.attention for s in consumers.sites.values())
-    jobs = [("guided", c, t) for c in crits for t in taus]
-    jobs += [("lamp", f, t) for f in (forms if attention else []) for t in lamp_taus]
+    rules = rule_list(taus, budgets, target_errors, granularity, tile)
+    jobs = [("guided", c, r) for c in crits for r in rules]
+    jobs += [("lamp", f, Rule(tau=t)) for f in (forms if attention else []) for t in lamp_taus]
     job = _GraphSweepJob(graph, feeds, low, high, common, options, matched, crits[0] if crits else None)
     for found in run_tasks(_configuration_runs, job, jobs, desc="recompute sweep"):
         runs.extend(found)

@@ -82,15 +82,15 @@ def recompute(network: "Network | Graph", x, low, high, tau: "float | None", cri
     recomputed one, relative to uniform ``high``).
 
     A :class:`~emulator.graph.Graph` (``x``: its inputs by name, a Dataset or one array)
-    runs the policy at every accumulation site (``analysis.graph_policy.recompute_graph``)
-    and returns a :class:`~analysis.graph_policy.GraphMixedRun`."""
+    runs the policy (any rule, at any granularity) at every accumulation site
+    (``analysis.graph_policy.recompute_graph``) and returns a :class:`~analysis.graph_policy.GraphMixedRun`."""
     rule = make_rule(tau, budget, target_error, granularity, tile)
     if isinstance(network, Graph):
-        if not rule.plain:
-            raise PolicyError(f"budgets, target errors and granularities are for MLPs, not for graph {network.name!r}.")
         from .graph_policy import recompute_graph
 
-        return recompute_graph(network, x, low, high, rule.tau, criterion, storage, cost=cost, passes=passes)
+        return recompute_graph(network, x, low, high, rule.tau, criterion, storage, cost=cost, passes=passes,
+                               budget=rule.budget, target_error=rule.target, granularity=rule.granularity,
+                               tile=rule.tile)
     crit = get_criterion(criterion)
     lo, hi = format_list([low, high])
 

@@ -9,6 +9,11 @@ components and undefined scores have e_i = inf. Components are recomputed in *un
 ``row``        an output row: one neuron (channel) for every sample of the batch;
 ``tile``       an R x C tile of the (samples x outputs) matrix (edge tiles are smaller).
 
+On a graph the same rules apply at every accumulation site, to the (rows x outputs)
+matrix of its sums (rows: every leading axis flattened, i.e. samples, positions and
+heads): a row unit is an output channel for every sample and position, a tile an R x C
+tile of that matrix, and the budget is the site's.
+
 A unit's predicted error is the largest of its components', its cost the number of its
 components (each one high-precision inner product of the layer's length). Rules:
 
@@ -170,9 +175,18 @@ def _unit_max(values: np.ndarray, labels: np.ndarray, units: int) -> np.ndarray:
 
 
 def choose(score: np.ndarray, must: np.ndarray, rule: Rule, u_low: float) -> np.ndarray:
-    """The (N, m) mask of recomputed components under ``rule`` (module docstring), from
-    the criterion's scores ``score`` and the forced components ``must``."""
-    score, must = np.asarray(score, dtype=np.float64), np.asarray(must, dtype=bool)
+    """The mask of recomputed components under ``rule`` (module docstring), from the
+    criterion's scores ``score`` and the forced components ``must``: (N, m) for a layer,
+    (..., m) for a graph site, whose leading axes flatten into the rows of its (rows x
+    outputs) matrix."""
+    shape = np.shape(score)
+    score = np.asarray(score, dtype=np.float64).reshape(-1, shape[-1])
+    must = np.asarray(must, dtype=bool).reshape(score.shape)
+    return _choose(score, must, rule, u_low).reshape(shape)
+
+
+def _choose(score: np.ndarray, must: np.ndarray, rule: Rule, u_low: float) -> np.ndarray:
+    """:func:`choose` on an (N, m) matrix."""
     labels = unit_labels(score.shape, rule)
     units = int(labels.max()) + 1 if labels.size else 0
     if rule.tau is not None:

@@ -164,8 +164,8 @@ def sweep(network: "Network | Graph", x, low, high, taus: Sequence[float], crite
     (``analysis.selection``).
 
     A :class:`~emulator.graph.Graph` (``x``: its inputs by name, a Dataset, or one array)
-    runs ``analysis.graph_sweep.graph_sweep`` (``graph_options``: ``lamp``, ``lamp_taus``);
-    the static and multi-level variants are for MLPs only."""
+    runs ``analysis.graph_sweep.graph_sweep`` with the same rules (``graph_options``:
+    ``lamp``, ``lamp_taus``); the static and multi-level variants are for MLPs only."""
     if isinstance(network, Graph):
         from .graph_sweep import graph_sweep
 
@@ -173,10 +173,9 @@ def sweep(network: "Network | Graph", x, low, high, taus: Sequence[float], crite
             if value is not None:
                 raise PolicyError(f"{name}: the {'multi-level' if name == 'levels' else 'static'} variant is for "
                                   f"MLPs only, not for graph {network.name!r}.")
-        if budgets or target_errors or granularity != "component":
-            raise PolicyError(f"budgets, target errors and granularities are for MLPs, not for graph {network.name!r}.")
         return graph_sweep(network, x, low, high, taus, criteria, labels=labels, storage=storage, cost=cost, seed=seed,
                            local_oracle_error=local_oracle_error, baselines=baselines, precision=precision,
+                           budgets=budgets, target_errors=target_errors, granularity=granularity, tile=tile,
                            **graph_options)
     if graph_options:
         raise PolicyError(f"{', '.join(graph_options)}: options of graph sweeps (LAMP), not of an MLP.")

@@ -22,6 +22,7 @@ ANALYSIS_API = {
     "sweep_record", "Sweep", "RunSummary", "output_metrics", "COST_MODELS", "Cost", "CostModel", "get_cost_model",
     "ReportConfig", "build_report", "write_report", "MixedRun", "mixed_forward", "METHODS", "Method", "PRESETS",
     "Preset", "emulate", "Emulation", "certify", "Certification", "CertifyPolicy", "size_layers", "check_sizing",
+    "size_graph", "check_graph_sizing",
 }
 
 
