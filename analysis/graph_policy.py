@@ -19,9 +19,9 @@ activation x activation product),
    it (the whole pass is computed, only the selected components are charged).
 
 Low and high reach each site as a plan's default does
-(``emulator.graph.arithmetic.default_at``): under hardware specs a plain sum runs in fp32
-in both, and a site whose two specs agree is summed once, with nothing to choose. A
-mean's division is rounded in the format that summed each component. Storage rounding
+(``emulator.graph.arithmetic.default_at``); a site the low spec leaves to the CUDA cores
+(a plain sum under a hardware low spec) runs there in both passes, and a site whose two
+specs agree is summed once, with nothing to choose. A mean's division is rounded in the format that summed each component. Storage rounding
 and everything that is not a sum are as in ``Emulated``. The run records, per site, the
 format of every component, the inner products computed in each format and their length
 n (an im2col row C_in kh kw for a convolution, d_head for Q K^T, the row for a softmax
@@ -235,8 +235,8 @@ class SiteChoice:
     (rows, m), or (groups, rows, m)) the index of the format of every component, ``work``
     the inner products computed under each accumulation, each of length ``n``, ``steps``
     a certified estimate's operations by format, ``formats`` the site's (low, high)
-    accumulations (the run's, but where a hardware spec leaves a plain sum to fp32; the
-    site's high is the reference of its cost)."""
+    accumulations (the run's, but where a hardware low spec leaves a plain sum to fp32 in
+    both; the site's high is the reference of its cost)."""
 
     site: Site
     n: int
@@ -289,7 +289,8 @@ class MixedArithmetic(Emulated):
                                               np.asarray(w, dtype=np.float64),
                                               None if bias is None else np.asarray(bias, dtype=np.float64), batched)
         x, w = np.ascontiguousarray(x), np.ascontiguousarray(w)
-        low, high = self.spec(site), self._high.spec(site)
+        low = self.spec(site)
+        high = self._high.spec(site) if low == self.low else low  # a plain sum under hardware low: CUDA cores
         state = SiteState(self, site, x, w, bias, batched, low)
         sel = self.selector
         if low == high and sel.uses_low:  # nothing to choose (a plain sum under hardware specs)

@@ -178,16 +178,19 @@ def test_the_bound_of_a_stored_sum_covers_its_storage_rounding():
     assert local.max_abs_error == 0  # exact in fp32: every error of h is the storage rounding
 
 
-def test_policy_leaves_plain_sums_once_in_fp32(transformer):
+@pytest.mark.parametrize("high", [f"{TC}:promote=128", "bf16"])
+def test_policy_leaves_plain_sums_once_in_fp32(transformer, high):
+    """Under a tensor-core low spec the plain sums run in fp32 in both passes (bf16 high
+    included): nothing is chosen or charged there but one fp32 sum, the reference too."""
     g, data = transformer
     feeds = data.feeds(["x"])
     st = "fp8-e4m3fn:sums"
-    high = uniform_graph(g, feeds, TC, f"{TC}:promote=128", 1, storage=st)
-    assert high.cost.relative == 1.0
-    guided = recompute_graph(g, feeds, TC, f"{TC}:promote=128", 0.0, "kappa", storage=st)
+    assert uniform_graph(g, feeds, TC, high, 1, storage=st).cost.relative == 1.0
+    guided = recompute_graph(g, feeds, TC, high, 0.0, "kappa", storage=st)
     for choice in guided.sites:
         plain = choice.site.op in ("Softmax", "LayerNormalization", "ReduceMean")
-        assert (choice.formats[0].spec == "fp32:recursive") == plain
+        assert (choice.formats == (CUDA_CORE_SUMS, CUDA_CORE_SUMS)) == plain
+        assert choice.formats[-1].spec == ("fp32:recursive" if plain else AccumulationPlan(high).default.spec)
         assert plain == (not choice.choice.any())
         if plain:
             assert set(choice.work) == {CUDA_CORE_SUMS}
