@@ -42,7 +42,7 @@ from emulator.graph import AccumulationPlan, Emulated, Graph
 from emulator.graph.engine import batches, prepare, run_graph
 from emulator.graph.exact import Exact, exact_values
 from emulator.metrics import accuracy, flipped, predicted_class
-from emulator.network import Network
+from emulator.network import Network, layer_storage
 from emulator.reference import exact_forward
 from emulator.storage import parse_storage
 
@@ -470,7 +470,7 @@ def certify(model: "Network | Graph | str", data, acc, storage=None, *, labels=N
     else:
         accumulation = parse_accumulation(acc)
         x = data.x if hasattr(data, "feeds") else data
-        cert, exact, policy = _certify_mlp(net, x, accumulation, spec, st, precision, batch_size or DEFAULT_BATCH,
+        cert, exact, policy = _certify_mlp(net, x, accumulation, spec, layer_storage(st), precision, batch_size or DEFAULT_BATCH,
                                            high_row, get_cost_model(cost))
         description = accumulation.describe()
     exact_class = predicted_class(exact)

@@ -288,7 +288,8 @@ class GraphConsumers:
     def constants(self, values: dict, storage) -> dict:
         """The constant tensors' values: initialisers from ``values`` (the engine's, rounded
         to storage), the rest computed once per storage format as the engine would
-        (float64, each operator's output rounded to ``storage``)."""
+        (float64, each operator's output settled by ``Arithmetic.finish``: rounded to
+        ``storage``, sums too when it stores them)."""
         key = getattr(storage, "spec", None)
         if key not in self._folded:
             arith = Native(storage)
@@ -302,7 +303,7 @@ class GraphConsumers:
                 for name, value in zip(node.outputs, outs):
                     if name:
                         value = np.asarray(value) if isinstance(value, np.generic) else value
-                        folded[name] = arith.store(value) if not op.raw and is_float(value) else value
+                        folded[name] = arith.finish(node, name, value, raw=op.raw)
             self._folded[key] = folded
         return self._folded[key]
 
@@ -343,13 +344,15 @@ LAMP_FORMS = {"lamp-strict": lamp_strict, "lamp-relaxed": lamp_relaxed}
 class SiteView:
     """The consumers of one site seen from one value ŷ of its sums (``y``, as the site
     computed it: (rows, m), or (groups, rows, m) batched): where each component goes, the
-    consumer sensitivity per component and LAMP's scores."""
+    consumer sensitivity per component and LAMP's scores. The node's output is settled
+    as the engine settles it (stored when the storage stores sums)."""
 
     def __init__(self, consumers: SiteConsumers, graph: Graph, y: np.ndarray, lookup: Callable, storage):
         self.consumers = consumers
         self.y = y
         self.lookup = lookup
-        self.store = Native(storage).store
+        native = Native(storage)
+        self.store = native.store
         self._ends: "list | None" = None
         if consumers.internal:
             return
@@ -357,7 +360,8 @@ class SiteView:
         args = [lookup(t) if t else None for t in node.inputs]
         site = consumers.site.name
         labels = np.arange(y.size, dtype=np.float64).reshape(y.shape)
-        self._start = (_evaluate(node, args, _Placed(site, y, np.nan, True))[0],
+        value = np.asarray(_evaluate(node, args, _Placed(site, y, np.nan, True))[0])
+        self._start = (native.finish(node, node.outputs[0], value, raw=True),
                        _evaluate(node, _zeros_for_floats(args), _Placed(site, labels, -1.0, False))[0], None)
         self._tensor = node.outputs[0]
 

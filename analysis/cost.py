@@ -32,7 +32,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Mapping
+from typing import Callable, Mapping, Sequence
 
 from emulator.accumulation import Accumulation, parse_accumulation
 from emulator.errors import MixaccError
@@ -178,13 +178,15 @@ class Cost:
                 "layers": list(self.layers)}
 
 
-def run_cost(work: "list[LayerWork]", components: "list[int]", samples: int, high: "Accumulation | str",
-             model: "CostModel | str" = "bits") -> Cost:
+def run_cost(work: "list[LayerWork]", components: "list[int]", samples: int,
+             high: "Accumulation | str | Sequence[Accumulation | str]", model: "CostModel | str" = "bits") -> Cost:
     """Cost of the per-layer ``work`` of a run on ``samples`` inputs, against uniform
-    ``high``: reference = samples · sum_k m_k cost(high, n_k), m_k = ``components[k]``."""
+    ``high`` (one format, or one per layer): reference = samples · sum_k m_k
+    cost(high_k, n_k), m_k = ``components[k]``."""
     model = get_cost_model(model)
     if len(work) != len(components):
         raise CostError(f"{len(work)} layers of work but {len(components)} component counts.")
+    highs = list(high) if isinstance(high, (list, tuple)) else [high] * len(work)
     layers = tuple(w.cost(model) for w in work)
-    reference = float(sum(samples * m * inner_product_cost(high, w.n, model) for w, m in zip(work, components)))
+    reference = float(sum(samples * m * inner_product_cost(h, w.n, model) for w, m, h in zip(work, components, highs)))
     return Cost(model.name, float(sum(layers)), reference, layers)

@@ -29,7 +29,7 @@ from emulator.graph.convert import layer_tensors
 from emulator.graph.ball import ExactValue
 from emulator.graph.exact import exact_values
 from emulator.metrics import relative_error
-from emulator.network import Network
+from emulator.network import Network, layer_storage
 from emulator.storage import parse_storage
 
 from .distributed import run_tasks
@@ -175,7 +175,7 @@ def emulate(model: "Network | Graph", data, acc, storage=None, *, labels=None, k
     ``labels`` adds accuracies; ``keep`` keeps every computed tensor."""
     graph, output, logits = _roles(model)
     plan = AccumulationPlan(acc)
-    st = parse_storage(storage)
+    st = layer_storage(storage) if isinstance(model, Network) else parse_storage(storage)
     feeds = graph.check_feeds(model_feeds(model, graph, data))
     n = next(iter(feeds.values())).shape[0]
     task = model_task(model, labels)

@@ -20,7 +20,10 @@ activation x activation product),
 3. the high pass is evaluated at the same operands and the selected components taken from
    it (the whole pass is computed, only the selected components are charged).
 
-A mean's division is rounded in the format that summed each component. Storage rounding
+Low and high reach each site as a plan's default does
+(``emulator.graph.arithmetic.default_at``); a site the low spec leaves to the CUDA cores
+(a plain sum under a hardware low spec) runs there in both passes, and a site whose two
+specs agree is summed once, with nothing to choose. A mean's division is rounded in the format that summed each component. Storage rounding
 and everything that is not a sum are as in ``Emulated``. The run records, per site, the
 format of every component, the inner products computed in each format and their length
 n (an im2col row C_in kh kw for a convolution, d_head for Q K^T, the row for a softmax
@@ -110,10 +113,11 @@ class SiteState:
     sums; ``low_passes`` counts the low-precision passes taken (the low pass, and the
     magnitude pass once a selector asks for it), ``steps`` a certified estimate's
     operations by format (with, at an activation x activation site, the norms of ŵ,
-    which are not weights known in advance)."""
+    which are not weights known in advance); ``low_spec`` the site's low accumulation."""
 
-    def __init__(self, arith: "MixedArithmetic", site: Site, x, w, bias, batched: bool):
+    def __init__(self, arith: "MixedArithmetic", site: Site, x, w, bias, batched: bool, low: Accumulation):
         self.arith, self.site, self.x, self.w, self.bias, self.batched = arith, site, x, w, bias, batched
+        self.low_spec = low
         self.low_passes = 1
         self.steps: dict[str, int] = {}
         self._estimates: dict[str, np.ndarray] = {}
@@ -121,7 +125,7 @@ class SiteState:
     @cached_property
     def low(self) -> tuple[np.ndarray, np.ndarray]:
         a = self.arith
-        return a.passes.sums(a, a.low, self.x, self.w, self.bias, self.batched)
+        return a.passes.sums(a, self.low_spec, self.x, self.w, self.bias, self.batched)
 
     @property
     def y(self) -> np.ndarray:
@@ -141,8 +145,8 @@ class SiteState:
                 rows, n, m = self.x.shape[-2], self.x.shape[-1], self.w.shape[-2]
                 count = groups * (rows * estimate.steps(n, m) + (estimate.weight_steps(n, m) if self.batched else 0))
                 self.steps[ESTIMATE_FORMAT] = self.steps.get(ESTIMATE_FORMAT, 0) + count
-            self._estimates[estimate.name] = a.passes.magnitude(a, a.low, self.x, self.w, self.bias, self.batched,
-                                                                estimate)
+            self._estimates[estimate.name] = a.passes.magnitude(a, self.low_spec, self.x, self.w, self.bias,
+                                                                self.batched, estimate)
         return self._estimates[estimate.name]
 
     @cached_property
@@ -246,7 +250,9 @@ class SiteChoice:
     """What a run did at one site: ``choice`` (the shape of the site's sums on the batch:
     (rows, m), or (groups, rows, m)) the index of the format of every component, ``work``
     the inner products computed under each accumulation, each of length ``n``, ``steps``
-    a certified estimate's operations by format."""
+    a certified estimate's operations by format, ``formats`` the site's (low, high)
+    accumulations (the run's, but where a hardware low spec leaves a plain sum to fp32 in
+    both; the site's high is the reference of its cost)."""
 
     site: Site
     n: int
@@ -254,6 +260,7 @@ class SiteChoice:
     choice: np.ndarray
     work: Mapping[Accumulation, int]
     steps: Mapping[str, int] = field(default_factory=dict)
+    formats: tuple[Accumulation, ...] = ()
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -298,22 +305,27 @@ class MixedArithmetic(Emulated):
                                               np.asarray(w, dtype=np.float64),
                                               None if bias is None else np.asarray(bias, dtype=np.float64), batched)
         x, w = np.ascontiguousarray(x), np.ascontiguousarray(w)
-        state = SiteState(self, site, x, w, bias, batched)
+        low = self.spec(site)
+        high = self._high.spec(site) if low == self.low else low  # a plain sum under hardware low: CUDA cores
+        state = SiteState(self, site, x, w, bias, batched, low)
         sel = self.selector
-        mask = np.asarray(sel.choose(state), dtype=bool)
+        if low == high and sel.uses_low:  # nothing to choose (a plain sum under hardware specs)
+            mask = np.zeros((*x.shape[:-1], w.shape[-2]), dtype=bool)
+        else:
+            mask = np.asarray(sel.choose(state), dtype=bool)
         work: dict = {}
         if sel.uses_low:
             y, ovf = state.low
-            work[self.low] = state.low_passes * y.size
+            work[low] = state.low_passes * y.size
         if mask.any() or not sel.uses_low:
-            y_high, ovf_high = self.passes.sums(self, self.high, x, w, bias, batched)
+            y_high, ovf_high = self.passes.sums(self, high, x, w, bias, batched)
             y, ovf = (np.where(mask, y_high, y), np.where(mask, ovf_high, ovf)) if sel.uses_low else (y_high, ovf_high)
-            work[self.high] = int(mask.sum())
+            work[high] = int(mask.sum())
         self._masks[site.name] = mask
         if self.record:
             self.records.append(SiteRecord(site, None, x, w, bias, y, ovf, batched))
         self.sites.append(SiteChoice(site, int(x.shape[-1]), int(x.shape[0]) if batched else 1,
-                                     _frozen(mask.astype(np.int8)), work, dict(state.steps)))
+                                     _frozen(mask.astype(np.int8)), work, dict(state.steps), (low, high)))
         self.overflow[site.name] = ovf.reshape(*lead, ovf.shape[-1])
         return y.reshape(*lead, y.shape[-1])
 
@@ -391,7 +403,7 @@ def mixed_graph_forward(graph: Graph, data, formats: Sequence, selector: Selecto
     run = forward(graph, feeds, arith, st)
     sites = tuple(arith.sites)
     work = [LayerWork(s.n, s.work, s.steps) for s in sites]
-    costs = run_cost(work, [s.choice.size for s in sites], 1, rows[-1], model)
+    costs = run_cost(work, [s.choice.size for s in sites], 1, [s.formats[-1] for s in sites], model)
     outputs = {k: _frozen(np.array(v, dtype=np.float64)) for k, v in run.outputs.items()}
     return GraphMixedRun(selector.method, selector.criterion, selector.tau, rows, outputs, sites, costs,
                          selector.selection, tuple(arith.records))

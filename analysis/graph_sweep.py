@@ -127,10 +127,10 @@ class GraphSweep:
         granular rule)."""
         model = self.model
         first = self.runs[0].run
-        low, high = first.formats[0], first.formats[-1]
         out = []
         for choice in first.sites:
             name = choice.site.name
+            low, high = choice.formats[0], choice.formats[-1]
             out.append({
                 "name": name, "op": choice.site.op, "shape": list(choice.shape), "n": choice.n,
                 "groups": choice.groups, "components": int(choice.choice.size),

@@ -235,7 +235,7 @@ def validate(network, x, acc, bound="deterministic", storage=None, *, labels=Non
     (``analysis.distributed``), folded in sample order (docs/method.md#scale-out).
     """
     from emulator.modelio import load_model
-    from emulator.storage import parse_storage
+    from emulator.network import layer_storage
 
     from emulator.graph import Graph
 
@@ -248,7 +248,7 @@ def validate(network, x, acc, bound="deterministic", storage=None, *, labels=Non
     x = x.x if hasattr(x, "feeds") else x
     accumulation = parse_accumulation(acc)
     spec = parse_bound(bound)
-    st = parse_storage(storage)
+    st = layer_storage(storage)
     xs = net.check_input(x)
     if labels is not None and len(labels) != xs.shape[0]:
         raise DataError(f"labels has {len(labels)} entries but x has {xs.shape[0]} samples.")

@@ -17,7 +17,9 @@ W x + b is evaluated
 A storage format ``FMT`` (or ``FMT:saturate``) rounds the weights, the biases and the
 network input to FMT first; every layer's output is then rounded to FMT too, except in
 the exact pass (and exact layers), which use the same rounded weights and input but never
-round between layers.
+round between layers. A layer applies its activation to the accumulator's value (a fused
+layer writes no sum out), so a storage that stores sums (``FMT:sums``, for graphs) is
+refused.
 """
 
 from __future__ import annotations
@@ -30,13 +32,23 @@ import numpy as np
 from .accumulation import Accumulation, parse_accumulation
 from .arrays import real_array
 from .activations import Activation, get_activation
-from .errors import MixaccError, ModelFileError, ShapeError
+from .errors import FormatSpecError, MixaccError, ModelFileError, ShapeError
 from .formats import Format
 from .metrics import class_labels, predicted_class
 from .reference import exact_forward
 from .storage import Storage, parse_storage
 
-__all__ = ["Layer", "Network", "ForwardResult"]
+__all__ = ["Layer", "Network", "ForwardResult", "layer_storage"]
+
+
+def layer_storage(storage: "str | Format | Storage | None") -> "Storage | None":
+    """``storage`` parsed for the layers of an MLP, refusing ``:sums``: a layer's
+    activation reads its accumulator, no sum of an MLP is stored."""
+    st = parse_storage(storage)
+    if st is not None and st.sums:
+        raise FormatSpecError(f"Storage {st.spec!r}: ':sums' stores the outputs of a graph's sum operators; an MLP "
+                              "layer applies its activation to the accumulator (use the storage without ':sums').")
+    return st
 
 
 class Layer:
@@ -187,7 +199,7 @@ class Network:
         storage). Weights or input that overflow a storage format without ``:saturate``
         raise :class:`FormatSpecError`."""
         xs = self.check_input(x)
-        st = parse_storage(storage)
+        st = layer_storage(storage)
         if st is not None:
             xs = st.round_finite(xs, "input data")
         return self.with_storage(st), xs, st

@@ -49,7 +49,7 @@ def operand_exponents(v: np.ndarray, fmt: "Format | MXFormat | None", group: int
 def _offending(v: np.ndarray, bad: np.ndarray, name: str, what: str) -> FormatSpecError:
     idx = tuple(int(i) for i in np.argwhere(bad)[0])
     return FormatSpecError(f"{name}[{', '.join(map(str, idx))}] == {float(v[idx])!r} is not {what}; "
-                           f"round the operands first (e.g. --storage).")
+                           f"round the operands first (e.g. --storage FMT; FMT:sums where a graph's sum feeds them).")
 
 
 def check_operands(v: np.ndarray, fmt: "Format | MXFormat | None", name: str) -> None:

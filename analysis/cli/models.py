@@ -16,6 +16,7 @@ from emulator.modelio import bundled_models, load_model
 from emulator.network import Network
 
 from ..atomic import to_jsonable
+from .storage import add_storage_arguments, storage_of_args
 
 HELP = "list the bundled models (architecture or operators, data, test accuracy) or describe model files"
 
@@ -29,7 +30,7 @@ def add_arguments(parser) -> None:
     parser.add_argument("--split", choices=("train", "test"), default="test", help="data split for --evaluate")
     parser.add_argument("--samples", type=int, metavar="N", help="evaluate on the first N samples only")
     parser.add_argument("--acc", metavar="SPEC", help="accumulation for --evaluate (default: native float64)")
-    parser.add_argument("--storage", metavar="FMT", help="storage format for --evaluate (e.g. e4m3:saturate)")
+    add_storage_arguments(parser, "storage format for --evaluate (e.g. e4m3:saturate)")
 
 
 def _table(rows: list[tuple]) -> str:
@@ -55,13 +56,13 @@ def _sites(card: dict) -> int:
 
 
 def _network_accuracy(net: Network, data, args) -> float:
-    predicted = net.predict(data.x, acc=args.acc, storage=args.storage)
+    predicted = net.predict(data.x, acc=args.acc, storage=storage_of_args(args))
     return float(np.mean(predicted == data.y))
 
 
 def _graph_accuracy(graph: Graph, data, args) -> float:
     """Classes decided on the graph's first output (its logits) by ``emulator.metrics``."""
-    run = forward(graph, data.feeds([t.name for t in graph.inputs]), acc=args.acc, storage=args.storage)
+    run = forward(graph, data.feeds([t.name for t in graph.inputs]), acc=args.acc, storage=storage_of_args(args))
     return accuracy(predicted_class(run.outputs[graph.outputs[0]]), data.y, graph.meta.get("classes"))
 
 
@@ -74,7 +75,7 @@ def _evaluate(model: "Network | Graph", args) -> dict:
     if data.y is None:
         raise DataError(f"Data {spec!r} has no labels; accuracy needs labels.")
     return {"data": spec, "split": args.split, "samples": len(data), "acc": args.acc or "float64",
-            "storage": args.storage, "accuracy": _ACCURACY[type(model)](model, data, args)}
+            "storage": storage_of_args(args), "accuracy": _ACCURACY[type(model)](model, data, args)}
 
 
 def run(args) -> int:

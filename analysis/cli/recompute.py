@@ -23,6 +23,7 @@ from ..provenance import provenance
 from ..selection import granularity_names, rule_label, rule_list
 from ..sweep import sweep, sweep_record
 from ..verdict import verdict, verdict_lines
+from .storage import add_storage_arguments, storage_of_args
 from .thresholds import add_threshold_arguments, thresholds_of_args
 
 HELP = "guided recomputation (Algorithm 1) against its baselines: accuracy, flips, error and cost per tau"
@@ -71,7 +72,7 @@ def add_arguments(parser) -> None:
                              "policy at tau / u_F1")
     parser.add_argument("--static", type=int, metavar="CALIB_SAMPLES",
                         help="also run the static variant, calibrated on this many training samples")
-    parser.add_argument("--storage", metavar="FMT", help="storage format for weights, biases, input and outputs")
+    add_storage_arguments(parser)
     parser.add_argument("--cost", default="bits", metavar="bits|quadratic|PATH",
                         help=f"cost model: {', '.join(cost_model_names())} or a JSON table (default bits)")
     parser.add_argument("--seed", type=int, default=0, metavar="S", help="seed of the random baseline (default 0)")
@@ -93,7 +94,7 @@ def _resolve(args) -> dict:
     config = {
         "model": args.model or (preset.model if preset else None),
         "weights_storage": preset.weights if preset else None,
-        "storage": args.storage or (preset.storage if preset else None),
+        "preset": preset,
         "low": args.low or (preset.low if preset else None),
         "high": args.high or (preset.high if preset else None),
         "taus": args.tau or (list(preset.taus) if preset else None),
@@ -182,8 +183,8 @@ def run(args) -> int:
     network = load_model(config["model"])
     if config["weights_storage"]:
         network = network.with_storage(config["weights_storage"])
-    storage = parse_storage(config["storage"])
     graph = isinstance(network, Graph)
+    storage = parse_storage(storage_of_args(args, config["preset"], graph))
     if not graph and (args.lamp is not None or args.lamp_tau):
         raise MixaccError(f"--lamp, --lamp-tau: LAMP guards the attention scores of graphs, and {network.name!r} is "
                           "an MLP.")

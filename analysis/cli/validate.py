@@ -19,6 +19,7 @@ from ..bounds import parse_bound
 from ..provenance import provenance
 from ..validation import validate
 from ..verdict import verdict, verdict_lines
+from .storage import add_storage_arguments, storage_of_args
 from .thresholds import add_threshold_arguments, thresholds_of_args
 
 HELP = "measure local and global errors per layer and component against the exact reference and the bounds"
@@ -27,7 +28,8 @@ DEFAULT_SAMPLES = 1000
 
 
 def add_common_arguments(parser, default_samples: "int | None") -> None:
-    """MODEL, --data, --samples, --seed, --acc, --storage, --json (shared with ``emulate``)."""
+    """MODEL, --data, --samples, --seed, --storage, --store-sums, --json (shared with ``emulate``
+    and ``certify``)."""
     parser.add_argument("model", metavar="MODEL", help="a model file or bundled model name")
     parser.add_argument("--data", metavar="D", help="data spec (default: the model's own test data)")
     samples = f"default {default_samples}" if default_samples else "default: all"
@@ -35,7 +37,7 @@ def add_common_arguments(parser, default_samples: "int | None") -> None:
                         help=f"number of samples ({samples}; with --seed a seeded random subset, else the first N)")
     parser.add_argument("--seed", type=int, metavar="S",
                         help="seed of the sample subset and of stochastic rounding when the spec gives none")
-    parser.add_argument("--storage", metavar="FMT", help="storage format for weights, biases, input and outputs")
+    add_storage_arguments(parser)
     parser.add_argument("--json", metavar="PATH", help="write the result as JSON (atomically)")
 
 
@@ -70,7 +72,7 @@ def load_inputs(args) -> tuple:
     acc = parse_accumulation(getattr(args, "acc", None) or "fp16")
     if acc.seed is None and args.seed is not None:
         acc = dataclasses.replace(acc, seed=args.seed)
-    return net, data, acc, parse_storage(args.storage)
+    return net, data, acc, parse_storage(storage_of_args(args))
 
 
 def _fmt(v, spec: str = ".2e") -> str:

@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import re
 
+from emulator.storage import parse_storage
+
 from ..methods import LAMP, METHODS
 from ..verdict import label_text, report_verdict
 from . import figures
@@ -289,7 +291,8 @@ def _storage_text(config: dict) -> str:
         parts.append(f"weights and biases rounded to {config['weights_storage']} first (the exact reference uses "
                      "the same rounded values)")
     if config.get("storage"):
-        parts.append(f"storage format {config['storage']} for weights, biases, the input and every layer output")
+        sums = ", the outputs of sum operators included" if parse_storage(config["storage"]).sums else ""
+        parts.append(f"storage format {config['storage']} for weights, biases, the input and every layer output{sums}")
     return ("Storage: " + "; ".join(parts) + ".") if parts else "Storage: float64 weights, biases and input."
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 from ..presets import PRESETS
 from .build import ReportConfig
 
-__all__ = ["DEMO", "BUNDLED"]
+__all__ = ["DEMO", "BUNDLED", "preset_report"]
 
 _FORMATS = ("fp16", "bf16", "fp8-e4m3fn")
 _SWEEP = dict(low="bf16", high="fp32", taus=(30.0, 10.0, 3.0, 1.0, 0.3, 0.1), criteria=("kappa", "kappa-prime"))
@@ -22,7 +22,6 @@ recompute fraction."""
 
 
 _PAPER = PRESETS.get("paper")
-_H100 = "tensorcore:h100:fp8-e4m3fn"
 
 
 def _model(name: str) -> ReportConfig:
@@ -38,12 +37,16 @@ def _paper(name: str) -> ReportConfig:
     )
 
 
-def _preset_report(name: str, model: str, accs: tuple[str, ...]) -> ReportConfig:
-    """The report of a recompute preset (``mixacc recompute --preset NAME``) on ``model``."""
+def preset_report(name: str, model: str, *, graph: bool) -> ReportConfig:
+    """The report of a recompute preset (``mixacc recompute --preset NAME``, ``mixacc
+    report --preset NAME``) on ``model`` (a graph when ``graph``: the preset's storage on
+    graphs), on its whole test split."""
     row = PRESETS.get(name)
-    return ReportConfig(model=model, samples=None, weights_storage=row.weights, storage=row.storage, accs=accs,
-                        low=row.low, high=row.high, taus=row.taus, criteria=row.criteria, point_samples=50,
-                        title=f"mixacc report: {model}, preset {name} ({row.low} / {row.high}, storage {row.storage})")
+    storage = row.storage_for(graph)
+    return ReportConfig(model=model, samples=None, weights_storage=row.weights, storage=storage,
+                        accs=row.validated, low=row.low, high=row.high, taus=row.taus, criteria=row.criteria,
+                        point_samples=50,
+                        title=f"mixacc report: {model}, preset {name} ({row.low} / {row.high}, storage {storage})")
 
 
 _GRAPH_SWEEP = dict(low="fp8-e4m3fn", high="fp32", criteria=("kappa",))
@@ -55,7 +58,8 @@ BUNDLED: dict[str, ReportConfig] = {
                                taus=(30.0, 10.0, 3.0, 1.0, 0.3, 0.1), point_samples=100, **_GRAPH_SWEEP),
     "digits-transformer": ReportConfig(model="digits-transformer", samples=120, accs=("bf16", "fp8-e4m3fn"),
                                        taus=(3.0, 1.0, 0.3), point_samples=50, **_GRAPH_SWEEP),
-    "h100-fp8": _preset_report("h100-fp8", "mnist1d-tanh", (_H100, f"{_H100}:promote=128", "bf16")),
+    "h100-fp8": preset_report("h100-fp8", "mnist1d-tanh", graph=False),
+    "h100-fp8-transformer": preset_report("h100-fp8", "digits-transformer", graph=True),
     "all-minilm-l6-v2": ReportConfig(model="all-minilm-l6-v2", data="sentences:16", samples=None,
                                      accs=("bf16", "fp8-e4m3fn"), taus=(3.0, 1.0, 0.3), point_samples=4,
                                      **_GRAPH_SWEEP),
@@ -71,7 +75,9 @@ whole split a quarter of an hour; bf16 and fp8-e4m3fn validated per site; the po
 fp8-e4m3fn / high fp32: guided against LAMP, random and local-oracle selection at equal
 recompute fractions); and ``h100-fp8``, the deployment question of the recompute preset
 of that name: fp8 storage on H100 tensor cores with and without promotion every 128
-(and bf16 accumulation of the same fp8 operands), on ``mnist1d-tanh``; and the pretrained
+(and bf16 accumulation of the same fp8 operands), on ``mnist1d-tanh`` and, as
+``h100-fp8-transformer``, on ``digits-transformer`` (the outputs of its sums stored in
+fp8 too, ``fp8-e4m3fn:sums``; its plain sums in fp32); and the pretrained
 ``all-minilm-l6-v2`` (extra ``minilm``) on the first 16 shipped sentences, as the
 transformer graph above."""
 

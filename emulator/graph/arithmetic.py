@@ -13,7 +13,9 @@ elementwise and shape functions) and stored (``store``):
   ``emulator.linear.linear`` (bit-exact, every model of the MLP case), the rest in
   float64, every operator's floating-point output rounded once to the storage format
   (the "accumulate in FMT, store in STORAGE" model), except the outputs of operators that
-  are a sum (they stay values of the accumulator format, as an MLP's pre-activations do);
+  are a sum (they stay values of the accumulator format, as an MLP's pre-activations do,
+  unless the storage is ``FMT:sums``: then they are stored too, as a GPU kernel writes
+  its accumulator to memory);
 * the exact arithmetic (``emulator.graph.exact``) — certified enclosures, never rounded.
 
 A contraction is ``y[..., i] = sum_j x[..., j] w[..., i, j] (+ b_i)``: ``w`` either shared
@@ -35,7 +37,8 @@ from ..storage import Storage, parse_storage
 from .ir import is_float
 
 
-__all__ = ["Site", "AccumulationPlan", "Arithmetic", "Native", "Emulated", "SiteRecord", "divide_in", "division_format"]
+__all__ = ["Site", "AccumulationPlan", "Arithmetic", "Native", "Emulated", "SiteRecord", "divide_in", "division_format",
+           "default_at", "CUDA_CORE_SUMS"]
 
 
 @dataclass(frozen=True)
@@ -57,7 +60,9 @@ class AccumulationPlan:
     """Which accumulation spec each site gets: one spec for all, or a mapping whose keys
     are operator types (``MatMul``), site-name patterns (``*attention*``, fnmatch) or
     ``*``; the first key that matches a site wins (operator types before patterns). A
-    site no key matches runs in float64. Values are specs, rows or None (float64)."""
+    site no key matches gets the default (``*``, or the one spec; a hardware spec only at
+    contractions, :func:`default_at`), or runs in float64 without one. Values are specs,
+    rows or None (float64)."""
 
     def __init__(self, acc: "str | Accumulation | Mapping | AccumulationPlan | None"):
         if isinstance(acc, AccumulationPlan):
@@ -85,12 +90,14 @@ class AccumulationPlan:
                 self.by_pattern.append((key, row))
 
     def resolve(self, site: Site) -> "Accumulation | None":
+        """The spec of ``site``: its operator type's, else the first matching pattern's,
+        else the default as :func:`default_at` applies it to the site."""
         if site.op in self.by_op:
             return self.by_op[site.op]
         for pattern, row in self.by_pattern:
             if fnmatch.fnmatchcase(site.name, pattern):
                 return row
-        return self.default
+        return default_at(self.default, site)
 
     @property
     def is_exact(self) -> bool:
@@ -100,6 +107,24 @@ class AccumulationPlan:
         spec = (lambda a: None if a is None else a.spec)
         return {"default": spec(self.default), "by_op": {k: spec(v) for k, v in self.by_op.items()},
                 "by_pattern": {k: spec(v) for k, v in self.by_pattern}}
+
+
+CUDA_CORE_SUMS = parse_accumulation("fp32")
+"""What a hardware spec leaves to a GPU's CUDA cores: IEEE fp32 sums, recursive."""
+
+
+def default_at(acc: "Accumulation | None", site: Site) -> "Accumulation | None":
+    """The spec a plan's default ``acc`` gives ``site``: ``acc`` itself, except that a
+    hardware row (``tensorcore:``, ``blockfma:``) models a matrix unit, which computes
+    the contractions (Gemm, MatMul, Einsum, Conv); the plain sums of a graph (reductions,
+    pooling, softmax denominators, normalisation statistics) run on the CUDA cores, in
+    :data:`CUDA_CORE_SUMS` (docs/method.md#tensor-cores-on-graphs). A plan key naming such
+    a site gives it any spec."""
+    if acc is None or acc.hardware is None:
+        return acc
+    from .ops import OPS
+
+    return acc if OPS.get(site.op).family == "contraction" else CUDA_CORE_SUMS
 
 
 @dataclass
@@ -167,8 +192,16 @@ class Arithmetic:
 
     def finish(self, node, name: str, value, *, raw: bool):
         """A node's output ``name`` once computed: rounded to the storage format unless the
-        operator is a sum (``raw``) or the tensor holds integers."""
-        return value if raw or not is_float(value) else self.store(value)
+        tensor holds integers, or the operator is a sum (``raw``) and the storage keeps
+        sums in their accumulator format (``Storage.sums`` not set)."""
+        if not is_float(value) or (raw and not self.stores_sums):
+            return value
+        return self.store(value)
+
+    @property
+    def stores_sums(self) -> bool:
+        """True when the outputs of sum operators are rounded to the storage format too."""
+        return self.storage is not None and self.storage.sums
 
     def store(self, tensor):
         """round_S(tensor) for float tensors when a storage format is set."""

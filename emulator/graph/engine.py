@@ -5,7 +5,8 @@ Each node's operator row (``emulator.graph.ops.OPS``) evaluates it through a
 :class:`Context`, which gives it the arithmetic's ``math`` namespace and its sums
 (``contract``, ``sum``, ``mean``: the accumulation sites). After the node, the engine
 rounds its floating-point outputs to the storage format, unless the operator is itself a
-sum (``Op.raw``: its outputs are values of the accumulator format). Tensors are freed as
+sum (``Op.raw``: its outputs are values of the accumulator format) and the storage does
+not store sums (``FMT:sums``, ``Storage.sums``). Tensors are freed as
 soon as the last node that reads them has run, so memory holds the live tensors of one
 batch only.
 """
