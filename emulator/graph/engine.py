@@ -193,15 +193,19 @@ def forward(graph: Graph, feeds: Mapping[str, np.ndarray], acc=None, storage=Non
 
     Floating-point initialisers and inputs are rounded to the storage format first (the
     exact pass uses the same rounded values and never rounds again). Samples go through
-    in batches of ``batch_size`` (STREAM_BATCH by default, so that a pass over many
-    samples holds one batch's intermediate tensors at a time; one at a time for a graph
-    exported with a fixed batch of 1); outputs, kept tensors and overflow masks are
-    joined along the batch; every value is the same whatever the batches. ``first_sample``: the index of the first sample in the data the
+    in batches of ``batch_size`` (by default STREAM_BATCH, so that a pass over many
+    samples holds one batch's intermediate tensors at a time, except that an
+    :class:`Arithmetic` given as ``acc``, which may gather state over the pass, sees every
+    sample at once; 0: all at once; one at a time for a graph exported with a fixed batch
+    of 1); outputs, kept tensors and overflow masks are joined along the batch; every
+    value is the same whatever the batches. ``first_sample``: the index of the first sample in the data the
     feeds are taken from (stochastic rounding draws the bits of the global sample index)."""
     prepared, data, st = prepare(graph, feeds, storage)
     runs, masks = [], []
     start = first_sample
-    for chunk in batches(graph, data, STREAM_BATCH if batch_size is None else batch_size):
+    if batch_size is None:
+        batch_size = 0 if isinstance(acc, Arithmetic) else STREAM_BATCH
+    for chunk in batches(graph, data, batch_size):
         arith = make_arithmetic(acc, None if _is_exact(acc) else st, record=False, first_sample=start)
         start += next(iter(chunk.values())).shape[0]
         runs.append(run_graph(prepared, chunk, arith, keep=keep))
