@@ -69,16 +69,17 @@ def site_components(record: SiteRecord, bound="deterministic") -> "SiteComponent
         return None
     parts = {k: [] for k in ("y", "exact", "bound", "capped", "kappa", "covered")}
     for x, w, y, ovf in _stacked(record):
-        finite_x = np.isfinite(x).all(axis=1)
+        finite_x, finite_w = np.isfinite(x).all(axis=1), np.isfinite(w).all(axis=1)
         safe_x = np.where(finite_x[:, None], x, 0.0)
-        exact = np.asarray(exact_linear(safe_x, w, record.bias), dtype=np.float64)
-        b, capped = local_bound(safe_x, w, record.bias, acc, bound, return_capped=True)
+        safe_w = np.where(finite_w[:, None], w, 0.0)  # an activation operand past an overflow
+        exact = np.asarray(exact_linear(safe_x, safe_w, record.bias), dtype=np.float64)
+        b, capped = local_bound(safe_x, safe_w, record.bias, acc, bound, return_capped=True)
         parts["y"].append(y)
         parts["exact"].append(exact)
         parts["bound"].append(b)
         parts["capped"].append(capped)
-        parts["kappa"].append(ratio(absolute_sums(safe_x, w, record.bias), y))
-        parts["covered"].append(finite_x[:, None] & np.isfinite(w).all(axis=1)[None, :] & ~ovf & np.isfinite(y))
+        parts["kappa"].append(ratio(absolute_sums(safe_x, safe_w, record.bias), y))
+        parts["covered"].append(finite_x[:, None] & finite_w[None, :] & ~ovf & np.isfinite(y))
     cat = {k: np.concatenate(v) for k, v in parts.items()}
     c = model_constant(acc, record.w.shape[-1], record.bias is not None, bound)
     with np.errstate(invalid="ignore"):

@@ -230,3 +230,24 @@ def test_bench_activations_section_times_every_activation_against_relu(monkeypat
         assert r.unit == "s" and r.value > 0 and set(r.baselines) == {"relu"} and r.meets is None
     net = bench.network("gelu_tanh", (6, 5, 3))
     assert [layer.activation.name for layer in net] == ["gelu_tanh", "identity"]
+
+
+def test_graph_site_whose_activation_operand_overflowed_upstream():
+    """Q K^T where K's projection overflows fp8-e4m3fn (NaN, no infinity in that format):
+    the scores site is validated on the components whose operands are finite, and the
+    others are left out instead of stopping the validation."""
+    from emulator.graph import Graph, Node, TensorInfo
+
+    rng = np.random.default_rng(3)
+    nodes = [Node("key", "MatMul", ("x", "wk"), ("k",)),
+             Node("keys", "Transpose", ("k",), ("kt",), {"perm": (0, 2, 1)}),
+             Node("scores", "MatMul", ("x", "kt"), ("s",))]
+    wk = np.full((4, 4), 0.25)
+    wk[:, 3] = 240.0  # column 3 of K: about 4 * 240 * |x| > 448 for the large rows
+    graph = Graph(nodes, [TensorInfo("x", "float", (None, 3, 4))], ["s"], {"wk": wk}, name="qk")
+    x = rng.uniform(0.5, 1.0, (2, 3, 4))
+    x[1] *= 0.01  # sample 1 stays finite
+    result = validate(graph, {"x": x}, "fp8-e4m3fn").to_dict()
+    scores = next(s for s in result["sites"] if s["name"] == "scores")
+    assert result["violations"] == 0
+    assert 0 < scores["local"]["components"] < 2 * 3 * 3  # sample 0's scores left out, sample 1's checked
