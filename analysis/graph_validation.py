@@ -249,11 +249,14 @@ def _validate_graph_batch(job: _GraphJob, batch: tuple) -> _GraphPart:
             pred = _rows(predicted[name].rad if predicted[name].rad is not None else np.zeros(value.shape))
             with np.errstate(divide="ignore", invalid="ignore"):
                 pred_rel = np.where(pred == 0, 0.0, pred / np.abs(computed))
-            covered = np.isfinite(computed)
+            exact_value = _rows(reference.value)
+            same = np.isinf(computed) & (computed == exact_value)  # a -inf mask, exactly right
+            covered = np.isfinite(computed) | same
+            computed, exact_value = np.where(same, 0.0, computed), np.where(same, 0.0, exact_value)
             if name not in part.glob:
                 part.glob[name] = Collector(0.0, False)
                 part.tensor_info[name] = {"op": node.op, "shape": tuple(value.shape[1:])}
-            part.glob[name].add(offset, computed, _rows(reference.value), _rows(reference.radius), radius, pred_rel,
+            part.glob[name].add(offset, computed, exact_value, _rows(reference.radius), radius, pred_rel,
                                 covered, np.zeros(covered.shape, dtype=bool))
     part.scores.add(np.asarray(run.values[scored]), exact[scored].value)
     return part

@@ -20,6 +20,8 @@ errors). A policy run dearer than uniform high is named as such.
 
 from __future__ import annotations
 
+import math
+
 from dataclasses import asdict, dataclass
 
 from emulator.accumulation import parse_accumulation
@@ -144,9 +146,13 @@ def flip_rate_of(record: dict) -> "float | None":
 
 
 def _validation_row(v: dict) -> FormatRow:
+    """A validated format; an output component the summaries leave out (not finite where
+    the exact value is, an overflow) has an unbounded error: its largest relative error
+    is then inf."""
     out = output_summary(v)
+    worst = math.inf if out.get("uncovered") else out["max_rel_error"]
     return FormatRow(canonical(v["accumulation"]), "validation", v.get("accuracy"), v.get("exact_accuracy"),
-                     flip_rate_of(v), out["max_rel_error"], out["median_rel_error"], v["violations"], bound_status(v))
+                     flip_rate_of(v), worst, out["median_rel_error"], v["violations"], bound_status(v))
 
 
 def _run_row(spec: str, run: dict) -> FormatRow:

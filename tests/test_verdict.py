@@ -256,3 +256,15 @@ def test_report_cli_records_the_thresholds(files, tmp_path, capsys):
     assert data["config"]["max_rel_error"] == 1e-9 and data["verdict"]["thresholds"]["max_rel_error"] == 1e-9
     assert mixacc("report", *files, "--max-flip-rate", -1, "--out", tmp_path / "bad") == 2
     assert "--max-flip-rate == -1.0, must be >= 0." in capsys.readouterr().err
+
+
+def test_an_output_left_out_of_the_summaries_has_an_unbounded_error():
+    """Output components that overflowed (uncovered) make the worst relative error inf, not
+    the largest over the components that did not."""
+    from analysis.verdict import verdict
+
+    out = {"uncovered": 0, "max_rel_error": 0.0, "median_rel_error": None}
+    v = {"accumulation": "fp8-e4m3fn", "violations": 0, "flip_rate": 1.0, "layers": [{"global": out}]}
+    assert verdict([v], None, Thresholds())["formats"][0]["max_rel_error"] == 0.0
+    v["layers"] = [{"global": {**out, "uncovered": 3}}]
+    assert verdict([v], None, Thresholds())["formats"][0]["max_rel_error"] == math.inf
