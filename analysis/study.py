@@ -332,11 +332,13 @@ def _figure(record: dict, key: str, groups: "tuple[str, ...]"):
             randoms = [(r["relative_cost"], r["flip_rate"]) for s in pair["settings"] for r in s["runs"]
                        if r["method"] == "random"]
             ax.plot(*zip(*_front(randoms)), color="#7f7f7f", ls=":", marker=".", label="random (front)")
+            starts = [1.6]
             for g in groups:
-                pts = [(r["relative_cost"], r["flip_rate"]) for s in pair["settings"] if s[key] == g
-                       for r in s["runs"] if r["method"] == "guided"]
-                ax.plot(*zip(*_front(pts)), color=COLOURS[g], marker="o", ms=3, label=g)
-            ax.set_xlim(0, 1.6)
+                front = _front([(r["relative_cost"], r["flip_rate"]) for s in pair["settings"] if s[key] == g
+                                for r in s["runs"] if r["method"] == "guided"])
+                ax.plot(*zip(*front), color=COLOURS[g], marker="o", ms=3, label=g)
+                starts.append(1.05 * front[0][0])
+            ax.set_xlim(0, max(starts))  # wide enough for the cheapest run of every group
             ax.set_title(f"{name}  {pair_name}", fontsize=9)
             ax.set_xlabel("relative cost (bits)", fontsize=8)
             ax.set_ylabel("flip rate", fontsize=8)
