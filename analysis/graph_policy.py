@@ -392,7 +392,8 @@ def mixed_graph_forward(graph: Graph, data, formats: Sequence, selector: Selecto
     """One forward pass of ``graph`` on ``data`` (a dict of its inputs, a Dataset, or an
     array for a single input) under :class:`MixedArithmetic` with ``selector``; weights and
     inputs rounded to ``storage`` as in ``emulator.graph.forward``; ``record`` keeps each
-    site's operands."""
+    site's operands. The samples go through in one batch: a site's budget, its row and tile
+    units and a matched run's counts are those of the whole batch."""
     model = get_cost_model(cost)
     rows = format_list(formats)
     st = parse_storage(storage)
@@ -400,7 +401,7 @@ def mixed_graph_forward(graph: Graph, data, formats: Sequence, selector: Selecto
     samples = next(iter(feeds.values())).shape[0]
     passes = passes if isinstance(passes, SitePasses) else SitePasses()
     arith = MixedArithmetic(rows, selector, consumers or GraphConsumers.of(graph), passes, st, samples, record=record)
-    run = forward(graph, feeds, arith, st)
+    run = forward(graph, feeds, arith, st, batch_size=samples)
     sites = tuple(arith.sites)
     work = [LayerWork(s.n, s.work, s.steps) for s in sites]
     costs = run_cost(work, [s.choice.size for s in sites], 1, [s.formats[-1] for s in sites], model)

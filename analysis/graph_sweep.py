@@ -36,7 +36,8 @@ from .criteria import PolicyError, check_tau, get_criterion
 from .distributed import run_tasks
 from .selection import Rule, rule_label, rule_list
 
-__all__ = ["GraphRunSummary", "GraphSweep", "graph_sweep", "graph_sweep_record", "graph_metrics"]
+__all__ = ["GraphRunSummary", "GraphSweep", "graph_sweep", "graph_sweep_record", "graph_metrics", "exact_outputs",
+           "summarise_graph"]
 
 
 def _rows(a: np.ndarray) -> np.ndarray:
@@ -143,7 +144,15 @@ class GraphSweep:
         return out
 
 
-def _summary(run: GraphMixedRun, exact: dict, task: str, labels, classes) -> GraphRunSummary:
+def exact_outputs(graph: Graph, feeds: dict, storage=None, precision: int = 113) -> dict:
+    """The exact pass's outputs by name (``feeds`` checked; the same rounded weights and
+    inputs as every run, never rounded between operators), each rounded once to float64."""
+    reference = exact_values(forward(graph, feeds, f"exact:{precision}", storage))
+    return {name: reference[name].value for name in graph.outputs}
+
+
+def summarise_graph(run: GraphMixedRun, exact: dict, task: str, labels=None, classes=None) -> GraphRunSummary:
+    """``run`` scored against the exact outputs ``exact`` (:func:`graph_metrics`)."""
     metrics = graph_metrics(dict(run.outputs), exact, task, labels, classes)
     return GraphRunSummary(run.method, run.criterion, run.tau, metrics, run.fraction, run.site_fraction,
                            run.cost.relative, run)
@@ -205,8 +214,7 @@ def graph_sweep(graph: Graph, data, low, high, taus: Sequence[float], criteria: 
     model = get_cost_model(cost)
     st = parse_storage(storage)
     feeds = graph.check_feeds(model_feeds(graph, graph, data))
-    reference = exact_values(forward(graph, feeds, f"exact:{precision}", st))
-    exact = {name: reference[name].value for name in graph.outputs}
+    exact = exact_outputs(graph, feeds, st, precision)
     task = model_task(graph, labels)
     classes = graph.meta.get("classes")
     consumers = GraphConsumers.of(graph)
@@ -220,7 +228,7 @@ def graph_sweep(graph: Graph, data, low, high, taus: Sequence[float], criteria: 
     job = _GraphSweepJob(graph, feeds, low, high, common, options, matched, crits[0] if crits else None)
     for found in run_tasks(_configuration_runs, job, jobs, desc="recompute sweep"):
         runs.extend(found)
-    summaries = tuple(_summary(r, exact, task, labels, classes) for r in runs)
+    summaries = tuple(summarise_graph(r, exact, task, labels, classes) for r in runs)
     return GraphSweep(summaries, exact, model, task, consumers)
 
 

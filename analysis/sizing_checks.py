@@ -153,9 +153,10 @@ class _ChosenSpecs(Emulated):
 def check_graph_sizing(graph: Graph, feeds: dict, sizings: "list[SiteSizing]") -> list[dict]:
     """Per site, the checks of the module docstring on the graph's inputs ``feeds``: the
     graph run with every site in its chosen format, each site checked at the operands
-    it recorded (its samples: the sums' rows, per group for a box of weights)."""
+    it recorded (its samples: the sums' rows, per group for a box of weights), every
+    sample in one batch so that each site records all of them."""
     arith = _ChosenSpecs({s.site.name: parse_accumulation(s.chosen.spec) for s in sizings})
-    forward(graph, feeds, arith)
+    forward(graph, feeds, arith, batch_size=next(iter(feeds.values())).shape[0])
     records = {r.site.name: r for r in arith.records}
     out = []
     for sizing in sizings:

@@ -1,16 +1,19 @@
-"""Where the recompute policy wins: ``python -m analysis.study`` sweeps every bundled MLP ×
-low/high pair × criterion × granularity over budgets and target errors, and writes
-``reports/study/`` (docs/method.md#the-study): ``study.json`` (every run), ``README.md``
-(the tables), ``pareto.png`` (cost–flip-rate fronts by criterion) and ``granularity.png``
-(by granularity).
+"""Where the recompute policy wins: ``python -m analysis.study`` sweeps every bundled model
+(the MLPs and the graphs) × low/high pair × criterion × granularity over budgets and target
+errors, and writes ``reports/study/`` (docs/method.md#the-study): ``study.json`` (every
+run), ``README.md`` (the tables), ``pareto.png`` (cost–flip-rate fronts by criterion) and
+``granularity.png`` (by granularity).
 
 Each (model, pair) is run on the first ``--samples`` test samples (default 200), with the
-``bits`` cost model, the models as bundled (no storage rounding of weights or outputs). A criterion's score ranks its components; against it:
+``bits`` cost model, the models as bundled (no storage rounding of weights or outputs). An
+MLP runs Algorithm 1 layer by layer (``analysis.policy.recompute``), a graph at every
+accumulation site (``analysis.graph_policy``), the budget being each layer's or site's. A
+criterion's score ranks its components; against it:
 
 * uniform low and uniform high, and the *chord* between them: running a share of the
   samples in high and the rest in low costs c_low + t (1 - c_low) and flips
   f_low + t (f_high - f_low) (t the share) — what uniform precision buys at any cost;
-* random selection at the guided run's recompute counts (per layer and sample).
+* random selection at the guided run's recompute counts (per layer or site, and sample).
 
 A setting *beats uniform precision* when one of its runs flips fewer samples than the
 chord at the same cost, by at least one sample; it *matches high* when a run costing less
@@ -27,20 +30,26 @@ import json
 import math
 import sys
 import time
+from dataclasses import dataclass
+from typing import Callable
 
 import numpy as np
 
 from emulator.accumulation import parse_accumulation
+from emulator.data import Dataset, load_model_data
 from emulator.errors import MixaccError
-from emulator.data import load_model_data
+from emulator.graph import Graph
+from emulator.graph.arithmetic import Emulated
 from emulator.modelio import bundled_models, load_model
 from emulator.network import Network
-from emulator.reference import exact_linear
 
 from .atomic import atomic_directory, to_jsonable
 from .baselines import random_selection, uniform_high, uniform_low
 from .criteria import get_criterion
 from .distributed import executor_for, run_tasks
+from .emulation import model_feeds, model_task
+from .graph_policy import SitePasses, uniform_graph
+from .graph_sweep import exact_outputs, summarise_graph
 from .mixed import Passes
 from .progress import set_quiet
 from .provenance import provenance
@@ -61,40 +70,67 @@ COLOURS = {"kappa": "#1f77b4", "kappa-prime": "#ff7f0e", "kappa-holder": "#2ca02
            "component": "#1f77b4", "row": "#d62728", "tile": "#8c564b"}
 
 
-def _mlps() -> list[str]:
-    return [name for name in bundled_models() if isinstance(load_model(name), Network)]
+@dataclass(frozen=True)
+class _Scored:
+    """A model on its study samples: ``inputs`` as the policy takes them (an MLP's array,
+    a graph's feeds), ``score(run)`` the run's JSON summary against the exact pass
+    (``analysis.sweep.summarise``, ``analysis.graph_sweep.summarise_graph``)."""
+
+    model: "Network | Graph"
+    inputs: object
+    score: Callable[[object], dict]
 
 
-def estimate_ranking(network: Network, x: np.ndarray, low: str, high: str) -> dict:
+def _scored(model: "Network | Graph", data: Dataset) -> _Scored:
+    classes = model.meta.get("classes")
+    if isinstance(model, Graph):
+        feeds = model.check_feeds(model_feeds(model, model, data))
+        exact, task = exact_outputs(model, feeds), model_task(model, data.y)
+        return _Scored(model, feeds, lambda run: summarise_graph(run, exact, task, data.y, classes).describe())
+    reference = model.forward(data.x, acc="exact", return_all=True)
+    exact, logits = reference.outputs[-1], reference.preactivations[-1]
+    return _Scored(model, data.x, lambda run: summarise(run, exact, logits, data.y, classes).describe())
+
+
+def _passes(model: "Network | Graph") -> Passes:
+    """A new cache of the passes a model's runs share (a graph's by site)."""
+    return SitePasses() if isinstance(model, Graph) else Passes()
+
+
+def estimate_ranking(model: "Network | Graph", x, low: str, high: str) -> dict:
     """Spearman's rho of each criterion's estimate of kappa_i = a_i / |y_i| against the
-    exact kappa_i, over every component of every layer at the inputs of a uniform-low
-    pass, the median overestimate M_i / a_i of a_i (a_i, y_i exact at those inputs;
+    exact kappa_i, over every component of every layer (an MLP's, as the Gemm sites of
+    ``Network.graph``) or accumulation site at the operands of a uniform-low pass, the
+    median overestimate M_i / a_i of a_i (a_i, y_i exact at those operands;
     ``kappa-prime`` estimates kappa_i by 1 / |ŷ_i|), and what the estimate costs
     (relative to uniform ``high``: a budget-0 run less uniform low)."""
-    passes = Passes()
+    sites = SitePasses()
     low_row = parse_accumulation(low)
-    inputs = network.forward(x, acc=low, return_all=True).outputs[:-1]
+    arith = Emulated(low_row)
+    low_run = uniform_graph(model if isinstance(model, Graph) else model.graph, x, low, high, 0, passes=sites,
+                            record=True)
     pooled: dict[str, list] = {c: [] for c in CRITERIA}
     exact_all, over = [], {c: [] for c in CRITERIA}
-    for layer, xhat in zip(network.layers, [network.prepare(x, None)[1], *inputs]):
-        y_hat, _ = passes.full(layer, xhat, low_row)
-        y = np.asarray(exact_linear(xhat, layer.weight, layer.bias), dtype=np.float64)
-        a = np.abs(xhat) @ np.abs(layer.weight).T + (0 if layer.bias is None else np.abs(layer.bias))
+    for r in low_run.records:
+        y = sites.exact_sums(r.x, r.w, r.bias, r.batched, 113)
+        a = np.abs(r.x) @ np.swapaxes(np.abs(r.w), -1, -2) + (0 if r.bias is None else np.abs(r.bias))
         with np.errstate(divide="ignore", invalid="ignore"):
             exact_all.append((a / np.abs(y)).ravel())
             for c in CRITERIA:
                 crit = get_criterion(c)
-                m = passes.magnitude(layer, xhat, low_row, crit.estimate) if crit.needs_magnitude else np.ones_like(a)
-                pooled[c].append((m / np.abs(y_hat)).ravel())
+                m = (sites.magnitude(arith, low_row, r.x, r.w, r.bias, r.batched, crit.estimate)
+                     if crit.needs_magnitude else np.ones_like(a))
+                pooled[c].append((m / np.abs(r.y)).ravel())
                 if crit.needs_magnitude:
                     over[c].append((m / a).ravel())
     exact = np.concatenate(exact_all)
     out = {}
-    low_cost = uniform_low(network, x, low, high, cost=COST_MODEL, passes=passes).cost.relative
+    passes = _passes(model)
+    low_cost = uniform_low(model, x, low, high, cost=COST_MODEL, passes=passes).cost.relative
     for c in CRITERIA:
         rho, pairs, _ = rank_correlation(np.concatenate(pooled[c]), exact)
         ratio = np.concatenate(over[c]) if over[c] else None
-        estimate = recompute(network, x, low, high, None, c, budget=0, cost=COST_MODEL, passes=passes)
+        estimate = recompute(model, x, low, high, None, c, budget=0, cost=COST_MODEL, passes=passes)
         out[c] = {"spearman": rho, "pairs": pairs,
                   "median_overestimate": None if ratio is None else float(np.nanmedian(ratio[np.isfinite(ratio)])),
                   "estimate_cost": estimate.cost.relative - low_cost}
@@ -138,28 +174,21 @@ def _slim(run: dict, rule: str) -> dict:
     return {**{k: run.get(k) for k in keys}, "rule": rule}
 
 
-def _summaries(net: Network, data, low: str, high: str, granularity: str, tile: str, reference, passes: Passes):
+def _summaries(scored: _Scored, low: str, high: str, granularity: str, tile: str, passes: Passes):
     """Uniform low and high, then per criterion and rule (budgets, then target errors) the
     guided run and random selection matched to it, as JSON-ready summaries."""
-    exact, logits = reference.outputs[-1], reference.preactivations[-1]
-    classes = net.meta.get("classes")
+    net, x, summary = scored.model, scored.inputs, scored.score
     common = dict(cost=COST_MODEL, passes=passes)
-
-    def summary(run) -> dict:
-        return summarise(run, exact, logits, data.y, classes).describe()
-
-    uniform = [summary(uniform_low(net, data.x, low, high, **common)),
-               summary(uniform_high(net, data.x, low, high, **common))]
+    uniform = [summary(uniform_low(net, x, low, high, **common)), summary(uniform_high(net, x, low, high, **common))]
     rules = rule_list((), BUDGETS, (), granularity, tile) + rule_list((), (), TARGETS, granularity, tile)
     runs = {}
     for crit in CRITERIA:
         rows = []
         for rule in rules:
-            guided = recompute(net, data.x, low, high, None, crit, budget=rule.budget, target_error=rule.target,
+            guided = recompute(net, x, low, high, None, crit, budget=rule.budget, target_error=rule.target,
                                granularity=rule.granularity, tile=rule.tile, **common)
             name = f"B={rule.budget:g}" if rule.budget is not None else f"E={rule.target:g}"
-            rows += [_slim(summary(guided), name), _slim(summary(random_selection(net, data.x, guided, 0, **common)),
-                                                         name)]
+            rows += [_slim(summary(guided), name), _slim(summary(random_selection(net, x, guided, 0, **common)), name)]
         runs[crit] = rows
     return uniform, runs
 
@@ -168,14 +197,14 @@ def _pair_entry(samples: int, item: tuple) -> tuple:
     """One (model, low, high) of the study, a task: (data name, samples, the estimate
     ranking, the pair's settings over every criterion and granularity)."""
     name, low, high = item
-    net = load_model(name)
-    data = load_model_data(net, None, "test").head(samples)
-    reference = net.forward(data.x, acc="exact", return_all=True)
-    ranking = estimate_ranking(net, data.x, low, high)
+    model = load_model(name)
+    data = load_model_data(model, None, "test").head(samples)
+    scored = _scored(model, data)
+    ranking = estimate_ranking(model, scored.inputs, low, high)
     pair = {"low": low, "high": high, "settings": []}
-    passes = Passes()
+    passes = _passes(model)
     for granularity, tile in GRANULARITIES:
-        uniform, runs = _summaries(net, data, low, high, granularity, tile, reference, passes)
+        uniform, runs = _summaries(scored, low, high, granularity, tile, passes)
         pair["uniform_low"], pair["uniform_high"] = (_slim(u, "-") for u in uniform)
         for crit, rows in runs.items():
             pair["settings"].append({"criterion": crit, "granularity": granularity,
@@ -188,7 +217,7 @@ def run_study(models: "list[str] | None" = None, samples: int = 200) -> dict:
     """Every (model, pair, criterion, granularity) of the module docstring: runs, verdicts,
     and each model's estimate ranking at each low format; one task per (model, pair), on
     the current executor (in-process, or a Dask cluster: ``analysis.distributed``)."""
-    models = models or _mlps()
+    models = models or list(bundled_models())
     record = {"cost_model": COST_MODEL, "samples": samples, "pairs": [list(p) for p in PAIRS],
               "criteria": list(CRITERIA), "granularities": [g for g, _ in GRANULARITIES],
               "tile": GRANULARITIES[2][1], "budgets": list(BUDGETS), "target_errors": list(TARGETS),
@@ -203,6 +232,14 @@ def run_study(models: "list[str] | None" = None, samples: int = 200) -> dict:
     return record
 
 
+def _sample_counts(record: dict) -> str:
+    """``the first N test samples of each``, or per model when the counts differ."""
+    counts = {e["samples"] for e in record["models"].values()}
+    if len(counts) == 1:
+        return f"the first {counts.pop()} test samples of each"
+    return "the first test samples: " + ", ".join(f"{n} {e['samples']}" for n, e in record["models"].items())
+
+
 def _pct(v) -> str:
     return "-" if v is None else f"{100 * v:.1f}%"
 
@@ -210,15 +247,16 @@ def _pct(v) -> str:
 def markdown(record: dict, command: str, seconds: float) -> str:
     """The study's tables (module docstring) as Markdown."""
     lines = ["# Where the recompute policy wins", "",
-             f"Generated by `{command}` in {seconds:.0f} s: every bundled MLP, the first {record['samples']} test "
-             f"samples each, models as bundled (no storage rounding), cost model `{record['cost_model']}` "
-             f"(relative to uniform high). Budgets "
-             f"{', '.join(map(str, record['budgets']))} (share of the layer's uniform-high cost spent on "
+             f"Generated by `{command}` in {seconds:.0f} s: every bundled model ({_sample_counts(record)}), "
+             "the MLPs layer by layer and the graphs at every accumulation site, models as bundled (no storage "
+             f"rounding), cost model `{record['cost_model']}` (relative to uniform high). Budgets "
+             f"{', '.join(map(str, record['budgets']))} (share of the layer's or site's uniform-high cost spent on "
              f"recomputation) and target errors {', '.join(map(str, record['target_errors']))} (u_low s_i), "
-             f"granularity per component, per output row, per {record['tile']} tile. Flip rate: share of samples "
+             f"granularity per component, per output row (channel), per {record['tile']} tile of a layer's or "
+             "site's (rows x outputs) matrix. Flip rate: share of samples "
              "whose predicted class differs from the exact pass. *Chord*: uniform low on some samples and "
              "uniform high on the others. See docs/method.md#the-study.", "",
-             "## Estimates of kappa against exact kappa (Spearman over all components of all layers)", "",
+             "## Estimates of kappa against exact kappa (Spearman over all components of all layers or sites)", "",
              "Each cell: Spearman's rho; in brackets, what the estimate costs relative to uniform high (bits). "
              "Last columns: median overestimate M_i / a_i of the certified bounds.", "",
              "| model | pair | kappa (low pass) | kappa-prime (1/\\|ŷ\\|) | kappa-holder | kappa-blocked:16 | "
@@ -294,11 +332,13 @@ def _figure(record: dict, key: str, groups: "tuple[str, ...]"):
             randoms = [(r["relative_cost"], r["flip_rate"]) for s in pair["settings"] for r in s["runs"]
                        if r["method"] == "random"]
             ax.plot(*zip(*_front(randoms)), color="#7f7f7f", ls=":", marker=".", label="random (front)")
+            starts = [1.6]
             for g in groups:
-                pts = [(r["relative_cost"], r["flip_rate"]) for s in pair["settings"] if s[key] == g
-                       for r in s["runs"] if r["method"] == "guided"]
-                ax.plot(*zip(*_front(pts)), color=COLOURS[g], marker="o", ms=3, label=g)
-            ax.set_xlim(0, 1.6)
+                front = _front([(r["relative_cost"], r["flip_rate"]) for s in pair["settings"] if s[key] == g
+                                for r in s["runs"] if r["method"] == "guided"])
+                ax.plot(*zip(*front), color=COLOURS[g], marker="o", ms=3, label=g)
+                starts.append(1.05 * front[0][0])
+            ax.set_xlim(0, max(starts))  # wide enough for the cheapest run of every group
             ax.set_title(f"{name}  {pair_name}", fontsize=9)
             ax.set_xlabel("relative cost (bits)", fontsize=8)
             ax.set_ylabel("flip rate", fontsize=8)
@@ -315,12 +355,13 @@ def main(argv: "list[str] | None" = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m analysis.study", description=__doc__.splitlines()[0])
     parser.add_argument("--out", default="reports/study", help="output directory (default reports/study)")
     parser.add_argument("--samples", type=int, default=200, help="test samples per model (default 200)")
-    parser.add_argument("--models", nargs="+", metavar="NAME", help="bundled MLPs (default all)")
+    parser.add_argument("--models", nargs="+", metavar="NAME", help="bundled models (default all)")
     parser.add_argument("--quiet", action="store_true", help="no progress bars")
     add_cluster_arguments(parser)
     args = parser.parse_args(argv)
-    mlps = _mlps()
-    wrong = [f"--models: {n!r} is not a bundled MLP ({', '.join(mlps)})." for n in args.models or () if n not in mlps]
+    known = list(bundled_models())
+    wrong = [f"--models: {n!r} is not a bundled model ({', '.join(known)})." for n in args.models or ()
+             if n not in known]
     wrong += [f"--samples == {args.samples}, must be >= 1."] if args.samples < 1 else []
     if wrong:
         print(f"{parser.prog}: error: {wrong[0]}", file=sys.stderr)

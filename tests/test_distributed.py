@@ -216,9 +216,11 @@ def test_study_same_json_on_two_workers(tmp_path):
     records = []
     for extra in ([], ["--workers", "2"]):
         out = tmp_path / str(len(records))
-        assert study.main(["--models", "digits-tanh", "--samples", "8", "--quiet", "--out", str(out), *extra]) == 0
+        assert study.main(["--models", "digits-tanh", "digits-cnn", "--samples", "8", "--quiet", "--out", str(out),
+                           *extra]) == 0
         record = json.loads((out / "study.json").read_text())
         for key in ("provenance", "command", "seconds"):
             record.pop(key)
         records.append(record)
-    assert records[0] == records[1] and len(records[0]["models"]["digits-tanh"]["pairs"]) == len(study.PAIRS)
+    assert records[0] == records[1]
+    assert all(len(records[0]["models"][name]["pairs"]) == len(study.PAIRS) for name in ("digits-tanh", "digits-cnn"))

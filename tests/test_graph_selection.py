@@ -18,6 +18,7 @@ from analysis.policy import recompute
 from analysis.selection import make_rule
 from emulator.data import load_model_data
 from emulator.formats import get_format
+from emulator.graph.engine import STREAM_BATCH
 from emulator.modelio import load_model
 from emulator.network import Layer, Network
 
@@ -74,6 +75,24 @@ def test_site_budgets_are_respected_and_units_recomputed_whole(model, granularit
                     assert block.all() or not block.any(), (site.site.name, r, c)
         partial += 0 < mask.mean() < 1
     assert partial > 0
+
+
+def test_a_mixed_pass_decides_on_the_whole_batch():
+    """More samples than the engine streams per batch: one choice per site over every
+    sample, the site's budget and its output channels those of the whole batch."""
+    g = load_model("digits-cnn")
+    samples = STREAM_BATCH + 4
+    feeds = {"x": load_model_data(g).x[:samples]}
+    one = {"x": feeds["x"][:1]}
+    run = recompute(g, feeds, "e4m3", "fp16", None, "kappa-prime", budget=0.3, granularity="row")
+    per_sample = uniform_low(g, one, "e4m3", "fp16").sites
+    assert [s.site.name for s in run.sites] == [s.site.name for s in per_sample]
+    for site, single in zip(run.sites, per_sample):
+        mask = _matrix(site.choice) > 0
+        assert mask.shape[0] == samples * _matrix(single.choice).shape[0], site.site.name
+        assert mask.sum() <= math.floor(0.3 * mask.size) and np.all(mask == mask[:1]), site.site.name
+    assert 0 < run.fraction < 1
+    assert random_graph(g, feeds, run).fraction >= run.fraction
 
 
 @pytest.mark.parametrize("granularity, tile", GRANULARITIES)
