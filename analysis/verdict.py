@@ -145,14 +145,18 @@ def flip_rate_of(record: dict) -> "float | None":
     return {**(record.get("metrics") or {}), **record}.get("neighbour_flip_rate")
 
 
+def worst_output_error(validation: dict) -> "float | None":
+    """The largest relative error of the output; an output component the summaries leave
+    out (not finite where the exact value is: an overflow) has an unbounded error, inf."""
+    out = output_summary(validation)
+    return math.inf if out.get("uncovered") else out["max_rel_error"]
+
+
 def _validation_row(v: dict) -> FormatRow:
-    """A validated format; an output component the summaries leave out (not finite where
-    the exact value is, an overflow) has an unbounded error: its largest relative error
-    is then inf."""
     out = output_summary(v)
-    worst = math.inf if out.get("uncovered") else out["max_rel_error"]
     return FormatRow(canonical(v["accumulation"]), "validation", v.get("accuracy"), v.get("exact_accuracy"),
-                     flip_rate_of(v), worst, out["median_rel_error"], v["violations"], bound_status(v))
+                     flip_rate_of(v), worst_output_error(v), out["median_rel_error"], v["violations"],
+                     bound_status(v))
 
 
 def _run_row(spec: str, run: dict) -> FormatRow:

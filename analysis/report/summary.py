@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from ..methods import GUIDED, LAMP, METHODS
-from ..verdict import is_policy, output_summary
+from ..verdict import flip_rate_of, is_policy, worst_output_error
 
 __all__ = ["summary_lines"]
 
@@ -32,7 +32,7 @@ def summary_lines(report: dict, out: "str | Path") -> list[str]:
             rho_text = f"median over {len(known)} sites {sorted(known)[len(known) // 2]:.2f}" if known else "n/a"
         lines.append(
             f"  {v['accumulation']['spec']:<24} bound violations {v['violations']:>3}  max output rel. error "
-            f"{_sci(output_summary(v)['max_rel_error'])}  flip rate {_pct(v['flip_rate'])}  Spearman (local) {rho_text}"
+            f"{_sci(worst_output_error(v))}  flip rate {_pct(flip_rate_of(v))}  Spearman (local) {rho_text}"
         )
     sweep = report.get("sweep")
     if sweep:
