@@ -63,7 +63,6 @@ def test_absolute_sums_and_kappa_exact():
     b = rng.integers(-9, 10, size=5) / 4.0
     x = rng.integers(-9, 10, size=(3, 7)) / 2.0
     a = absolute_sums(x, W, b)
-    y = x @ W.T + b  # dyadic values with few bits: exact in float64
     for s in range(3):
         for i in range(5):
             want = abs(Fraction(b[i])) + sum(abs(Fraction(W[i, j]) * Fraction(x[s, j])) for j in range(7))

@@ -6,7 +6,9 @@ against the MLP reference."""
 
 from __future__ import annotations
 
+import functools
 import math
+import operator
 
 import mpmath
 import numpy as np
@@ -60,14 +62,15 @@ def assert_holds(ball: Ball, intervals: Intervals, where: str, narrow: bool = Tr
     is at most 2^-200 relative (or 2^-1000) wide (a meaningful oracle)."""
     assert ball.shape == intervals.shape, where
     for k, ((a, b), (lo, hi)) in enumerate(zip(intervals.ends(), _ends(ball))):
-        a_in, b_in = libmp.mpf_add(a, SLACK), libmp.mpf_sub(b, SLACK)
+        a_in = libmp.mpf_add(a, SLACK, 2200, libmp.round_floor)  # rounded inward: a stricter test
+        b_in = libmp.mpf_sub(b, SLACK, 2200, libmp.round_ceiling)
         if libmp.mpf_eq(lo, hi):
             assert libmp.mpf_le(a, lo) and libmp.mpf_le(hi, b), (where, k, libmp.to_str(a, 20), libmp.to_str(lo, 20))
             continue
         assert libmp.mpf_le(lo, a_in) and libmp.mpf_le(b_in, hi), (where, k, libmp.to_str(a, 20),
                                                                    libmp.to_str(lo, 20), libmp.to_str(hi, 20))
         if narrow and a != b:
-            width = libmp.to_float(libmp.mpf_sub(b, a), rnd=libmp.round_ceiling)
+            width = libmp.to_float(libmp.mpf_sub(b, a, 64, libmp.round_ceiling), rnd=libmp.round_ceiling)
             scale = max(abs(libmp.to_float(a)), abs(libmp.to_float(b)))
             assert width <= 2.0**-200 * scale + 2.0**-1000, (where, k, width, scale)
 
@@ -288,7 +291,9 @@ def test_batches_join_to_the_same_enclosures():
 
 @pytest.mark.parametrize("path", PATHS)
 def test_softmax_with_one_dominant_score_and_masks(path):
-    """A dominant score, an additive -1e4 mask, a -inf mask (exact zeros out)."""
+    """A dominant score, an additive -1e4 mask, a -inf mask (exact zeros out), an additive
+    -finfo.max mask (its sums beyond the fast path's kernels, on the arb path; its
+    exponentials flushed there to a ball around 0 of radius 2^-2^30)."""
     nodes = [
         _pre(),
         Node("scale", "Mul", ("xin", "big"), ("s",)),
@@ -301,11 +306,14 @@ def test_softmax_with_one_dominant_score_and_masks(path):
         Node("ninf", "Constant", (), ("neg_inf",), {"value": np.array(-np.inf)}),
         Node("where", "Where", ("mask", "xin", "neg_inf"), ("si",)),
         Node("sm3", "Softmax", ("si",), ("r",), {"axis": -1}),
+        Node("lowest", "Mul", ("im", "fmin"), ("al",)),
+        Node("masked_lowest", "Add", ("xin", "al"), ("sl",)),
+        Node("sm4", "Softmax", ("sl",), ("t",), {"axis": -1}),
     ]
     inits = {"three": np.array(3.0), "big": np.array([40.0, 1.0, 1.0, 1.0]), "one": np.array(1.0),
-             "minus": np.array(-1e4)}
-    g = Graph(nodes, [TensorInfo("x", "float", (None, 4)), TensorInfo("mask", "int", (None, 4))], ["p", "q", "r"],
-              inits)
+             "minus": np.array(-1e4), "fmin": np.array(np.finfo(np.float64).min)}
+    g = Graph(nodes, [TensorInfo("x", "float", (None, 4)), TensorInfo("mask", "int", (None, 4))],
+              ["p", "q", "r", "t"], inits)
     feeds = {"x": RNG.standard_normal((3, 4)), "mask": np.array([[1, 1, 0, 1], [1, 0, 0, 0], [1, 1, 1, 1]])}
     fast, _ = assert_paths_agree(g, feeds, path=path)
     assert not fast.values["am"].radius().any()  # (1 - mask) * -1e4: float64 sums and products, exact
@@ -313,6 +321,8 @@ def test_softmax_with_one_dominant_score_and_masks(path):
     zero = feeds["mask"] == 0
     assert np.all(r.hi[zero] == 0) and np.all(r.radius()[zero] == 0)
     assert np.all(exact_values(fast)["q"].value[zero] == 0)
+    t = exact_values(fast)["t"]
+    assert np.all(t.value[zero] == 0) and t.rounded[~zero].all()
 
 
 @pytest.mark.parametrize("path", PATHS)
@@ -349,14 +359,37 @@ def test_zeros_and_exact_values():
     assert np.array_equal(v["s"].value, [2, 2]) and not v["s"].radius.any()
 
 
-def test_mpmath_fallback_for_elements_out_of_the_kernels_range():
-    """exp of -700 (below exp_core's range, above its zero cut) goes to mpmath, once."""
+def test_arb_fallback_for_elements_out_of_the_kernels_range():
+    """exp of -700 (below exp_core's range, above its zero cut) goes to the arb path, once."""
     nodes = [Node("e", "Exp", ("x",), ("y",))]
     g = _graph(nodes, [TensorInfo("x", "float", (None, 3))], ["y"])
     x = np.array([[-700.0, 1.0, -800.0]])
     fast, slow = _both(g, {"x": x})
     assert fast.arith.math.fallbacks == 1
     assert_holds(fast.outputs["y"], slow.outputs["y"], "y", narrow=False)
+
+
+def test_sums_at_the_top_of_the_range_are_rescaled():
+    """A ball plus or minus -finfo.max (an attention mask): the kernel on operands scaled
+    by 2^-64, no fallback, and each ball holds the exact sum (Fractions) from the centre
+    and both ends of the input ball; parts too small to scale exactly, and a sum that
+    overflows, go to the arb path."""
+    top = np.finfo(np.float64).max
+    m = BallMath()
+    a = Ball(np.array([0.9, -3.5, 1e-5, 2.0 ** -890, top / 2, 0.5]), np.array([3e-17, 1e-16, 0, 0, 0, 2.0**-1000]),
+             np.array([1e-20, 0, 1e-30, 0, 0, 0]))
+    for sign, op in ((1, m.add), (-1, m.sub)):
+        before = m.fallbacks
+        out = op(a, Ball(np.array([-top, -top, top, -top, sign * top, -top])))
+        assert m.fallbacks - before == 3  # 2^-890 (below the range once scaled), the overflow, lo = 2^-1000
+        b = [-top, -top, top, -top, sign * top, -top]
+        for k in range(3):
+            centre = fraction(a.hi[k]) + fraction(a.lo[k])
+            zh, zl, zr = (float(p[k]) for p in out.parts())
+            for v in (centre - fraction(a.rad[k]), centre, centre + fraction(a.rad[k])):
+                assert abs(v + sign * fraction(b[k]) - fraction(zh) - fraction(zl)) <= fraction(zr), (sign, k)
+            assert zr <= a.rad[k] + 2.0**-100 * top, (sign, k, zr)
+        assert np.isnan(out.hi[4]) or not np.isfinite(out.radius()[4])
 
 
 # ---------------------------------------------------------------------------------------
@@ -392,6 +425,30 @@ def test_refinement_batches_agree_with_one_pass():
     split = forward(_cancelling_graph(), {"x": x}, acc="exact", keep=True, batch_size=2)
     for name, t in whole.values.items():
         assert all(np.array_equal(p, q) for p, q in zip(t.parts(), split.values[name].parts())), name
+
+
+def test_refinement_in_child_processes_agrees_with_one_process():
+    """Four samples to refine split between two child processes (python -m
+    emulator.graph.processes): the same balls and overflow masks as the pass in this process."""
+    x = np.array([[1.0, -2.0], [0.0, 0.0], [5.0, 7.0], [-1.0, 1e300], [2.0, 4.0]])
+    here = forward(_cancelling_graph(), {"x": x}, acc=Exact(workers=1), keep=True)
+    apart = forward(_cancelling_graph(), {"x": x}, acc=Exact(workers=2), keep=True)
+    assert here.arith.refined == apart.arith.refined == 4
+    for name, t in here.values.items():
+        assert all(np.array_equal(p, q) for p, q in zip(t.parts(), apart.values[name].parts())), name
+    assert here.overflow.keys() == apart.overflow.keys()
+    assert all(np.array_equal(here.overflow[k], apart.overflow[k]) for k in here.overflow)
+
+
+def test_child_processes_give_results_in_order_and_failures_come_home():
+    """A child's task that fails is run here, after a warning naming the child's error
+    (and here it fails the same way)."""
+    from emulator.graph.processes import in_processes
+
+    reciprocal = functools.partial(operator.truediv, 1.0)
+    assert in_processes(reciprocal, [2.0, 4.0, 8.0]) == [0.5, 0.25, 0.125]
+    with pytest.warns(RuntimeWarning, match="ZeroDivisionError"), pytest.raises(ZeroDivisionError):
+        in_processes(reciprocal, [2.0, 0.0])
 
 
 def test_arb_balls_convert_to_enclosing_double_doubles():
@@ -564,8 +621,8 @@ def test_bundled_mlp_as_a_graph():
     assert out.rounded.mean() > 0.99
 
 
-def test_sympy_activation_runs_exactly_through_mpmath():
-    """An activation no kernel covers (a sympy expression) is enclosed by the mpmath path."""
+def test_sympy_activation_runs_exactly_through_the_arb_path():
+    """An activation no kernel covers (a sympy expression) is enclosed by the arb path."""
     net = Network([Layer(np.array([[1.0, -0.5], [0.25, 2.0]]), None, "sympy:y**3 + y")])
     x = np.array([[0.3, -1.1], [2.0, 0.5]])
     values = exact_values(forward(network_to_graph(net), {"x": x}, acc="exact"))

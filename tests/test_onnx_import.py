@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from emulator.errors import DataError, ModelFileError
-from onnx_models import FLOAT, INT, Case, assert_matches_ort, model_of, ort_runs_double, run_ort, run_ours, without_package
+from onnx_models import FLOAT, Case, assert_matches_ort, model_of, ort_runs_double, run_ort, run_ours, without_package
 
 onnx = pytest.importorskip("onnx")
 from onnx import TensorProto, helper, numpy_helper  # noqa: E402

@@ -20,7 +20,7 @@ import pytest
 from analysis.conditioning import absolute_sums, activation_condition, condition_numbers
 from analysis.opconditioning import (
     OP_CONDITIONS, batched_absolute_sums, erf_condition, lamp_relaxed, lamp_strict,
-    layer_norm_condition, op_condition, rms_norm_condition, site_absolute_sums,
+    op_condition, rms_norm_condition, site_absolute_sums,
 )
 from emulator.errors import ModelFileError
 from emulator.graph.arithmetic import Native

@@ -35,7 +35,7 @@ from .arithmetic import Site, contraction_shapes
 from .ball import Ball
 from .enclosures import ScalarMath, object_array, reduce_objects
 
-__all__ = ["Arbs", "ArbMath"]
+__all__ = ["Arbs", "ArbMath", "arbs_from_balls", "cpus"]
 
 
 @contextmanager
@@ -49,7 +49,8 @@ def _precision(bits: int, threads: int = 1):
         flint.ctx.prec, flint.ctx.threads = old
 
 
-def _cpus() -> int:
+def cpus() -> int:
+    """The CPUs this process may run on."""
     return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
@@ -115,6 +116,14 @@ class Arbs:
         return np.frompyfunc(float, 1, 1)(self.values).astype(np.float64).reshape(self.shape)
 
 
+def arbs_from_balls(hi: np.ndarray, lo: np.ndarray, rad: np.ndarray, precision: int) -> Arbs:
+    """The double-double balls [hi + lo - rad, hi + lo + rad] (1-D float64 arrays, finite)
+    as Arbs: arb(hi, rad) + lo at ``precision`` bits (Arb's sum holds the exact one)."""
+    with _precision(precision):
+        values = [flint.arb(h, r) + lo_ for h, lo_, r in zip(hi.tolist(), lo.tolist(), rad.tolist())]
+    return Arbs(values=object_array(values, (len(values),)))
+
+
 def _split(values: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(hi, lo, rad) of a 1-D object array of arb balls. hi = float(v) (faithful: within
     one ulp of the midpoint), d = v - hi in Arb at 128 bits (a ball holding exact - hi),
@@ -157,6 +166,18 @@ def _sqrt(v):
     return v.nonnegative_part().sqrt()
 
 
+FLUSH_EXPONENT = 2**30
+_FLUSHED = flint.arb(0, 1) * flint.arb(2) ** -FLUSH_EXPONENT  # the ball [0 +- 2^-FLUSH_EXPONENT]
+
+
+def _exp(v):
+    """e^v; for a finite ball below -FLUSH_EXPONENT, where e^v < 2^-FLUSH_EXPONENT, the
+    ball [0 +- 2^-FLUSH_EXPONENT] instead of Arb's own, whose exponent is a big integer
+    (after an attention mask of -finfo.max) that slows every later operation on it
+    sevenfold (e^-inf stays 0 exactly)."""
+    return _FLUSHED if v < -FLUSH_EXPONENT and v.is_finite() else v.exp()
+
+
 def _log(v):
     return v.log() if v > 0 else v.nan()
 
@@ -174,7 +195,7 @@ def _piecewise(v, branches):
 
 
 _FUNCTIONS = {
-    sympy.exp: lambda v: v.exp(), sympy.log: _log, sympy.tanh: lambda v: v.tanh(), sympy.erf: lambda v: v.erf(),
+    sympy.exp: _exp, sympy.log: _log, sympy.tanh: lambda v: v.tanh(), sympy.erf: lambda v: v.erf(),
     sympy.erfc: lambda v: v.erfc(), sympy.sinh: lambda v: v.sinh(), sympy.cosh: lambda v: v.cosh(),
     sympy.atan: lambda v: v.atan(), sympy.sin: lambda v: v.sin(), sympy.cos: lambda v: v.cos(), sympy.Abs: abs,
 }
@@ -188,19 +209,10 @@ _RELATIONS = {  # (certainly holds, certainly fails) on balls
 }
 
 
-def _compile_condition(cond):
-    """v -> True where the relation certainly holds on the ball, False where it
-    certainly fails, None otherwise."""
-    if cond is sympy.true:
-        return lambda v: True
-    holds, fails = _RELATIONS[type(cond)]
-    left, right = (_compile(side) for side in cond.args)
-
-    def decide(v):
-        a, b = left(v), right(v)
-        return True if holds(a, b) else (False if fails(a, b) else None)
-
-    return decide
+def _decide(holds, fails, a, b):
+    """True where the relation certainly holds on the balls, False where it certainly
+    fails, None otherwise."""
+    return True if holds(a, b) else (False if fails(a, b) else None)
 
 
 def _constant(expr):
@@ -220,52 +232,65 @@ def _constant(expr):
 
 
 def _compile(expr):
-    """The sympy expression in ``Y`` as a function of one arb ball (constants formed at
-    the context precision when compiled)."""
+    """The sympy expression in ``Y`` as a function of one arb ball: Python source written
+    from the expression tree, so that an element costs one call; constants are arbs formed
+    at the context precision when compiled and bound by name, functions too (the source
+    holds nothing but them, ``v`` and integer exponents)."""
+    names = {"_sqrt": _sqrt, "_log": _log, "_piecewise": _piecewise, "_decide": _decide}
+    return eval(f"lambda v: {_source(expr, names)}", names)
+
+
+def _bind(names: dict, value) -> str:
+    """A new name for ``value`` in the namespace of the compiled function."""
+    name = f"c{len(names)}"
+    names[name] = value
+    return name
+
+
+def _source(expr, names: dict) -> str:
     if expr == Y or (expr.is_Symbol and expr.name == Y.name):
-        return lambda v: v
+        return "v"
     if not expr.free_symbols:
-        c = _constant(expr) if (expr.is_Rational or expr.is_Float or expr in (sympy.pi, sympy.E)) else \
-            _compile_terms(expr)(flint.arb(0))
-        return lambda v: c
-    return _compile_terms(expr)
+        if expr.is_Rational or expr.is_Float or expr in (sympy.pi, sympy.E):
+            return _bind(names, _constant(expr))
+        return _bind(names, eval(f"lambda v: {_terms(expr, names)}", names)(flint.arb(0)))
+    return _terms(expr, names)
 
 
-def _compile_terms(expr):
-    """_compile of an expression that is not a single constant."""
+def _terms(expr, names: dict) -> str:
+    """_source of an expression that is not a single constant."""
     if isinstance(expr, (sympy.Add, sympy.Mul)):
         fixed = [a for a in expr.args if not a.free_symbols]
         varying = [a for a in expr.args if a.free_symbols]
         grouped = [expr.func(*fixed)] if len(fixed) > 1 and varying else fixed
-        terms = [_compile(a) for a in grouped + varying]
-        combine = (lambda a, b: a + b) if isinstance(expr, sympy.Add) else (lambda a, b: a * b)
-
-        def fold(v):
-            out = terms[0](v)
-            for t in terms[1:]:
-                out = combine(out, t(v))
-            return out
-
-        return fold
+        joint = " + " if isinstance(expr, sympy.Add) else " * "
+        return "(" + joint.join(_source(a, names) for a in grouped + varying) + ")"
     if isinstance(expr, sympy.Pow):
-        base, p = _compile(expr.args[0]), expr.args[1]
+        base, p = _source(expr.args[0], names), expr.args[1]
         if p.is_Integer:
             n = int(p)
-            return (lambda v: base(v) ** n) if n >= 0 else (lambda v: 1 / base(v) ** (-n))
+            return f"({base}) ** {n}" if n >= 0 else f"(1 / ({base}) ** {-n})"
         if p == sympy.Rational(1, 2):
-            return lambda v: _sqrt(base(v))
+            return f"_sqrt({base})"
         if p == sympy.Rational(-1, 2):
-            return lambda v: 1 / _sqrt(base(v))
-        exponent = _compile(p)
-        return lambda v: (exponent(v) * _log(base(v))).exp()
+            return f"(1 / _sqrt({base}))"
+        return f"(({_source(p, names)}) * _log({base})).exp()"
     if isinstance(expr, sympy.Piecewise):
-        branches = [(_compile(e), _compile_condition(c)) for e, c in expr.args]
-        return lambda v: _piecewise(v, [(e(v), c(v)) for e, c in branches])
+        branches = ", ".join(f"({_source(e, names)}, {_condition(c, names)})" for e, c in expr.args)
+        return f"_piecewise(v, [{branches}])"
     fn = _FUNCTIONS.get(type(expr))
     if fn is None:
         raise NotImplementedError(f"no ball form of {expr.func.__name__} (in an activation)")
-    inner = _compile(expr.args[0])
-    return lambda v: fn(inner(v))
+    return f"{_bind(names, fn)}({_source(expr.args[0], names)})"
+
+
+def _condition(cond, names: dict) -> str:
+    """Source deciding the relation on the ball (see :func:`_decide`)."""
+    if cond is sympy.true:
+        return "True"
+    holds, fails = _RELATIONS[type(cond)]
+    left, right = (_source(side, names) for side in cond.args)
+    return f"_decide({_bind(names, holds)}, {_bind(names, fails)}, {left}, {right})"
 
 
 @cache
@@ -280,6 +305,8 @@ class ArbMath(ScalarMath):
 
     name = "arb"
     tensor = Arbs
+    threads: "int | None" = None
+    """Threads of the matrix products (None: every CPU this process may run on)."""
 
     @staticmethod
     def lift(array) -> Arbs:
@@ -313,7 +340,7 @@ class ArbMath(ScalarMath):
         return self._map(_sqrt, a)
 
     def exp(self, a):
-        return self._map(lambda x: x.exp(), a)
+        return self._map(_exp, a)
 
     def log(self, a):
         return self._map(_log, a)
@@ -347,7 +374,7 @@ class ArbMath(ScalarMath):
         bias = None if bias is None else self._as(bias)
         x, w, bias, lead = contraction_shapes(self, site, x, w, bias, batched)
         m = w.shape[-2]
-        with _precision(self.precision, _cpus()):
+        with _precision(self.precision, self.threads or cpus()):
             if batched:
                 groups = [_matrix(xg) * _matrix(wg, transpose=True)
                           for xg, wg in zip(_groups(x), _groups(w))]

@@ -2,14 +2,16 @@
 ``emulator.graph.math.MATH_FUNCTIONS`` and the contraction on :class:`~.ball.Ball`
 tensors, by the certified kernels of ``_ballkernels``.
 
-An element a kernel does not cover goes one of three ways. One that involves an infinity
+An element a kernel does not cover goes one of four ways. One that involves an infinity
 or an unknown value (a NaN, an infinite radius) follows the IEEE result with the rules
 of its row (an exact infinity stays exact where the result is determined, e.g. -inf + x =
 -inf, exp(-inf) = 0; everything else gets an infinite radius). A ball too wide for the
 kernel (a divisor ball around 0, a ball reaching below 0 for sqrt and log, exp of a
 radius above 1) is not known from it: the IEEE value of the centre, an infinite radius.
-Any other (outside the kernels' proven range) is evaluated on the mpmath path
-(``emulator.graph.intervals``) for that element alone.
+A sum outside the kernel's range at the top (with -finfo.max, the mask some attention
+layers add) runs the kernel again on its operands scaled by 2^-64, and scales back. Any
+other element outside the kernels' proven range is evaluated on the arb path
+(``emulator.graph.arbs``, at the namespace's precision) for that element alone.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from . import _ballkernels as BK
 from .arithmetic import Site, contraction_shapes
 from .ball import Ball
 from .enclosures import EnclosureMath
-from .intervals import IntervalMath, balls_from_intervals, intervals_from_balls
+from .arbs import ArbMath, arbs_from_balls
 
 __all__ = ["BallMath", "as_ball"]
 
@@ -108,18 +110,19 @@ def _up_only(fn):
 class _Elementwise:
     """A kernel of ``_ballkernels`` (operand parts, ``extra`` arguments, then ZH, ZL, ZR
     and the status), and its rule for infinities, unknowns and wide balls: (IEEE value,
-    known exactly). Its mpmath fallback is the ``IntervalMath`` function of that name."""
+    known exactly). Its fallback is the ``ArbMath`` function of that name."""
 
     name: str
     kernel: Callable
     special: Callable
     extra: tuple = ()
+    rescale: bool = False  # beyond the kernel's range, run it again on operands scaled by 2^-64
 
 
 _OPS: Registry[_Elementwise] = Registry("exact elementwise operation")
 for _row in (
-    _Elementwise("add", BK.ball_add, _sum_rule(1.0), (1.0,)),
-    _Elementwise("sub", BK.ball_add, _sum_rule(-1.0), (-1.0,)),
+    _Elementwise("add", BK.ball_add, _sum_rule(1.0), (1.0,), rescale=True),
+    _Elementwise("sub", BK.ball_add, _sum_rule(-1.0), (-1.0,), rescale=True),
     _Elementwise("mul", BK.ball_mul, _mul_rule),
     _Elementwise("div", BK.ball_div, _div_rule),
     _Elementwise("sqrt", BK.ball_sqrt, _up_only(np.sqrt)),
@@ -128,6 +131,35 @@ for _row in (
     _Elementwise("erf", BK.ball_erf, _unary_rule(special.erf)),
 ):
     _OPS.add(_row.name, _row)
+
+
+SCALE = 2.0**-64
+NORMAL_AFTER_SCALING = 2.0**-958  # |p| >= this: p * SCALE is a normal float64, the scaling exact
+
+
+def _rescaled(op: _Elementwise, flat, out, status) -> None:
+    """Elements beyond the kernel's range once more on the operands scaled by 2^-64, the
+    result scaled back (a sum whose centre is near the top of the float64 range, as with a
+    mask of -finfo.max): both scalings are exact where every nonzero part of the operands
+    is at least NORMAL_AFTER_SCALING and the result is finite, so the kernel's bound on
+    the scaled sum, scaled, bounds the sum. Those elements' status becomes OK."""
+    bad = np.flatnonzero(status == BK.RANGE)
+    parts = [p[bad] for operand in flat for p in operand]
+    fit = np.ones(bad.size, dtype=bool)
+    for p in parts:
+        fit &= np.isfinite(p) & ((p == 0.0) | (np.abs(p) >= NORMAL_AFTER_SCALING))
+    if not fit.any():
+        return
+    size = int(fit.sum())
+    zh, zl, zr, st = np.empty(size), np.empty(size), np.empty(size), np.empty(size, dtype=np.int8)
+    with np.errstate(all="ignore"):
+        op.kernel(*(p[fit] * SCALE for p in parts), *op.extra, zh, zl, zr, st)
+        back = [z / SCALE for z in (zh, zl, zr)]
+    ok = (st == BK.OK) & np.isfinite(back[0]) & np.isfinite(back[2])
+    idx = bad[fit][ok]
+    for target, z in zip(out, back):
+        target[idx] = z[ok]
+    status[idx] = BK.OK
 
 
 class BallMath(EnclosureMath):
@@ -165,15 +197,17 @@ class BallMath(EnclosureMath):
         status = np.empty(size, dtype=np.int8)
         with np.errstate(all="ignore"):
             op.kernel(*(p for parts in flat for p in parts), *op.extra, zh, zl, zr, status)
+        if op.rescale and status.any():
+            _rescaled(op, flat, (zh, zl, zr), status)
         if status.any():
             self._repair(flat, (zh, zl, zr), status, op.special,
-                         lambda ivs: getattr(IntervalMath(self.precision), name)(*ivs))
+                         lambda arbs: getattr(ArbMath(self.precision), name)(*arbs))
         return Ball(zh.reshape(shape), zl.reshape(shape), zr.reshape(shape))
 
-    def _repair(self, flat, out, status, rule, interval_fn) -> None:
+    def _repair(self, flat, out, status, rule, arb_fn) -> None:
         """Elements whose status is not OK: infinities and unknowns by ``rule``, balls
-        too wide by the IEEE value of ``rule`` with an infinite radius, the rest by the
-        interval function on the mpmath path."""
+        too wide by the IEEE value of ``rule`` with an infinite radius, the rest by
+        ``arb_fn`` on the arb path."""
         bad = np.flatnonzero(status)
         at = [tuple(p[bad] for p in parts) for parts in flat]
         unsettled = np.zeros(bad.size, dtype=bool)
@@ -190,8 +224,8 @@ class BallMath(EnclosureMath):
         rest = ~ieee
         if rest.any():
             idx = bad[rest]
-            result = interval_fn([intervals_from_balls(*(p[rest] for p in a)) for a in at])
-            zh[idx], zl[idx], zr[idx] = balls_from_intervals(result)
+            result = arb_fn([arbs_from_balls(*(p[rest] for p in a), self.precision) for a in at]).to_ball()
+            zh[idx], zl[idx], zr[idx] = result.parts()
             self.fallbacks += int(idx.size)
 
     def add(self, a, b):
@@ -245,7 +279,7 @@ class BallMath(EnclosureMath):
         status = np.where(ok, BK.OK, BK.RANGE).astype(np.int8)
         if not ok.all():
             self._repair([(h, l, r)], (zh, zl, zr), status, lambda a: (act.f(a[0]), np.zeros(a[0].shape, dtype=bool)),
-                         lambda ivs: IntervalMath(self.precision).activation(act, ivs[0]))
+                         lambda arbs: ArbMath(self.precision).activation(act.name, arbs[0]))
         return Ball(zh.reshape(ball.shape), zl.reshape(ball.shape), zr.reshape(ball.shape))
 
     # exact moves of values ------------------------------------------------------------

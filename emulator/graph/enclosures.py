@@ -23,7 +23,10 @@ MAX_INTEGER_POWER = 64  # a^p by repeated products for integer |p| up to this
 
 
 def object_array(values, shape) -> np.ndarray:
-    """An object array of ``shape`` holding ``values`` (enclosures of the scalar paths)."""
+    """An object array of ``shape`` holding ``values`` (enclosures of the scalar paths);
+    an object array of that shape already is returned as it is."""
+    if isinstance(values, np.ndarray) and values.dtype == object and values.shape == tuple(shape):
+        return values
     out = np.empty(shape, dtype=object)
     out[...] = values
     return out

@@ -22,10 +22,8 @@ from ..errors import MixaccError, ModelFileError
 from .arithmetic import Arithmetic, Site
 from .ir import FLOAT, Graph, Node, is_float
 
-__all__ = ["Context", "GraphRun", "run_graph", "forward", "prepare", "batches", "make_arithmetic", "is_float",
-           "STREAM_BATCH"]
-
-
+__all__ = ["Context", "GraphRun", "Rerun", "run_graph", "forward", "prepare", "batches", "join_runs",
+           "make_arithmetic", "is_float", "STREAM_BATCH"]
 
 
 class Context:
@@ -158,8 +156,20 @@ def run_graph(graph: Graph, feeds: Mapping[str, np.ndarray], arith: Arithmetic, 
                 if remaining[t] == 0 and t not in graph.outputs and t not in graph.initializers:
                     values.pop(t, None)
     outputs = {name: values[name] if name in values else kept[name] for name in graph.outputs}
-    return arith.conclude(GraphRun(outputs, kept, arith), feeds,
-                          lambda sub, other: run_graph(graph, sub, other, keep=keep))
+    return arith.conclude(GraphRun(outputs, kept, arith), feeds, Rerun(graph, keep))
+
+
+@dataclass(frozen=True)
+class Rerun:
+    """The pass of ``graph`` keeping ``keep`` again, on other feeds in another arithmetic
+    (what :meth:`Arithmetic.conclude` is handed; picklable, so that a child process can run
+    it)."""
+
+    graph: Graph
+    keep: "Sequence[str] | bool" = ()
+
+    def __call__(self, feeds: Mapping[str, np.ndarray], arith: Arithmetic) -> GraphRun:
+        return run_graph(self.graph, feeds, arith, keep=self.keep)
 
 
 STREAM_BATCH = 16
@@ -210,7 +220,7 @@ def forward(graph: Graph, feeds: Mapping[str, np.ndarray], acc=None, storage=Non
         start += next(iter(chunk.values())).shape[0]
         runs.append(run_graph(prepared, chunk, arith, keep=keep))
         masks.append(dict(arith.overflow))  # an arithmetic given as ``acc`` serves every batch
-    return runs[0] if len(runs) == 1 else _join(runs, masks)
+    return runs[0] if len(runs) == 1 else join_runs(runs, masks)
 
 
 def prepare(graph: Graph, feeds: Mapping[str, np.ndarray], storage=None):
@@ -247,7 +257,7 @@ def _is_exact(acc) -> bool:
     return acc is not None and not isinstance(acc, Arithmetic) and AccumulationPlan(acc).is_exact
 
 
-def _join(runs: list[GraphRun], masks: list[dict]) -> GraphRun:
+def join_runs(runs: list[GraphRun], masks: list[dict]) -> GraphRun:
     """Batches of one pass joined along the samples (``masks``: each batch's overflow masks)."""
     arith = runs[0].arith
     cat = arith.math.concatenate if hasattr(arith, "math") else np.concatenate

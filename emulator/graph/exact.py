@@ -1,13 +1,16 @@
 """The exact arithmetic of the graph engine (docs/method.md#the-exact-arithmetic): every
 tensor is an enclosure of its exact value, never rounded between operators.
 
-Two paths give enclosures of the same exact values:
+Three paths give enclosures of the same exact values:
 
 * ``fast`` (:class:`~.ball.Ball`): double-double centres with certified radii, computed
   by numba kernels with proven error bounds (``emulator.graph.ballmath``); elements no
-  kernel covers go through the mpmath path one by one;
+  kernel covers go through the arb path one by one; samples whose radii miss 2^-60 at
+  the end run again on the arb path (:func:`refine`, in child processes when worth it);
+* ``arb`` (:class:`~.arbs.Arbs`): Arb balls of python-flint at ``precision`` bits
+  (``emulator.graph.arbs``);
 * ``mpmath`` (:class:`~.intervals.Intervals`): the definition, mpmath intervals at
-  ``precision`` bits with exact sums (``emulator.graph.intervals``); slow, for small
+  ``precision`` bits, sums at twice that (``emulator.graph.intervals``); slow, for small
   graphs and tests.
 
 ``forward(graph, feeds, acc="exact")`` runs the fast path; ``acc=Exact(path="mpmath",
@@ -17,18 +20,20 @@ float64 values with certified radii.
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 import numpy as np
 
+from ..reference import DEFAULT_TOL, _positive_int
 from ..registry import Registry
-from ..reference import _positive_int
+from .arbs import ArbMath, Arbs, cpus
 from .arithmetic import Arithmetic, Site
-from ..reference import DEFAULT_TOL
-from .arbs import ArbMath, Arbs
 from .ball import Ball, ExactValue
 from .ballmath import BallMath
+from .engine import GraphRun, join_runs
 from .intervals import IntervalMath
+from .processes import in_processes
 
 __all__ = ["Exact", "EXACT_PATHS", "exact_values", "ExactValue"]
 
@@ -47,7 +52,7 @@ for _row in (
     ExactPath("fast", BallMath, "double-double balls with certified radii (numba), mpmath for what they miss; "
               "samples they do not pin down to 2^-60 run again on the arb path"),
     ExactPath("arb", ArbMath, "Arb balls (python-flint) at the working precision, contractions as arb_mat products"),
-    ExactPath("mpmath", IntervalMath, "mpmath intervals with exact sums (the definition)"),
+    ExactPath("mpmath", IntervalMath, "mpmath intervals, sums rounded outward at twice the precision (the definition)"),
 ):
     EXACT_PATHS.add(_row.name, _row)
 
@@ -56,15 +61,27 @@ class Exact(Arithmetic):
     """Certified enclosures of every tensor (see the module docstring). ``precision`` is
     the mpmath working precision in bits (of the whole pass on the mpmath path, of the
     fallback elements on the fast path). Nothing is rounded to a storage format: the
-    storage rounding of a pass applies to its initialisers and inputs only."""
+    storage rounding of a pass applies to its initialisers and inputs only. ``workers``:
+    the processes the arb passes of a refinement split their samples between (None: every
+    CPU, when the fast pass over the samples to refine took at least PARALLEL_SECONDS;
+    the values are the same however many)."""
 
     name = "exact"
 
-    def __init__(self, precision: int = 113, path: str = "fast"):
+    def __init__(self, precision: int = 113, path: str = "fast", workers: "int | None" = None):
         super().__init__(None)
         self.precision = _positive_int(precision)
         self.path = EXACT_PATHS.get(path).name
         self.math = EXACT_PATHS.get(path).namespace(self.precision)
+        if workers is not None and (isinstance(workers, bool) or not isinstance(workers, (int, np.integer))
+                                    or workers < 1):
+            raise ValueError(f"workers == {workers!r}, must be a positive integer or None.")
+        self.workers = workers
+        self.began = time.perf_counter()
+
+    def begin(self, graph, values: dict) -> None:
+        super().begin(graph, values)
+        self.began = time.perf_counter()
 
     def lift(self, array):
         return self.math.lift(array)
@@ -92,7 +109,8 @@ class Exact(Arithmetic):
         if self.path == "arb":
             return _balls(run)
         if self.path == "fast":
-            return refine(run, feeds, rerun, start=max(ARB_START, self.precision + 64))
+            return refine(run, feeds, rerun, start=max(ARB_START, self.precision + 64), workers=self.workers,
+                          fast_seconds=time.perf_counter() - self.began)
         return run
 
 
@@ -100,9 +118,14 @@ ARB_START = 256
 """Bits of the first arb pass of a refinement (at least the fast path's mpmath precision
 plus 64). all-MiniLM-L6-v2 needs about 230: its Arb radii grow about 2^24 per layer."""
 MAX_ARB_PRECISION = 8192
+PARALLEL_SECONDS = 0.25
+"""The fast pass over the samples to refine took at least this: their arb passes (about
+fifteen times longer on all-MiniLM-L6-v2) are worth a child process each (about 2 s to
+start one and hand it the graph)."""
 
 
-def refine(run, feeds, rerun, *, start: int = ARB_START, tol: float = DEFAULT_TOL):
+def refine(run, feeds, rerun, *, start: int = ARB_START, tol: float = DEFAULT_TOL, workers: "int | None" = 1,
+           fast_seconds: float = 0.0):
     """``run`` with every sample that has a finite value whose carried enclosure (the
     double-double centre's radius, before the final rounding to float64) does not meet
     ``tol`` (:meth:`ExactValue.meets`) among its outputs and kept tensors run again on the
@@ -111,14 +134,18 @@ def refine(run, feeds, rerun, *, start: int = ARB_START, tol: float = DEFAULT_TO
     sample's worst radius, or MAX_ARB_PRECISION is passed (a value the last pass still
     misses keeps its certified radius; the run's arithmetic counts the samples refined and
     the precision reached). ``rerun(feeds, arith)`` runs the pass again (see
-    ``Arithmetic.conclude``)."""
+    ``Arithmetic.conclude``); each arb pass splits its samples between ``workers`` child
+    processes (None: every CPU when the fast pass, which took ``fast_seconds`` over all
+    samples, took at least PARALLEL_SECONDS over those to refine)."""
     n = _samples(feeds)
     missing, worst = _missing(run, n, tol)
     run.arith.refined, run.arith.refined_precision = int(missing.sum()), None
+    if workers is None:
+        workers = cpus() if fast_seconds * missing.sum() >= PARALLEL_SECONDS * max(n, 1) else 1
     prec = start
     while missing.any() and prec <= MAX_ARB_PRECISION:
         idx = np.flatnonzero(missing)
-        again = rerun({k: v[idx] for k, v in feeds.items()}, Exact(prec, path="arb"))
+        again = _arb_pass(rerun, {k: v[idx] for k, v in feeds.items()}, prec, workers)
         _splice(run, again, idx, n)
         run.arith.refined_precision = prec
         still, now = _missing(again, idx.size, tol)
@@ -131,6 +158,39 @@ def refine(run, feeds, rerun, *, start: int = ARB_START, tol: float = DEFAULT_TO
             left = now[still].max()
             prec = 2 * prec if not np.isfinite(left) else prec + int(np.ceil(np.log2(max(left / tol, 1.0)))) + 32
     return run
+
+
+@dataclass(frozen=True)
+class ArbPass:
+    """The arb pass of ``rerun`` at ``precision`` bits, its matrix products on ``threads``
+    threads: a child process's task, which gives back (outputs, kept tensors, overflow
+    masks)."""
+
+    rerun: object
+    precision: int
+    threads: int
+
+    def __call__(self, feeds) -> tuple[dict, dict, dict]:
+        arith = Exact(self.precision, path="arb")
+        arith.math.threads = self.threads
+        run = self.rerun(feeds, arith)
+        return run.outputs, run.values, run.arith.overflow
+
+
+def _arb_pass(rerun, feeds, precision: int, workers: int):
+    """The arb pass on ``feeds`` at ``precision`` bits, its samples split between
+    ``workers`` child processes (contiguous parts, joined in order)."""
+    n = _samples(feeds)
+    parts = min(workers, n)
+    if parts <= 1:
+        return rerun(feeds, Exact(precision, path="arb"))
+    bounds = np.linspace(0, n, parts + 1).astype(int)
+    chunks = [{k: v[a:b] for k, v in feeds.items()} for a, b in zip(bounds[:-1], bounds[1:])]
+    runs, masks = [], []
+    for outputs, values, overflow in in_processes(ArbPass(rerun, precision, max(1, cpus() // parts)), chunks):
+        runs.append(GraphRun(outputs, values, Exact(precision, path="arb")))
+        masks.append(overflow)
+    return join_runs(runs, masks)
 
 
 def _samples(feeds) -> int:

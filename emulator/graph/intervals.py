@@ -2,9 +2,10 @@
 every tensor an :class:`Intervals` (an object array of ``mpmath.iv`` intervals), every
 operator evaluated on intervals at ``precision`` bits.
 
-* sums (contractions, reductions) are exact: the ends of each product of intervals and
-  their sums in exact binary arithmetic (mpmath's ``libmp`` at precision 0), rounded
-  outward once at the end;
+* sums (contractions, reductions): the ends of each product of intervals exact (mpmath's
+  ``libmp`` at precision 0), their sums rounded outward at twice ``precision`` (exact
+  sums would need a 2^1000-bit integer for 1 + e^-finfo.max), the result rounded outward
+  once more to ``precision``;
 * +, -, *, /, sqrt, exp, log are mpmath's interval functions (outward rounding); sqrt
   and log of an interval that reaches below 0 are taken on its part in the domain (the
   exact value is assumed to be in it, as interval arithmetic does), an interval wholly
@@ -28,12 +29,11 @@ import numpy as np
 from mpmath import iv, libmp
 
 from ..activations import get_activation
-from ..reference import _model, _mp_enclose, _raw_dd, _up
-from ._ballkernels import INFLATE
+from ..reference import _model, _mp_enclose, _up
 from .arithmetic import Site, contraction_shapes
 from .enclosures import ScalarMath, object_array, reduce_objects
 
-__all__ = ["Intervals", "IntervalMath", "intervals_from_balls", "balls_from_intervals"]
+__all__ = ["Intervals", "IntervalMath"]
 
 GUARD_BITS = 24
 _FLOOR, _CEIL = libmp.round_floor, libmp.round_ceiling
@@ -101,7 +101,8 @@ class Intervals:
         return [x._mpi_ for x in self.values.reshape(-1)]
 
     def value(self) -> np.ndarray:
-        """RN of each interval's midpoint (NaN for an unbounded one)."""
+        """RN of each interval's midpoint (NaN for an unbounded one); the midpoint is
+        exact, or, for ends 2^MID_BITS apart in scale, a point between them."""
         return np.array([_mid_float(a, b) for a, b in self.ends()]).reshape(self.shape)
 
     def radius(self) -> np.ndarray:
@@ -112,7 +113,7 @@ class Intervals:
                 out.append(0.0 if a == b and libmp.mpf_eq(a, libmp.from_float(v)) else math.inf)
                 continue
             c = libmp.from_float(v)
-            out.append(_up(max(libmp.mpf_sub(c, a), libmp.mpf_sub(b, c), key=_ORDER)))
+            out.append(_up(max(libmp.mpf_sub(c, a, 64, _CEIL), libmp.mpf_sub(b, c, 64, _CEIL), key=_ORDER)))
         return np.array(out).reshape(self.shape)
 
     def rounded(self) -> np.ndarray:
@@ -120,12 +121,15 @@ class Intervals:
         return np.array([_rn(a) == _rn(b) for a, b in self.ends()]).reshape(self.shape)
 
 
+MID_BITS = 2200  # beyond the float64 range's 2098 bits
+
+
 def _mid_float(a, b) -> float:
     if a == b:
         return _rn(a)
     if a in (libmp.fninf, libmp.finf) or b in (libmp.fninf, libmp.finf):
         return math.nan
-    return _rn(libmp.mpf_shift(libmp.mpf_add(a, b), -1))
+    return _rn(libmp.mpf_shift(libmp.mpf_add(a, b, MID_BITS, _FLOOR), -1))
 
 
 def _rn(raw) -> float:
@@ -134,41 +138,6 @@ def _rn(raw) -> float:
 
 
 _ORDER = cmp_to_key(libmp.mpf_cmp)
-
-
-def intervals_from_balls(h: np.ndarray, l: np.ndarray, r: np.ndarray) -> Intervals:
-    """[h + l - r, h + l + r] exactly, per element (1-D arrays); an exact infinity (r = 0)
-    as itself; unknown values undefined."""
-    out = []
-    for hv, lv, rv in zip(h.tolist(), l.tolist(), r.tolist()):
-        if math.isfinite(hv) and math.isfinite(rv):
-            c = libmp.mpf_add(libmp.from_float(hv), libmp.from_float(lv))
-            rad = libmp.from_float(rv)
-            out.append(_interval(libmp.mpf_sub(c, rad), libmp.mpf_add(c, rad)))
-        elif math.isinf(hv) and rv == 0.0:
-            out.append(_point(hv))
-        else:
-            out.append(UNDEFINED)
-    return Intervals(object_array(out, (len(out),)))
-
-
-def balls_from_intervals(t: Intervals) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(hi, lo, rad) per element: the dd nearest the midpoint and a radius covering the
-    interval; an infinite point as an exact infinity; anything unbounded or beyond the
-    float64 range unknown (NaN or +-inf with an infinite radius)."""
-    hs, ls, rs = [], [], []
-    for a, b in t.ends():
-        if a == b and a in (libmp.fninf, libmp.finf):
-            hs.append(_rn(a)), ls.append(0.0), rs.append(0.0)
-            continue
-        v = _mid_float(a, b)
-        if not math.isfinite(v):
-            hs.append(v), ls.append(0.0), rs.append(math.inf)
-            continue
-        h, l, err = _raw_dd(libmp.mpf_shift(libmp.mpf_add(a, b), -1))
-        half = libmp.mpf_shift(libmp.mpf_sub(b, a), -1)
-        hs.append(h), ls.append(l), rs.append((_up(half) + err) * INFLATE if math.isfinite(h) else math.inf)
-    return np.array(hs), np.array(ls), np.array(rs)
 
 
 def _product(x, w):
@@ -264,7 +233,8 @@ class IntervalMath(ScalarMath):
         return Intervals(object_array(np.where(cond, a.values, b.values), shape))
 
     def contract(self, site: Site, x, w, bias=None, *, batched: bool = False) -> Intervals:
-        """Exact sums of the products' ends (plus the bias), rounded outward once."""
+        """Sums of the products' ends (plus the bias) rounded outward at twice the
+        precision, then to the precision."""
         x, w = self._as(x), self._as(w)
         bias = None if bias is None else self._as(bias)
         x, w, bias, lead = contraction_shapes(self, site, x, w, bias, batched)
@@ -275,13 +245,14 @@ class IntervalMath(ScalarMath):
         xe, we = _ends_array(xs), _ends_array(ws)
         bias_ends = [(libmp.fzero, libmp.fzero)] * m if bias is None else bias.ends()
         out = np.empty((xs.shape[0], xs.shape[1], m), dtype=object)
+        wide = 2 * self.precision
         for g in range(xs.shape[0]):
             for t in range(xs.shape[1]):
                 for i in range(m):
                     low, high = bias_ends[i]
                     for j in range(n):
                         pa, pb = _product(xe[g, t, j], we[g, i, j])
-                        low, high = libmp.mpf_add(low, pa), libmp.mpf_add(high, pb)
+                        low, high = libmp.mpf_add(low, pa, wide, _FLOOR), libmp.mpf_add(high, pb, wide, _CEIL)
                     out[g, t, i] = _interval(libmp.mpf_pos(low, self.precision, _FLOOR),
                                              libmp.mpf_pos(high, self.precision, _CEIL))
         return Intervals(out.reshape(*lead, m))

@@ -80,6 +80,9 @@ class Node:
     def attr(self, key: str, default=None):
         return self.attrs.get(key, default)
 
+    def __reduce__(self):
+        return Node, (self.name, self.op, self.inputs, self.outputs, dict(self.attrs))
+
 
 def _constant(name: str, value) -> np.ndarray:
     """An initialiser as a read-only float64 or int64 array (floats must be finite)."""

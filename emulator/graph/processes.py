@@ -1,0 +1,68 @@
+"""Tasks run side by side in child processes (the arb passes of a refinement split their
+samples between the cores: docs/method.md#the-exact-arithmetic).
+
+A child is ``python -m emulator.graph.processes``: it reads two pickles from its standard
+input, a task and its argument, and writes the pickle of ``task(argument)`` to its
+standard output. Only objects this process made go through the pipe (the graph, feeds,
+enclosures): it is how ``multiprocessing`` talks to its workers, without re-importing the
+caller's ``__main__`` module, as ``multiprocessing``'s spawn does. Python's threads
+cannot share the cores here, since python-flint holds the interpreter lock.
+"""
+
+from __future__ import annotations
+
+import os
+import pickle
+import subprocess
+import sys
+import warnings
+from concurrent.futures import ThreadPoolExecutor
+from typing import Callable, Sequence
+
+__all__ = ["in_processes"]
+
+
+def in_processes(task: Callable, arguments: Sequence) -> list:
+    """``[task(a) for a in arguments]``, each in a child process of its own, all at once.
+    ``task`` and the arguments must pickle; a child that fails leaves its task to this
+    process, with a warning naming the child's last line of error."""
+    shared = pickle.dumps(task, protocol=pickle.HIGHEST_PROTOCOL)
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p or os.getcwd() for p in sys.path))  # modules as found here
+    with ThreadPoolExecutor(max(1, len(arguments))) as pool:
+        results = list(pool.map(lambda a: _child(shared, a, env), arguments))
+    out = []
+    for argument, (ok, value) in zip(arguments, results):
+        if not ok:
+            warnings.warn(f"a child process failed ({value}); its task runs in this process", RuntimeWarning,
+                          stacklevel=2)
+            value = task(argument)
+        out.append(value)
+    return out
+
+
+def _child(shared: bytes, argument, env: dict) -> tuple[bool, object]:
+    """(True, the child's result) or (False, why it failed)."""
+    payload = shared + pickle.dumps(argument, protocol=pickle.HIGHEST_PROTOCOL)
+    try:
+        proc = subprocess.Popen([sys.executable, "-m", __name__], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                stderr=subprocess.PIPE, env=env)
+    except OSError as exc:
+        return False, str(exc)
+    out, err = proc.communicate(payload)
+    if proc.returncode == 0:
+        return True, pickle.loads(out)
+    lines = err.decode(errors="replace").strip().splitlines()
+    return False, lines[-1] if lines else f"exit status {proc.returncode}"
+
+
+def _main() -> None:
+    source, sink = sys.stdin.buffer, sys.stdout.buffer
+    sys.stdout = sys.stderr  # nothing but the result on the pipe
+    task = pickle.load(source)
+    result = task(pickle.load(source))
+    pickle.dump(result, sink, protocol=pickle.HIGHEST_PROTOCOL)
+    sink.flush()
+
+
+if __name__ == "__main__":
+    _main()
