@@ -434,6 +434,7 @@ def test_refinement_in_child_processes_agrees_with_one_process():
     here = forward(_cancelling_graph(), {"x": x}, acc=Exact(workers=1), keep=True)
     apart = forward(_cancelling_graph(), {"x": x}, acc=Exact(workers=2), keep=True)
     assert here.arith.refined == apart.arith.refined == 4
+    assert here.arith.refined_processes == 1 and apart.arith.refined_processes == 2
     for name, t in here.values.items():
         assert all(np.array_equal(p, q) for p, q in zip(t.parts(), apart.values[name].parts())), name
     assert here.overflow.keys() == apart.overflow.keys()

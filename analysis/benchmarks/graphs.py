@@ -253,7 +253,7 @@ def _exact(quick: bool) -> list[Measurement]:
     values = exact_values(run)
     radii = ", ".join(f"{_median_relative_radius(values[name]):.0e}" for name in layers)
     case = (f"exact pass, {what} (median radius / |value| after each layer: {radii}; "
-            f"{run.arith.refined} samples refined on the arb path)")
+            f"{run.arith.refined} samples refined on the arb path, in {run.arith.refined_processes} processes)")
     rows = [Measurement(TITLE, case, seconds, "s", {"float64 native pass": native}, f"< {TARGET_SECONDS:g} s on 2 cores",
                         seconds < TARGET_SECONDS if not quick else None)]
     if peak is not None:

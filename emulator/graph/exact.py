@@ -132,14 +132,14 @@ def refine(run, feeds, rerun, *, start: int = ARB_START, tol: float = DEFAULT_TO
     arb path, at ``start`` bits, then at p + log2(worst radius / tol) + 32 bits (twice p
     when a radius is still unknown), until every value meets ``tol``, a pass improves no
     sample's worst radius, or MAX_ARB_PRECISION is passed (a value the last pass still
-    misses keeps its certified radius; the run's arithmetic counts the samples refined and
-    the precision reached). ``rerun(feeds, arith)`` runs the pass again (see
+    misses keeps its certified radius; the run's arithmetic counts the samples refined,
+    the precision reached and the processes of the last pass). ``rerun(feeds, arith)`` runs the pass again (see
     ``Arithmetic.conclude``); each arb pass splits its samples between ``workers`` child
     processes (None: every CPU when the fast pass, which took ``fast_seconds`` over all
     samples, took at least PARALLEL_SECONDS over those to refine)."""
     n = _samples(feeds)
     missing, worst = _missing(run, n, tol)
-    run.arith.refined, run.arith.refined_precision = int(missing.sum()), None
+    run.arith.refined, run.arith.refined_precision, run.arith.refined_processes = int(missing.sum()), None, 0
     if workers is None:
         workers = cpus() if fast_seconds * missing.sum() >= PARALLEL_SECONDS * max(n, 1) else 1
     prec = start
@@ -147,7 +147,7 @@ def refine(run, feeds, rerun, *, start: int = ARB_START, tol: float = DEFAULT_TO
         idx = np.flatnonzero(missing)
         again = _arb_pass(rerun, {k: v[idx] for k, v in feeds.items()}, prec, workers)
         _splice(run, again, idx, n)
-        run.arith.refined_precision = prec
+        run.arith.refined_precision, run.arith.refined_processes = prec, max(1, min(workers, idx.size))
         still, now = _missing(again, idx.size, tol)
         if not (now < worst[idx]).any():
             break
