@@ -13,7 +13,7 @@ batch only.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Mapping, Sequence
 
 import numpy as np
@@ -21,6 +21,7 @@ import numpy as np
 from ..errors import MixaccError, ModelFileError
 from .arithmetic import Arithmetic, Site
 from .ir import FLOAT, Graph, Node, is_float
+from .runs import GraphRun, join_runs
 
 __all__ = ["Context", "GraphRun", "Rerun", "run_graph", "forward", "prepare", "batches", "join_runs",
            "make_arithmetic", "is_float", "STREAM_BATCH"]
@@ -92,21 +93,6 @@ def _move_last(math, x, axes: tuple[int, ...]):
 
 def _keepdims_shape(shape, axes) -> tuple[int, ...]:
     return tuple(1 if a in axes else d for a, d in enumerate(shape))
-
-
-@dataclass
-class GraphRun:
-    """One forward pass: ``outputs`` (the graph's outputs by name), ``values`` (every tensor
-    asked to be kept, outputs included), and the arithmetic (its overflow masks per site
-    and, when recording, its site records)."""
-
-    outputs: dict
-    values: dict
-    arith: Arithmetic = field(repr=False)
-
-    @property
-    def overflow(self) -> dict[str, np.ndarray]:
-        return self.arith.overflow
 
 
 def run_graph(graph: Graph, feeds: Mapping[str, np.ndarray], arith: Arithmetic, *,
@@ -255,19 +241,3 @@ def _is_exact(acc) -> bool:
     from .arithmetic import AccumulationPlan
 
     return acc is not None and not isinstance(acc, Arithmetic) and AccumulationPlan(acc).is_exact
-
-
-def join_runs(runs: list[GraphRun], masks: list[dict]) -> GraphRun:
-    """Batches of one pass joined along the samples (``masks``: each batch's overflow masks)."""
-    arith = runs[0].arith
-    cat = arith.math.concatenate if hasattr(arith, "math") else np.concatenate
-    outputs = {k: _cat(cat, [r.outputs[k] for r in runs]) for k in runs[0].outputs}
-    values = {k: _cat(cat, [r.values[k] for r in runs]) for k in runs[0].values}
-    arith.overflow = {k: np.concatenate([m[k] for m in masks]) for k in masks[0]}
-    return GraphRun(outputs, values, arith)
-
-
-def _cat(cat, parts):
-    if all(isinstance(p, np.ndarray) and p.dtype.kind in "biu" for p in parts):
-        return np.concatenate(parts)
-    return cat(parts, 0)

@@ -31,9 +31,9 @@ from .arbs import ArbMath, Arbs, cpus
 from .arithmetic import Arithmetic, Site
 from .ball import Ball, ExactValue
 from .ballmath import BallMath
-from .engine import GraphRun, join_runs
 from .intervals import IntervalMath
 from .processes import in_processes
+from .runs import GraphRun, join_runs
 
 __all__ = ["Exact", "EXACT_PATHS", "exact_values", "ExactValue"]
 
