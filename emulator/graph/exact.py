@@ -6,7 +6,7 @@ Three paths give enclosures of the same exact values:
 * ``fast`` (:class:`~.ball.Ball`): double-double centres with certified radii, computed
   by numba kernels with proven error bounds (``emulator.graph.ballmath``); elements no
   kernel covers go through the arb path one by one; samples whose radii miss 2^-60 at
-  the end run again on the arb path (:func:`refine`, in child processes when worth it);
+  the end run again on the arb path (:func:`refine`, split between processes when worth it);
 * ``arb`` (:class:`~.arbs.Arbs`): Arb balls of python-flint at ``precision`` bits
   (``emulator.graph.arbs``);
 * ``mpmath`` (:class:`~.intervals.Intervals`): the definition, mpmath intervals at
@@ -60,7 +60,7 @@ for _row in (
 class Exact(Arithmetic):
     """Certified enclosures of every tensor (see the module docstring). ``precision`` is
     the mpmath working precision in bits (of the whole pass on the mpmath path, of the
-    fallback elements on the fast path). Nothing is rounded to a storage format: the
+    fallback elements on the fast path, on the arb path). Nothing is rounded to a storage format: the
     storage rounding of a pass applies to its initialisers and inputs only. ``workers``:
     the processes the arb passes of a refinement split their samples between (None: every
     CPU, when the fast pass over the samples to refine took at least PARALLEL_SECONDS;
@@ -120,7 +120,7 @@ plus 64). all-MiniLM-L6-v2 needs about 230: its Arb radii grow about 2^24 per la
 MAX_ARB_PRECISION = 8192
 PARALLEL_SECONDS = 0.25
 """The fast pass over the samples to refine took at least this: their arb passes (about
-fifteen times longer on all-MiniLM-L6-v2) are worth a child process each (about 2 s to
+fifteen times longer on all-MiniLM-L6-v2) are worth a process per CPU (about 2 s to
 start one and hand it the graph)."""
 
 
@@ -133,10 +133,11 @@ def refine(run, feeds, rerun, *, start: int = ARB_START, tol: float = DEFAULT_TO
     when a radius is still unknown), until every value meets ``tol``, a pass improves no
     sample's worst radius, or MAX_ARB_PRECISION is passed (a value the last pass still
     misses keeps its certified radius; the run's arithmetic counts the samples refined,
-    the precision reached and the processes of the last pass). ``rerun(feeds, arith)`` runs the pass again (see
-    ``Arithmetic.conclude``); each arb pass splits its samples between ``workers`` child
-    processes (None: every CPU when the fast pass, which took ``fast_seconds`` over all
-    samples, took at least PARALLEL_SECONDS over those to refine)."""
+    the precision reached and the processes of the last pass). ``rerun(feeds, arith)``
+    runs the pass again (see ``Arithmetic.conclude``); each arb pass splits its samples
+    between ``workers`` processes, this one and children (None: every CPU when the fast
+    pass, which took ``fast_seconds`` over all samples, took at least PARALLEL_SECONDS
+    over those to refine)."""
     n = _samples(feeds)
     missing, worst = _missing(run, n, tol)
     run.arith.refined, run.arith.refined_precision, run.arith.refined_processes = int(missing.sum()), None, 0
@@ -179,7 +180,7 @@ class ArbPass:
 
 def _arb_pass(rerun, feeds, precision: int, workers: int):
     """The arb pass on ``feeds`` at ``precision`` bits, its samples split between
-    ``workers`` child processes (contiguous parts, joined in order)."""
+    ``workers`` processes, this one and children (contiguous parts, joined in order)."""
     n = _samples(feeds)
     parts = min(workers, n)
     if parts <= 1:

@@ -1,5 +1,6 @@
-"""Tasks run side by side in child processes (the arb passes of a refinement split their
-samples between the cores: docs/method.md#the-exact-arithmetic).
+"""Tasks run side by side, one in this process and the others in child processes (the
+arb passes of a refinement split their samples between the cores:
+docs/method.md#the-exact-arithmetic).
 
 A child is ``python -m emulator.graph.processes``: it reads two pickles from its standard
 input, a task and its argument, and writes the pickle of ``task(argument)`` to its
@@ -23,15 +24,20 @@ __all__ = ["in_processes"]
 
 
 def in_processes(task: Callable, arguments: Sequence) -> list:
-    """``[task(a) for a in arguments]``, each in a child process of its own, all at once.
-    ``task`` and the arguments must pickle; a child that fails leaves its task to this
-    process, with a warning naming the child's last line of error."""
-    shared = pickle.dumps(task, protocol=pickle.HIGHEST_PROTOCOL)
+    """``[task(a) for a in arguments]``, side by side: the first in this process, each
+    other in a child process of its own (this process already holds what the task needs,
+    so one child fewer costs no memory twice). ``task`` and the arguments must pickle; they
+    are written to the child's pipe as they pickle, never held whole. A child that fails
+    leaves its task to this process, with a warning naming the child's last line of
+    error."""
+    if not arguments:
+        return []
     env = dict(os.environ, PYTHONPATH=os.pathsep.join(p or os.getcwd() for p in sys.path))  # modules as found here
-    with ThreadPoolExecutor(max(1, len(arguments))) as pool:
-        results = list(pool.map(lambda a: _child(shared, a, env), arguments))
-    out = []
-    for argument, (ok, value) in zip(arguments, results):
+    with ThreadPoolExecutor(max(1, len(arguments) - 1)) as pool:
+        children = [pool.submit(_child, task, a, env) for a in arguments[1:]]
+        out = [task(arguments[0])]
+        results = [c.result() for c in children]
+    for argument, (ok, value) in zip(arguments[1:], results):
         if not ok:
             warnings.warn(f"a child process failed ({value}); its task runs in this process", RuntimeWarning,
                           stacklevel=2)
@@ -40,15 +46,19 @@ def in_processes(task: Callable, arguments: Sequence) -> list:
     return out
 
 
-def _child(shared: bytes, argument, env: dict) -> tuple[bool, object]:
+def _child(task: Callable, argument, env: dict) -> tuple[bool, object]:
     """(True, the child's result) or (False, why it failed)."""
-    payload = shared + pickle.dumps(argument, protocol=pickle.HIGHEST_PROTOCOL)
     try:
         proc = subprocess.Popen([sys.executable, "-m", __name__], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE, env=env)
     except OSError as exc:
         return False, str(exc)
-    out, err = proc.communicate(payload)
+    try:
+        pickle.dump(task, proc.stdin, protocol=pickle.HIGHEST_PROTOCOL)
+        pickle.dump(argument, proc.stdin, protocol=pickle.HIGHEST_PROTOCOL)
+    except BrokenPipeError:
+        pass  # the child is gone: its error follows
+    out, err = proc.communicate()
     if proc.returncode == 0:
         return True, pickle.loads(out)
     lines = err.decode(errors="replace").strip().splitlines()
