@@ -164,7 +164,7 @@ def _rescaled(op: _Elementwise, flat, out, status) -> None:
 
 class BallMath(EnclosureMath):
     """The fast path's namespace. ``precision`` is the working precision (bits) of the
-    elements that fall back to the mpmath path."""
+    elements that fall back to the arb path."""
 
     name = "ball"
 
@@ -172,7 +172,7 @@ class BallMath(EnclosureMath):
 
     def __init__(self, precision: int = 113):
         super().__init__(precision)
-        self.fallbacks = 0  # elements evaluated on the mpmath path
+        self.fallbacks = 0  # elements evaluated on the arb path
 
     @staticmethod
     def lift(array) -> Ball:
@@ -257,7 +257,7 @@ class BallMath(EnclosureMath):
         (``_exactdot.enclose_activation``: the kernel's values at the two ends of the
         ball, valid where sigma is monotone on it); where it declines (a ball around a
         minimum), the kernel's value at the centre plus L r (L >= max |sigma'|, the
-        reference's model of sigma); mpmath where no kernel covers an element."""
+        reference's model of sigma); the arb path where no kernel covers an element."""
         act = get_activation(name)
         model = _model(act)
         ball = as_ball(y)

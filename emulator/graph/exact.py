@@ -49,7 +49,7 @@ class ExactPath:
 
 EXACT_PATHS: Registry[ExactPath] = Registry("exact path")
 for _row in (
-    ExactPath("fast", BallMath, "double-double balls with certified radii (numba), mpmath for what they miss; "
+    ExactPath("fast", BallMath, "double-double balls with certified radii (numba), the arb path for what they miss; "
               "samples they do not pin down to 2^-60 run again on the arb path"),
     ExactPath("arb", ArbMath, "Arb balls (python-flint) at the working precision, contractions as arb_mat products"),
     ExactPath("mpmath", IntervalMath, "mpmath intervals, sums rounded outward at twice the precision (the definition)"),
@@ -59,8 +59,8 @@ for _row in (
 
 class Exact(Arithmetic):
     """Certified enclosures of every tensor (see the module docstring). ``precision`` is
-    the mpmath working precision in bits (of the whole pass on the mpmath path, of the
-    fallback elements on the fast path, on the arb path). Nothing is rounded to a storage format: the
+    the working precision in bits (of the whole pass on the mpmath and arb paths, of the
+    fallback elements on the fast path). Nothing is rounded to a storage format: the
     storage rounding of a pass applies to its initialisers and inputs only. ``workers``:
     the processes the arb passes of a refinement split their samples between (None: every
     CPU, when the fast pass over the samples to refine took at least PARALLEL_SECONDS;
@@ -115,8 +115,8 @@ class Exact(Arithmetic):
 
 
 ARB_START = 256
-"""Bits of the first arb pass of a refinement (at least the fast path's mpmath precision
-plus 64). all-MiniLM-L6-v2 needs about 230: its Arb radii grow about 2^24 per layer."""
+"""Bits of the first arb pass of a refinement (at least the fast path's fallback
+precision plus 64). all-MiniLM-L6-v2 needs about 230: its Arb radii grow about 2^24 per layer."""
 MAX_ARB_PRECISION = 8192
 PARALLEL_SECONDS = 0.25
 """The fast pass over the samples to refine took at least this: their arb passes (about
