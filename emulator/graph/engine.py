@@ -23,8 +23,8 @@ from .arithmetic import Arithmetic, Site
 from .ir import FLOAT, Graph, Node, is_float
 from .runs import GraphRun, join_runs
 
-__all__ = ["Context", "GraphRun", "Rerun", "run_graph", "forward", "prepare", "batches", "join_runs",
-           "make_arithmetic", "is_float", "STREAM_BATCH"]
+__all__ = ["Context", "GraphRun", "Rerun", "run_graph", "forward", "prepare", "batches", "make_arithmetic",
+           "is_float", "STREAM_BATCH"]
 
 
 class Context:

@@ -77,7 +77,6 @@ class Exact(Arithmetic):
                                     or workers < 1):
             raise ValueError(f"workers == {workers!r}, must be a positive integer or None.")
         self.workers = workers
-        self.began = time.perf_counter()
 
     def begin(self, graph, values: dict) -> None:
         super().begin(graph, values)
